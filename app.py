@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""The ready app: ``cdk synth -c config=path/to/cluster.yaml`` (default: examples/default.yaml)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import aws_cdk as cdk
+
+from training_cluster import ClusterConfig, ConfigError, TrainingClusterStack
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "examples" / "default.yaml"
+
+
+def main() -> int:
+    app = cdk.App()
+    path = app.node.try_get_context("config") or DEFAULT_CONFIG
+    try:
+        config = ClusterConfig.from_yaml(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    TrainingClusterStack(app, f"{config.name}-training-cluster", config=config)
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Where the files that run outside synthesis (instance scripts, Lambda code) are.
+
+In a wheel they sit inside the package (``training_cluster/_assets/``, see pyproject.toml); in
+a source checkout they are the top-level ``node/`` and ``lambda/`` folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGED = Path(__file__).resolve().parent / "_assets"
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def asset_path(*parts: str) -> Path:
+    """The path of ``node/...`` or ``lambda/...``, packaged or checked out."""
+    for root in (_PACKAGED, _CHECKOUT):
+        candidate = root.joinpath(*parts)
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"{'/'.join(parts)} is neither in {_PACKAGED} nor in {_CHECKOUT}")

@@ -1,0 +1,278 @@
+"""The cluster config: one YAML file, parsed into typed, validated settings.
+
+``ClusterConfig.from_yaml(path)`` reads a file; ``ClusterConfig.from_dict(data)`` takes the
+same mapping from code. Both raise :class:`ConfigError` listing every problem at once, each
+naming the field path, the value received and what is allowed. Cross-field rules live in
+:mod:`training_cluster.validation`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import catalog
+from .errors import ConfigError, Finding, field_path, show
+
+NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+
+EfaMode = Literal["auto", "on", "off"]
+CapacityType = Literal["on-demand", "reservation", "capacity-block"]
+LustreDeploymentType = Literal["SCRATCH_2", "PERSISTENT_1", "PERSISTENT_2"]
+OperatingSystem = Literal["ubuntu-22.04", "amazon-linux-2023"]
+
+DEFAULT_THROUGHPUT_MBPS_PER_TIB: dict[str, int | None] = {
+    "SCRATCH_2": None,
+    "PERSISTENT_1": 200,
+    "PERSISTENT_2": 250,
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _name(max_length: int) -> Any:
+    return Annotated[str, Field(min_length=1, max_length=max_length, pattern=NAME_PATTERN)]
+
+
+class NetworkConfig(_Section):
+    """Where the cluster lives: a new VPC (the default) or the user's own VPC and subnet."""
+
+    vpc_cidr: str = "10.0.0.0/16"
+    """CIDR of the new VPC. Ignored (and rejected) together with ``vpc_id``."""
+    compute_subnet_prefix_length: Annotated[int, Field(ge=16, le=26)] = 17
+    """Prefix length of the new VPC's compute subnet. Fixed by the user, never derived from the
+    fleet size, so that growing a fleet never replaces the subnet (and everything in it)."""
+    vpc_id: Annotated[str, Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] | None = None
+    """The user's own VPC. Needs ``subnet_id``."""
+    subnet_id: Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")] | None = None
+    """The compute subnet in the user's VPC, in ``availability_zone``."""
+    subnet_cidr: str | None = None
+    """CIDR of ``subnet_id``; optional, lets validation check the subnet holds the fleet."""
+    interface_endpoints: bool = True
+    """Interface endpoints for SSM and CloudWatch in a new VPC, so nodes reach them privately."""
+    flow_logs: bool = True
+    """VPC flow logs to CloudWatch Logs for a new VPC."""
+
+    @field_validator("vpc_cidr", "subnet_cidr")
+    @classmethod
+    def _cidr(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import ipaddress
+
+        try:
+            network = ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"not an IPv4 CIDR block like 10.0.0.0/16 ({exc})") from None
+        if not 16 <= network.prefixlen <= 28:
+            raise ValueError("prefix length must be between /16 and /28, as AWS allows for VPCs and subnets")
+        return value
+
+    @property
+    def uses_existing_vpc(self) -> bool:
+        return self.vpc_id is not None
+
+
+class CapacityConfig(_Section):
+    """Which capacity a group launches into."""
+
+    type: CapacityType = "on-demand"
+    """``on-demand``; ``reservation`` (a targeted On-Demand Capacity Reservation); or
+    ``capacity-block`` (an EC2 Capacity Block for ML)."""
+    reservation_id: str | None = None
+    """The reservation (``cr-`` followed by 17 hex digits) for ``reservation`` and
+    ``capacity-block``."""
+
+
+class InstanceGroupConfig(_Section):
+    """A fleet of identical instances: a GPU/Trainium group, or a CPU group (controller, login)."""
+
+    name: _name(24)  # type: ignore[valid-type]
+    instance_type: str
+    count: Annotated[int, Field(ge=1, le=2000)]
+    efa: EfaMode = "auto"
+    """``auto``: EFA on every EFA card where the type supports it; ``on``: the same, and an error
+    where it does not; ``off``: one ENA interface."""
+    placement_group: bool | None = None
+    """Create a cluster placement group for the group (one AZ, low-latency network). Default: yes
+    for on-demand capacity; no for a reservation (it was created in, or outside, a placement group
+    of its own) or a Capacity Block (already placed close together)."""
+    placement_group_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    """An existing cluster placement group to launch into instead, such as the one an On-Demand
+    Capacity Reservation was created in."""
+    capacity: CapacityConfig = CapacityConfig()
+    root_volume_gib: Annotated[int, Field(ge=40, le=16384)] = 500
+    os: OperatingSystem = "ubuntu-22.04"
+    """The operating system of the group's AMI: picks the default AMI, the root device name and
+    how the Lustre client installs."""
+    image_id: Annotated[str, Field(pattern=r"^ami-[0-9a-f]{8,17}$")] | None = None
+    """Default: the Deep Learning Base OSS Nvidia Driver AMI for ``os`` (the Deep Learning Base
+    Neuron AMI on Trainium and Inferentia), resolved at deploy time from its SSM public parameter."""
+    lifecycle_script: Path | None = None
+    """The user's own script, run as root at the end of boot; shipped as an asset. A relative
+    path is taken from the config file's folder."""
+
+    @field_validator("efa", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare on/off as a boolean: take it as the word the user wrote.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
+    @property
+    def instance_info(self) -> catalog.InstanceTypeInfo:
+        info = catalog.get(self.instance_type)
+        if info is None:  # validation rejects unknown types before anything asks
+            raise LookupError(f"instance type {self.instance_type!r} is not in the catalog")
+        return info
+
+    @property
+    def creates_placement_group(self) -> bool:
+        if self.placement_group is not None:
+            return self.placement_group
+        return self.placement_group_name is None and self.capacity.type == "on-demand"
+
+    @property
+    def efa_enabled(self) -> bool:
+        return self.efa != "off" and self.instance_info.efa_supported
+
+
+class LustreConfig(_Section):
+    """An FSx for Lustre file system, mounted on every node."""
+
+    storage_capacity_gib: int = 1200
+    deployment_type: LustreDeploymentType = "PERSISTENT_2"
+    throughput_mbps_per_tib: int | None = None
+    """Default: 250 for PERSISTENT_2, 200 for PERSISTENT_1, none for SCRATCH_2."""
+    mount_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]+$")] = "/fsx"
+    s3_import_path: Annotated[str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")] | None = None
+    """An S3 location linked to the file system: a data repository association importing and
+    exporting new, changed and deleted objects on PERSISTENT_2; import/export paths otherwise."""
+    compression: Literal["NONE", "LZ4"] = "LZ4"
+    metadata_iops: int | None = None
+    """PERSISTENT_2 metadata IOPS; default: AUTOMATIC mode."""
+    kms_key_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$")] | None = None
+    """A customer managed key (persistent types only). Default: the AWS managed key for FSx."""
+    retain_on_delete: bool = True
+    """Keep the file system (and its data) when the stack is deleted or the resource replaced."""
+
+    @property
+    def throughput(self) -> int | None:
+        if self.throughput_mbps_per_tib is not None:
+            return self.throughput_mbps_per_tib
+        return DEFAULT_THROUGHPUT_MBPS_PER_TIB[self.deployment_type]
+
+
+class StorageConfig(_Section):
+    lustre: LustreConfig | None = None
+    """Omit for no file system."""
+
+
+class ClusterConfig(_Section):
+    """A whole cluster. The key names are the user's contract."""
+
+    name: _name(32)  # type: ignore[valid-type]
+    """Lower case letters, digits and single hyphens; used in resource names and tags."""
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
+    availability_zone: str
+    """Where the capacity is: every node and the file system live in this zone."""
+    network: NetworkConfig = NetworkConfig()
+    instance_groups: Annotated[list[InstanceGroupConfig], Field(min_length=1)]
+    storage: StorageConfig = StorageConfig()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None, source: str | None = None) -> ClusterConfig:
+        """Parse and validate. Relative ``lifecycle_script`` paths resolve against ``base_dir``."""
+        from .validation import check
+
+        if not isinstance(data, Mapping):
+            raise ConfigError([Finding(path="", message=f"a config is a mapping of keys, got {show(data)}")], source)
+        try:
+            config = cls.model_validate(_resolve_paths(data, base_dir), strict=False)
+        except ValidationError as exc:
+            raise ConfigError([_finding(cls, err) for err in exc.errors()], source) from None
+        errors = [f for f in check(config) if f.level == "error"]
+        if errors:
+            raise ConfigError(errors, source)
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ClusterConfig:
+        """Read a cluster config file."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([Finding(path="", message=f"cannot read the file: {exc.strerror}")], str(path)) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([Finding(path="", message=f"not valid YAML: {exc}")], str(path)) from None
+        return cls.from_dict(data if data is not None else {}, base_dir=path.parent, source=str(path))
+
+    def warnings(self) -> list[Finding]:
+        """What is allowed but probably not meant (reported as CDK warnings at synthesis)."""
+        from .validation import check
+
+        return [f for f in check(self) if f.level == "warning"]
+
+
+def _resolve_paths(data: Mapping[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    out = dict(data)
+    groups = out.get("instance_groups")
+    if base_dir is not None and isinstance(groups, list):
+        out["instance_groups"] = [
+            {**g, "lifecycle_script": str(base_dir / g["lifecycle_script"])}
+            if isinstance(g, Mapping) and isinstance(g.get("lifecycle_script"), str)
+            else g
+            for g in groups
+        ]
+    return out
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at ``loc`` (the parent of an unknown key)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = current.model_fields[part].annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args, *(a for arg in args for a in getattr(arg, "__args__", ()))]
+        current = next(c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel))
+    return list(current.model_fields)
+
+
+def _finding(model: type[BaseModel], err: Any) -> Finding:
+    loc = tuple(err["loc"])
+    path = field_path(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(model, loc[:-1]))
+        return Finding(path=path, message=f"unknown key; allowed keys here: {allowed}")
+    if kind == "missing":
+        return Finding(path=path, message="required, but missing")
+    message = re.sub(r"^(Value error|Assertion failed), ", "", err["msg"])
+    message = message[0].lower() + message[1:]
+    if kind == "string_pattern_mismatch":
+        message = _PATTERN_HINTS.get(err["ctx"]["pattern"], message)
+    return Finding(path=path, message=f"{message} (got {show(err['input'])})")
+
+
+_PATTERN_HINTS = {
+    NAME_PATTERN: "must be lower case letters, digits and single hyphens, starting with a letter",
+    r"^[a-z]{2}(-gov)?-[a-z]+-\d$": "must be an AWS region name such as us-east-1",
+    r"^vpc-[0-9a-f]{8,17}$": "must be a VPC id such as vpc-0123456789abcdef0",
+    r"^subnet-[0-9a-f]{8,17}$": "must be a subnet id such as subnet-0123456789abcdef0",
+    r"^ami-[0-9a-f]{8,17}$": "must be an AMI id such as ami-0123456789abcdef0",
+    r"^/[A-Za-z0-9._/-]+$": "must be an absolute path such as /fsx",
+    r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$": "must be an S3 URI such as s3://bucket/prefix",
+    r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$": "must be a KMS key ARN such as "
+    "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+}

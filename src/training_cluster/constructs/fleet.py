@@ -1,0 +1,238 @@
+"""A fleet: one instance group of identical nodes, with every EFA card configured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jsii
+from aws_cdk import Duration, IStableStringProducer, Lazy
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from .. import catalog
+from .._nag import SSM_MANAGED_POLICY, acknowledge
+from ..node_bootstrap import NodeBootstrap
+
+OperatingSystem = Literal["ubuntu-22.04", "amazon-linux-2023"]
+
+ROOT_DEVICE = {"ubuntu-22.04": "/dev/sda1", "amazon-linux-2023": "/dev/xvda"}
+
+
+def default_image_parameter(instance_type: str, os: OperatingSystem) -> str:
+    """The SSM public parameter of the default AMI: the Deep Learning Base AMI with the OSS Nvidia
+    driver, or the Deep Learning Base Neuron AMI on Trainium and Inferentia."""
+    info = catalog.get(instance_type)
+    if info is not None and info.accelerator == "neuron":
+        return f"/aws/service/neuron/dlami/base/{os}/latest/image_id"
+    return f"/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-{os}/latest/ami-id"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetCapacity:
+    """Which capacity a fleet launches into."""
+
+    type: Literal["on-demand", "reservation", "capacity-block"] = "on-demand"
+    reservation_id: str | None = None
+
+    @classmethod
+    def on_demand(cls) -> FleetCapacity:
+        return cls()
+
+    @classmethod
+    def reservation(cls, reservation_id: str) -> FleetCapacity:
+        """A targeted On-Demand Capacity Reservation."""
+        return cls(type="reservation", reservation_id=reservation_id)
+
+    @classmethod
+    def capacity_block(cls, reservation_id: str) -> FleetCapacity:
+        """An EC2 Capacity Block for ML (its id is a capacity reservation id)."""
+        return cls(type="capacity-block", reservation_id=reservation_id)
+
+    def __post_init__(self) -> None:
+        if (self.type == "on-demand") != (self.reservation_id is None):
+            raise ValueError(f"capacity {self.type} {'takes no' if self.type == 'on-demand' else 'needs a'} reservation_id")
+
+
+@jsii.implements(IStableStringProducer)
+class _UserDataText:
+    """Renders the bootstrap when the template is written, so stages added late are included."""
+
+    def __init__(self, bootstrap: NodeBootstrap) -> None:
+        self._bootstrap = bootstrap
+
+    def produce(self) -> str:
+        return self._bootstrap.render_text()
+
+
+@jsii.implements(ec2.IConnectable)
+class Fleet(Construct):
+    """One instance group: a launch template with the full EFA layout and an Auto Scaling group
+    that keeps exactly ``count`` nodes in the compute subnet.
+
+    The launch template gives every EFA network card an interface, as the EC2 User Guide lays
+    out for full bandwidth (card 0 device 0 the primary ENA interface; ``efa-only`` on card 0
+    device 1 where card 0 has EFA and on device 0 of every further EFA card); IMDSv2 only; an
+    encrypted gp3 root volume; an instance profile with SSM access; a cluster placement group.
+    The Auto Scaling group has min = max = desired = ``count``: a fixed training fleet that
+    replaces a node that fails its EC2 health check, in the same subnet, placement group and
+    capacity. It has no update policy, so a new launch template version never replaces a
+    running node; only new launches use it.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnet: ec2.ISubnet,
+        security_group: ec2.ISecurityGroup,
+        instance_type: str,
+        count: int,
+        efa: bool | None = None,
+        capacity: FleetCapacity = FleetCapacity(),
+        create_placement_group: bool = True,
+        placement_group_name: str | None = None,
+        os: OperatingSystem = "ubuntu-22.04",
+        machine_image: ec2.IMachineImage | None = None,
+        root_volume_size_gib: int = 500,
+        bootstrap: NodeBootstrap | None = None,
+        role: iam.IRole | None = None,
+        notification_topic: sns.ITopic | None = None,
+        health_check_grace_period: Duration = Duration.minutes(15),
+    ) -> None:
+        """
+        :param subnet: the compute subnet every node of the group launches into.
+        :param security_group: put on every network interface (with EFA: all traffic to itself).
+        :param efa: default: on where the instance type supports it; ``True`` fails where it does not.
+        :param capacity: default on-demand.
+        :param create_placement_group: create a cluster placement group for the group (default).
+        :param placement_group_name: launch into this existing placement group instead.
+        :param os: the AMI's operating system: picks the default AMI and the root device name.
+        :param machine_image: default: the Deep Learning Base AMI for ``os`` (Nvidia driver, or
+            Neuron on Trainium/Inferentia), resolved at deploy time from its SSM public parameter.
+        :param bootstrap: what runs at boot; default: the bootstrap with no file system.
+        :param role: the nodes' role; default: a new role with SSM Session Manager and Run Command access.
+        :param notification_topic: receives the group's launch and terminate events (and launch errors).
+        """
+        super().__init__(scope, construct_id)
+        info = catalog.get(instance_type)
+        if info is None:
+            raise ValueError(f"unknown instance type {instance_type!r}; see training_cluster.catalog.instance_types()")
+        if efa and not info.efa_supported:
+            raise ValueError(f"{instance_type} does not support EFA; pass efa=False or leave it unset")
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        self.instance_type = info
+        self.count = count
+        self.efa_enabled = info.efa_supported if efa is None else efa
+        self.interfaces = info.efa_layout() if self.efa_enabled else info.efa_layout()[:1]
+        self._connections = ec2.Connections(security_groups=[security_group])
+        self.bootstrap = bootstrap or NodeBootstrap()
+
+        if role is None:
+            role = iam.Role(
+                self,
+                "Role",
+                assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+                description=f"Cluster nodes ({instance_type})",
+                managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")],
+            )
+            acknowledge(
+                role,
+                f"IAM4[{SSM_MANAGED_POLICY}]",
+                "Session Manager and Run Command need exactly the agent permissions AWS keeps current in this "
+                "managed policy; it grants no access to data",
+            )
+        self.role: iam.IRole = role
+
+        self.placement_group: ec2.IPlacementGroup | None = None
+        if placement_group_name is not None:
+            self.placement_group = ec2.PlacementGroup.from_placement_group_name(
+                self, "PlacementGroup", placement_group_name
+            )
+        elif create_placement_group:
+            self.placement_group = ec2.PlacementGroup(
+                self, "PlacementGroup", strategy=ec2.PlacementGroupStrategy.CLUSTER
+            )
+
+        self.launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            instance_type=ec2.InstanceType(instance_type),
+            machine_image=machine_image
+            or ec2.MachineImage.from_ssm_parameter(default_image_parameter(instance_type, os)),
+            role=self.role,
+            user_data=ec2.UserData.custom(Lazy.string(_UserDataText(self.bootstrap))),
+            require_imdsv2=True,
+            instance_metadata_tags=True,
+            placement_group=self.placement_group,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name=ROOT_DEVICE[os],
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        root_volume_size_gib,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        encrypted=True,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
+        )
+        # The L2 launch template models neither network interfaces nor capacity reservations
+        # and Capacity Blocks.
+        cfn_template = self.launch_template.node.default_child
+        assert isinstance(cfn_template, ec2.CfnLaunchTemplate)
+        cfn_template.add_property_override(
+            "LaunchTemplateData.NetworkInterfaces",
+            [_interface(slot, security_group) for slot in self.interfaces],
+        )
+        if capacity.reservation_id is not None:
+            cfn_template.add_property_override(
+                "LaunchTemplateData.CapacityReservationSpecification",
+                {"CapacityReservationTarget": {"CapacityReservationId": capacity.reservation_id}},
+            )
+        if capacity.type == "capacity-block":
+            cfn_template.add_property_override(
+                "LaunchTemplateData.InstanceMarketOptions", {"MarketType": "capacity-block"}
+            )
+
+        self.auto_scaling_group = autoscaling.AutoScalingGroup(
+            self,
+            "AutoScalingGroup",
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnets=[subnet]),
+            launch_template=self.launch_template,
+            min_capacity=count,
+            max_capacity=count,
+            health_checks=autoscaling.HealthChecks.ec2(grace_period=health_check_grace_period),
+            group_metrics=[autoscaling.GroupMetrics.all()],
+            notifications=[autoscaling.NotificationConfiguration(topic=notification_topic)]
+            if notification_topic
+            else None,
+        )
+
+    @property
+    def connections(self) -> ec2.Connections:
+        """The security group every node (or server) has: allow traffic to and from it here."""
+        return self._connections
+
+    @property
+    def efa_interface_count(self) -> int:
+        return sum(1 for slot in self.interfaces if slot.interface_type == "efa-only")
+
+
+def _interface(slot: catalog.NetworkInterfaceSlot, security_group: ec2.ISecurityGroup) -> dict[str, Any]:
+    # With network interfaces in a launch template, security groups go on each interface. The
+    # Auto Scaling group supplies the subnet.
+    return {
+        "NetworkCardIndex": slot.network_card_index,
+        "DeviceIndex": slot.device_index,
+        "InterfaceType": slot.interface_type,
+        "Groups": [security_group.security_group_id],
+        "DeleteOnTermination": True,
+    }

@@ -1,0 +1,140 @@
+"""FSx for Lustre: the cluster's shared file system, optionally linked to S3."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jsii
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_fsx as fsx
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+LUSTRE_PORTS = (ec2.Port.tcp(988), ec2.Port.tcp_range(1018, 1023))
+
+_DEPLOYMENT_TYPES = {
+    "SCRATCH_2": fsx.LustreDeploymentType.SCRATCH_2,
+    "PERSISTENT_1": fsx.LustreDeploymentType.PERSISTENT_1,
+    "PERSISTENT_2": fsx.LustreDeploymentType.PERSISTENT_2,
+}
+
+
+@jsii.implements(ec2.IConnectable)
+class LustreFileSystem(Construct):
+    """An FSx for Lustre file system in the compute subnet, for the cluster's nodes.
+
+    Defaults: PERSISTENT_2, 1200 GiB, 250 MB/s/TiB, LZ4 compression, Lustre 2.15 with an
+    automatic metadata configuration, encrypted with the AWS managed key for FSx, and retained
+    (with its data) when the stack is deleted or the resource would be replaced.
+    Use :meth:`allow_clients` to let nodes mount it (TCP 988 and 1018-1023 both ways).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnet: ec2.ISubnet,
+        storage_capacity_gib: int = 1200,
+        deployment_type: Literal["SCRATCH_2", "PERSISTENT_1", "PERSISTENT_2"] = "PERSISTENT_2",
+        throughput_mbps_per_tib: int | None = 250,
+        compression: Literal["NONE", "LZ4"] = "LZ4",
+        metadata_iops: int | None = None,
+        kms_key: kms.IKey | None = None,
+        s3_import_path: str | None = None,
+        mount_path: str = "/fsx",
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+    ) -> None:
+        """
+        :param storage_capacity_gib: 1200, 2400 or a multiple of 2400.
+        :param throughput_mbps_per_tib: per unit of storage; ``None`` for scratch types.
+        :param metadata_iops: PERSISTENT_2 only; default: the AUTOMATIC metadata mode.
+        :param kms_key: a customer managed key (persistent types); default: the AWS managed key.
+        :param s3_import_path: an S3 location linked to the whole file system: on PERSISTENT_2 a
+            data repository association that imports and exports new, changed and deleted
+            objects; on other types the file system's import and export paths.
+        :param mount_path: where nodes mount the file system (used by the node bootstrap).
+        :param removal_policy: default RETAIN: deleting the stack keeps the file system.
+        """
+        super().__init__(scope, construct_id)
+        self.mount_path = mount_path
+        persistent_2 = deployment_type == "PERSISTENT_2"
+        link_at_file_system = s3_import_path is not None and not persistent_2
+
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            description="FSx for Lustre servers: Lustre ports from the servers and their clients",
+            allow_all_outbound=False,
+        )
+        self.resource = fsx.LustreFileSystem(
+            self,
+            "Resource",
+            vpc=vpc,
+            vpc_subnet=subnet,
+            security_group=self.security_group,
+            storage_capacity_gib=storage_capacity_gib,
+            kms_key=kms_key,
+            removal_policy=removal_policy,
+            file_system_type_version=fsx.FileSystemTypeVersion.V_2_15,
+            lustre_configuration=fsx.LustreConfiguration(
+                deployment_type=_DEPLOYMENT_TYPES[deployment_type],
+                per_unit_storage_throughput=throughput_mbps_per_tib,
+                data_compression_type=fsx.LustreDataCompressionType[compression],
+                import_path=s3_import_path if link_at_file_system else None,
+                export_path=s3_import_path if link_at_file_system else None,
+                auto_import_policy=fsx.LustreAutoImportPolicy.NEW_CHANGED_DELETED if link_at_file_system else None,
+            ),
+        )
+        self._connections = self.resource.connections
+        for port in LUSTRE_PORTS:
+            self.connections.allow_internally(port, "Lustre between file servers")
+
+        if persistent_2:
+            # The L2 does not model the metadata configuration (PERSISTENT_2 only).
+            cfn = self.resource.node.default_child
+            assert isinstance(cfn, fsx.CfnFileSystem)
+            metadata = {"Mode": "AUTOMATIC"} if metadata_iops is None else {"Mode": "USER_PROVISIONED", "Iops": metadata_iops}
+            cfn.add_property_override("LustreConfiguration.MetadataConfiguration", metadata)
+
+        self.data_repository_association: fsx.CfnDataRepositoryAssociation | None = None
+        if s3_import_path is not None and persistent_2:
+            events = ["NEW", "CHANGED", "DELETED"]
+            self.data_repository_association = fsx.CfnDataRepositoryAssociation(
+                self,
+                "S3Link",
+                file_system_id=self.resource.file_system_id,
+                file_system_path="/",
+                data_repository_path=s3_import_path,
+                batch_import_meta_data_on_create=True,
+                s3=fsx.CfnDataRepositoryAssociation.S3Property(
+                    auto_import_policy=fsx.CfnDataRepositoryAssociation.AutoImportPolicyProperty(events=events),
+                    auto_export_policy=fsx.CfnDataRepositoryAssociation.AutoExportPolicyProperty(events=events),
+                ),
+            )
+
+    @property
+    def connections(self) -> ec2.Connections:
+        """The security group every node (or server) has: allow traffic to and from it here."""
+        return self._connections
+
+    @property
+    def file_system_id(self) -> str:
+        return self.resource.file_system_id
+
+    @property
+    def dns_name(self) -> str:
+        return self.resource.dns_name
+
+    @property
+    def mount_name(self) -> str:
+        return self.resource.mount_name
+
+    def allow_clients(self, clients: ec2.IConnectable) -> None:
+        """Let ``clients`` mount the file system: Lustre ports in both directions."""
+        for port in LUSTRE_PORTS:
+            self.connections.allow_from(clients, port, "Lustre clients")
+            clients.connections.allow_from(self.resource, port, "Lustre servers")

@@ -1,0 +1,141 @@
+"""The cluster network: a VPC ready for EFA, or the user's own VPC and subnet."""
+
+from __future__ import annotations
+
+import jsii
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+PUBLIC_SUBNET_PREFIX_LENGTH = 24
+FLOW_LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+
+
+@jsii.implements(ec2.IConnectable)
+class ClusterNetwork(Construct):
+    """Where the cluster's nodes and file system live, and the security group they share.
+
+    Either creates a VPC (a public subnet with one NAT gateway for egress, and one large private
+    compute subnet in ``availability_zone``, an S3 gateway endpoint, interface endpoints for SSM
+    and CloudWatch, and flow logs), or uses ``vpc`` and ``compute_subnet`` as they are.
+
+    The node security group allows all traffic to and from itself, as EFA requires, and HTTPS
+    and HTTP out for packages and AWS APIs; nothing comes in from outside the group.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        availability_zone: str,
+        vpc: ec2.IVpc | None = None,
+        compute_subnet: ec2.ISubnet | None = None,
+        vpc_cidr: str = "10.0.0.0/16",
+        compute_subnet_prefix_length: int = 17,
+        interface_endpoints: bool = True,
+        flow_logs: bool = True,
+    ) -> None:
+        """
+        :param availability_zone: the zone of the compute subnet, where the capacity is.
+        :param vpc: an existing VPC; default: create one. Give ``compute_subnet`` with it.
+        :param compute_subnet: the existing subnet nodes and file system go into, in ``availability_zone``.
+        :param vpc_cidr: CIDR of the new VPC.
+        :param compute_subnet_prefix_length: size of the new VPC's compute subnet; default /17
+            (32,763 usable addresses). It never follows the fleet size, so growing a fleet never
+            replaces the subnet.
+        :param interface_endpoints: create interface endpoints for SSM and CloudWatch in a new VPC.
+        :param flow_logs: record all traffic of a new VPC in CloudWatch Logs (three months).
+        """
+        super().__init__(scope, construct_id)
+        if (vpc is None) != (compute_subnet is None):
+            raise ValueError("give both vpc and compute_subnet to use your own network, or neither")
+        self.availability_zone = availability_zone
+        if vpc is not None and compute_subnet is not None:
+            self.vpc: ec2.IVpc = vpc
+            self.compute_subnet: ec2.ISubnet = compute_subnet
+        else:
+            self.vpc, self.compute_subnet = self._create_vpc(vpc_cidr, compute_subnet_prefix_length, flow_logs)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "NodeSecurityGroup",
+            vpc=self.vpc,
+            description="Cluster nodes: all traffic within the group (EFA), HTTPS and HTTP out",
+            allow_all_outbound=False,
+        )
+        self.security_group.add_ingress_rule(self.security_group, ec2.Port.all_traffic(), "EFA and cluster traffic")
+        self.security_group.add_egress_rule(self.security_group, ec2.Port.all_traffic(), "EFA and cluster traffic")
+        self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "AWS APIs and package repositories")
+        self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(80), "package repositories")
+        if interface_endpoints and vpc is None:
+            self._add_interface_endpoints()
+
+        self._connections = ec2.Connections(security_groups=[self.security_group])
+
+    @property
+    def connections(self) -> ec2.Connections:
+        """The security group every node (or server) has: allow traffic to and from it here."""
+        return self._connections
+
+    @property
+    def compute_subnets(self) -> ec2.SubnetSelection:
+        return ec2.SubnetSelection(subnets=[self.compute_subnet])
+
+    def _create_vpc(self, cidr: str, prefix_length: int, flow_logs: bool) -> tuple[ec2.IVpc, ec2.ISubnet]:
+        vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(cidr),
+            availability_zones=[self.availability_zone],
+            nat_gateways=1,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=PUBLIC_SUBNET_PREFIX_LENGTH
+                ),
+                ec2.SubnetConfiguration(
+                    name="Compute", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=prefix_length
+                ),
+            ],
+            gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},
+        )
+        if flow_logs:
+            log_group = logs.LogGroup(
+                self, "FlowLogGroup", retention=FLOW_LOG_RETENTION, removal_policy=RemovalPolicy.RETAIN
+            )
+            vpc.add_flow_log(
+                "FlowLog",
+                destination=ec2.FlowLogDestination.to_cloud_watch_logs(log_group),
+                traffic_type=ec2.FlowLogTrafficType.ALL,
+                max_aggregation_interval=ec2.FlowLogMaxAggregationInterval.ONE_MINUTE,
+            )
+        return vpc, vpc.private_subnets[0]
+
+    def _add_interface_endpoints(self) -> None:
+        """SSM and CloudWatch endpoints in the compute subnet, reachable from the nodes only."""
+        endpoint_group = ec2.SecurityGroup(
+            self,
+            "EndpointSecurityGroup",
+            vpc=self.vpc,
+            description="Interface endpoints: HTTPS from cluster nodes",
+            allow_all_outbound=False,
+        )
+        endpoint_group.add_ingress_rule(self.security_group, ec2.Port.tcp(443), "HTTPS from cluster nodes")
+        assert isinstance(self.vpc, ec2.Vpc)
+        for name, service in (
+            ("Ssm", ec2.InterfaceVpcEndpointAwsService.SSM),
+            ("SsmMessages", ec2.InterfaceVpcEndpointAwsService.SSM_MESSAGES),
+            ("Ec2Messages", ec2.InterfaceVpcEndpointAwsService.EC2_MESSAGES),
+            ("Logs", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS),
+            ("Monitoring", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING),
+        ):
+            self.vpc.add_interface_endpoint(
+                f"{name}Endpoint",
+                service=service,
+                subnets=self.compute_subnets,
+                security_groups=[endpoint_group],
+                open=False,
+            )
+
+
+__all__ = ["ClusterNetwork"]

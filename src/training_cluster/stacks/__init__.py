@@ -1,0 +1,3 @@
+from .cluster import TrainingClusterStack
+
+__all__ = ["TrainingClusterStack"]

@@ -1,0 +1,173 @@
+"""The whole cluster as one stack, composed from a :class:`ClusterConfig`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Acknowledgment, Annotations, Aws, CfnOutput, RemovalPolicy, Stack, Tags, Validations
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from ..config import ClusterConfig, InstanceGroupConfig
+from ..constructs.fleet import Fleet, FleetCapacity
+from ..constructs.lustre import LustreFileSystem
+from ..constructs.network import ClusterNetwork
+from ..node_bootstrap import NodeBootstrap
+
+TAG_CLUSTER = "training-cluster:cluster"
+TAG_GROUP = "training-cluster:instance-group"
+AUTOSCALING_SERVICE_ROLE = "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+
+
+def pascal(name: str) -> str:
+    """``gpu-large`` -> ``GpuLarge``: construct ids from user names, stable across reorderings."""
+    return "".join(part.capitalize() for part in name.split("-"))
+
+
+class TrainingClusterStack(Stack):
+    """A training cluster: network, file system and one fleet per instance group.
+
+    ``env`` defaults to the config's region (the account stays the one you deploy with). The
+    config's warnings become CDK warnings on the stack.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: ClusterConfig, **stack_kwargs: Any) -> None:
+        stack_kwargs.setdefault("env", {"region": config.region})
+        stack_kwargs.setdefault("description", f"Training cluster {config.name} (cdk-training-cluster)")
+        super().__init__(scope, construct_id, **stack_kwargs)
+        self.config = config
+        Tags.of(self).add(TAG_CLUSTER, config.name)
+        for finding in config.warnings():
+            Annotations.of(self).add_warning_v2(f"training-cluster:{finding.path}", str(finding))
+
+        self.network = self._network()
+        self.events_topic = self._events_topic()
+        self.file_system: LustreFileSystem | None = None
+        lustre = config.storage.lustre
+        if lustre is not None:
+            self.file_system = LustreFileSystem(
+                self,
+                "Lustre",
+                vpc=self.network.vpc,
+                subnet=self.network.compute_subnet,
+                storage_capacity_gib=lustre.storage_capacity_gib,
+                deployment_type=lustre.deployment_type,
+                throughput_mbps_per_tib=lustre.throughput,
+                compression=lustre.compression,
+                metadata_iops=lustre.metadata_iops,
+                kms_key=kms.Key.from_key_arn(self, "LustreKey", lustre.kms_key_arn) if lustre.kms_key_arn else None,
+                s3_import_path=lustre.s3_import_path,
+                mount_path=lustre.mount_path,
+                removal_policy=RemovalPolicy.RETAIN if lustre.retain_on_delete else RemovalPolicy.DESTROY,
+            )
+            self.file_system.allow_clients(self.network)
+
+        self.fleets: dict[str, Fleet] = {group.name: self._fleet(group) for group in config.instance_groups}
+        self._outputs()
+
+    def _network(self) -> ClusterNetwork:
+        net = self.config.network
+        az = self.config.availability_zone
+        if not net.uses_existing_vpc:
+            return ClusterNetwork(
+                self,
+                "Network",
+                availability_zone=az,
+                vpc_cidr=net.vpc_cidr,
+                compute_subnet_prefix_length=net.compute_subnet_prefix_length,
+                interface_endpoints=net.interface_endpoints,
+                flow_logs=net.flow_logs,
+            )
+        assert net.vpc_id is not None and net.subnet_id is not None
+        subnet = ec2.Subnet.from_subnet_attributes(
+            self, "ComputeSubnet", subnet_id=net.subnet_id, availability_zone=az, ipv4_cidr_block=net.subnet_cidr
+        )
+        Validations.of(subnet).acknowledge(
+            Acknowledgment(
+                id="Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId",
+                reason="the cluster adds no routes to your subnet and never reads its route table",
+            )
+        )
+        vpc = ec2.Vpc.from_vpc_attributes(self, "Vpc", vpc_id=net.vpc_id, availability_zones=[az])
+        return ClusterNetwork(self, "Network", availability_zone=az, vpc=vpc, compute_subnet=subnet)
+
+    def _events_topic(self) -> sns.Topic:
+        """Launch and terminate events (and launch errors) of every fleet."""
+        key = kms.Key(
+            self,
+            "EventsKey",
+            description=f"Encrypts the cluster {self.config.name} events topic",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        # Auto Scaling publishes notifications with its service-linked role, which must be able
+        # to use the topic's key.
+        key.grant(
+            iam.ArnPrincipal(f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:{AUTOSCALING_SERVICE_ROLE}"),
+            "kms:GenerateDataKey*",
+            "kms:Decrypt",
+        )
+        return sns.Topic(self, "Events", master_key=key, enforce_ssl=True)
+
+    def _fleet(self, group: InstanceGroupConfig) -> Fleet:
+        bootstrap = NodeBootstrap()
+        bootstrap.set("CLUSTER_NAME", self.config.name)
+        bootstrap.set("INSTANCE_GROUP", group.name)
+        bootstrap.set("NODE_OS", group.os)
+        if self.file_system is not None:
+            bootstrap.set("FSX_DNS_NAME", self.file_system.dns_name)
+            bootstrap.set("FSX_MOUNT_NAME", self.file_system.mount_name)
+            bootstrap.set("FSX_MOUNT_PATH", self.file_system.mount_path)
+        capacity = group.capacity
+        fleet = Fleet(
+            self,
+            f"{pascal(group.name)}Fleet",
+            vpc=self.network.vpc,
+            subnet=self.network.compute_subnet,
+            security_group=self.network.security_group,
+            instance_type=group.instance_type,
+            count=group.count,
+            efa=group.efa_enabled,
+            capacity=FleetCapacity(type=capacity.type, reservation_id=capacity.reservation_id),
+            create_placement_group=group.creates_placement_group,
+            placement_group_name=group.placement_group_name,
+            os=group.os,
+            machine_image=ec2.MachineImage.generic_linux({self.config.region: group.image_id}) if group.image_id else None,
+            root_volume_size_gib=group.root_volume_gib,
+            bootstrap=bootstrap,
+            notification_topic=self.events_topic,
+        )
+        if group.lifecycle_script is not None:
+            script = s3_assets.Asset(fleet, "LifecycleScript", path=str(group.lifecycle_script))
+            # Read access to this one object, not to the whole asset bucket.
+            fleet.role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"], resources=[script.bucket.arn_for_objects(script.s3_object_key)]
+                )
+            )
+            bootstrap.set("LIFECYCLE_SCRIPT_S3_URI", script.s3_object_url)
+        Tags.of(fleet).add(TAG_GROUP, group.name)
+        # Above the Name tag the launch template and Auto Scaling group set from their paths.
+        Tags.of(fleet).add("Name", f"{self.config.name}-{group.name}", priority=200)
+        return fleet
+
+    def _outputs(self) -> None:
+        CfnOutput(self, "VpcId", value=self.network.vpc.vpc_id)
+        CfnOutput(self, "ComputeSubnetId", value=self.network.compute_subnet.subnet_id)
+        CfnOutput(self, "NodeSecurityGroupId", value=self.network.security_group.security_group_id)
+        CfnOutput(self, "EventsTopicArn", value=self.events_topic.topic_arn)
+        if self.file_system is not None:
+            CfnOutput(self, "FileSystemId", value=self.file_system.file_system_id)
+            CfnOutput(self, "FileSystemDnsName", value=self.file_system.dns_name)
+            CfnOutput(self, "FileSystemMountName", value=self.file_system.mount_name)
+        for name, fleet in self.fleets.items():
+            CfnOutput(
+                self,
+                f"{pascal(name)}AutoScalingGroupName",
+                value=fleet.auto_scaling_group.auto_scaling_group_name,
+                description=f"Auto Scaling group of instance group {name}",
+            )

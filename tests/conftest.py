@@ -1,0 +1,132 @@
+"""Session fixtures: every config is synthesized once per test run, with cdk-nag attached.
+
+Apps are built with the context of cdk.json so feature flags match ``cdk synth``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, CfnElement, Validations
+from aws_cdk.assertions import Template
+from cdk_nag import AwsSolutionsChecks
+from constructs import IConstruct
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from training_cluster import ClusterConfig, TrainingClusterStack
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
+ASSET_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class Synthesized:
+    """One synthesized cluster: its stack, template and cdk-nag report."""
+
+    config: ClusterConfig
+    stack: TrainingClusterStack
+    template_json: dict[str, Any]
+    nag_report: dict[str, Any]
+    outdir: Path
+    _template: Template | None = field(default=None, repr=False)
+
+    @property
+    def template(self) -> Template:
+        if self._template is None:
+            self._template = Template.from_json(self.template_json)
+        return self._template
+
+    @property
+    def template_path(self) -> Path:
+        return self.outdir / f"{self.stack.artifact_id}.template.json"
+
+    def resources(self, type_name: str | None = None) -> dict[str, dict[str, Any]]:
+        return {
+            k: v
+            for k, v in self.template_json["Resources"].items()
+            if type_name is None or v["Type"] == type_name
+        }
+
+    def logical_ids(self, scope: IConstruct) -> set[str]:
+        """The logical ids of every CloudFormation element under ``scope``."""
+        return {
+            self.stack.resolve(c.logical_id) for c in scope.node.find_all() if isinstance(c, CfnElement)
+        }
+
+    def resources_of(self, scope: IConstruct) -> dict[str, dict[str, Any]]:
+        ids = self.logical_ids(scope)
+        return {k: v for k, v in self.template_json["Resources"].items() if k in ids}
+
+
+def mask_asset_hashes(value: Any) -> Any:
+    """Asset hashes change with any byte of an asset; snapshots keep only their place."""
+    return json.loads(ASSET_HASH.sub("<asset-hash>", json.dumps(value)))
+
+
+def synthesize(config: ClusterConfig, outdir: Path, stack_id: str = "Cluster") -> Synthesized:
+    app = App(context=CDK_CONTEXT, outdir=str(outdir))
+    stack = TrainingClusterStack(app, stack_id, config=config)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    try:
+        app.synth()
+    except RuntimeError as exc:  # cdk-nag findings: the report says which; test_nag asserts none
+        if "Validation failed" not in str(exc):
+            raise
+    template = json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())
+    report = json.loads((outdir / "validation-report.json").read_text())
+    return Synthesized(config=config, stack=stack, template_json=template, nag_report=report, outdir=outdir)
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Synthesized]]:
+    """``synth(config_or_path)``: synthesized once per test run for each distinct config."""
+    cache: dict[str, Synthesized] = {}
+
+    def get(source: ClusterConfig | Path | str) -> Synthesized:
+        config = source if isinstance(source, ClusterConfig) else ClusterConfig.from_yaml(source)
+        key = config.model_dump_json()
+        if key not in cache:
+            cache[key] = synthesize(config, tmp_path_factory.mktemp(config.name))
+        return cache[key]
+
+    yield get
+
+
+@pytest.fixture(scope="session")
+def default_cluster(synth: Callable[..., Synthesized]) -> Synthesized:
+    return synth(ROOT / "examples" / "default.yaml")
+
+
+@pytest.fixture(params=[p.name for p in EXAMPLES])
+def example(request: pytest.FixtureRequest, synth: Callable[..., Synthesized]) -> Synthesized:
+    return synth(ROOT / "examples" / request.param)
+
+
+@pytest.fixture
+def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+def minimal_config(**overrides: Any) -> dict[str, Any]:
+    """A small valid config as a dict, for tests that change one thing."""
+    data: dict[str, Any] = {
+        "name": "t",
+        "region": "us-east-1",
+        "availability_zone": "us-east-1a",
+        "instance_groups": [{"name": "gpu", "instance_type": "p5.48xlarge", "count": 2}],
+        "storage": {"lustre": {}},
+    }
+    data.update(overrides)
+    return data
+
+
+__all__ = ["EXAMPLES", "ROOT", "Synthesized", "mask_asset_hashes", "minimal_config"]
