@@ -129,4 +129,21 @@ def minimal_config(**overrides: Any) -> dict[str, Any]:
     return data
 
 
-__all__ = ["EXAMPLES", "ROOT", "Synthesized", "mask_asset_hashes", "minimal_config"]
+def twenty_groups() -> ClusterConfig:
+    """20 instance groups (19 p5 groups of 16 nodes and a login group): the size limits' test case."""
+    groups: list[dict[str, Any]] = [
+        {"name": f"gpu-{i:02d}", "instance_type": "p5.48xlarge", "count": 16} for i in range(19)
+    ]
+    groups.append({"name": "login", "instance_type": "m7i.2xlarge", "count": 2, "placement_group": False})
+    groups[0]["placement_group"] = False  # one warning to see: EFA without a placement group
+    return ClusterConfig.from_dict(minimal_config(name="twenty", instance_groups=groups))
+
+
+# Every config the gates (cfn-lint, cdk-nag) check: the examples and the test variants.
+GATED: dict[str, Callable[[], ClusterConfig]] = {
+    **{p.name: (lambda p=p: ClusterConfig.from_yaml(p)) for p in EXAMPLES},  # type: ignore[misc]
+    "lean.yaml": lambda: ClusterConfig.from_yaml(ROOT / "tests" / "configs" / "lean.yaml"),
+    "twenty-groups": twenty_groups,
+}
+
+__all__ = ["EXAMPLES", "GATED", "ROOT", "Synthesized", "mask_asset_hashes", "minimal_config", "twenty_groups"]

@@ -89,14 +89,16 @@ class LustreFileSystem(Construct):
                 auto_import_policy=fsx.LustreAutoImportPolicy.NEW_CHANGED_DELETED if link_at_file_system else None,
             ),
         )
+        # The L2 already opens TCP 988-1023 between the file servers.
         self._connections = self.resource.connections
-        for port in LUSTRE_PORTS:
-            self.connections.allow_internally(port, "Lustre between file servers")
+        cfn = self.resource.node.default_child
+        assert isinstance(cfn, fsx.CfnFileSystem)
+        if kms_key is not None:
+            # The L2 passes the bare key id, which names a key in this account only.
+            cfn.add_property_override("KmsKeyId", kms_key.key_arn)
 
         if persistent_2:
             # The L2 does not model the metadata configuration (PERSISTENT_2 only).
-            cfn = self.resource.node.default_child
-            assert isinstance(cfn, fsx.CfnFileSystem)
             metadata = {"Mode": "AUTOMATIC"} if metadata_iops is None else {"Mode": "USER_PROVISIONED", "Iops": metadata_iops}
             cfn.add_property_override("LustreConfiguration.MetadataConfiguration", metadata)
 

@@ -8,6 +8,8 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from .._nag import acknowledge
+
 PUBLIC_SUBNET_PREFIX_LENGTH = 24
 FLOW_LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
 
@@ -99,7 +101,9 @@ class ClusterNetwork(Construct):
             ],
             gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},
         )
-        if flow_logs:
+        if not flow_logs:
+            acknowledge(vpc, "VPC7", "flow logs are switched off by the user (ClusterNetwork flow_logs=False)")
+        else:
             log_group = logs.LogGroup(
                 self, "FlowLogGroup", retention=FLOW_LOG_RETENTION, removal_policy=RemovalPolicy.RETAIN
             )

@@ -42,7 +42,8 @@ class TrainingClusterStack(Stack):
         self.config = config
         Tags.of(self).add(TAG_CLUSTER, config.name)
         for finding in config.warnings():
-            Annotations.of(self).add_warning_v2(f"training-cluster:{finding.path}", str(finding))
+            rule = finding.path.replace("[", ".").replace("]", "")
+            Annotations.of(self).add_warning_v2(f"training-cluster:{rule}", str(finding))
 
         self.network = self._network()
         self.events_topic = self._events_topic()
