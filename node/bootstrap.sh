@@ -139,7 +139,7 @@ run_node_software() {
 }
 
 run_lifecycle_script() {
-  local marker=$STATE_DIR/lifecycle.done script=/opt/training-cluster/lifecycle.sh
+  local marker=$STATE_DIR/lifecycle.done script=$STATE_DIR/lifecycle.sh
   if [[ -e $marker ]]; then
     log "lifecycle script: already ran"
     return

