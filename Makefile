@@ -25,13 +25,14 @@ synth: setup
 	cdk synth --quiet --no-notices -c config=$(CONFIG)
 	@echo "templates written to cdk.out/"
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check src tests app.py scripts benchmarks
 	$(BIN)/ruff format --check src tests app.py scripts benchmarks
 	$(BIN)/mypy
+	$(BIN)/python scripts/generate_catalog.py --check
 
 bench: setup
 	$(BIN)/python benchmarks/synth_bench.py

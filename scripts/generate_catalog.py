@@ -51,9 +51,7 @@ def _record(raw: dict[str, Any]) -> dict[str, Any]:
         "gpu_memory_mib": gpus[0]["MemoryInfo"]["SizeInMiB"] if gpus else 0,
         "neuron_devices": sum(n["Count"] for n in neuron),
         "neuron_name": neuron[0]["Name"] if neuron else None,
-        "max_efa_interfaces": net.get("EfaInfo", {}).get("MaximumEfaInterfaces", 0)
-        if net.get("EfaSupported")
-        else 0,
+        "max_efa_interfaces": net.get("EfaInfo", {}).get("MaximumEfaInterfaces", 0) if net.get("EfaSupported") else 0,
         "ipv4_per_interface": net["Ipv4AddressesPerInterface"],
         "network_cards": [_card(c) for c in sorted(net["NetworkCards"], key=lambda c: c["NetworkCardIndex"])],
         "usage_classes": sorted(raw.get("SupportedUsageClasses", [])),
@@ -65,11 +63,7 @@ def build() -> dict[str, Any]:
     resources = Path(moto.__file__).parent / "ec2" / "resources"
     with gzip.open(resources / "instance_types.json.gz") as fh:
         raw_types: dict[str, dict[str, Any]] = json.load(fh)
-    types = {
-        name: _record(raw)
-        for name, raw in sorted(raw_types.items())
-        if FAMILY.match(name)
-    }
+    types = {name: _record(raw) for name, raw in sorted(raw_types.items()) if FAMILY.match(name)}
     zones: dict[str, list[str]] = {}
     offered: dict[str, dict[str, list[str]]] = {name: {} for name in types}
     for path in sorted((resources / "instance_type_offerings" / "availability-zone").glob("*.json.gz")):

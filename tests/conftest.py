@@ -50,17 +50,11 @@ class Synthesized:
         return self.outdir / f"{self.stack.artifact_id}.template.json"
 
     def resources(self, type_name: str | None = None) -> dict[str, dict[str, Any]]:
-        return {
-            k: v
-            for k, v in self.template_json["Resources"].items()
-            if type_name is None or v["Type"] == type_name
-        }
+        return {k: v for k, v in self.template_json["Resources"].items() if type_name is None or v["Type"] == type_name}
 
     def logical_ids(self, scope: IConstruct) -> set[str]:
         """The logical ids of every CloudFormation element under ``scope``."""
-        return {
-            self.stack.resolve(c.logical_id) for c in scope.node.find_all() if isinstance(c, CfnElement)
-        }
+        return {self.stack.resolve(c.logical_id) for c in scope.node.find_all() if isinstance(c, CfnElement)}
 
     def resources_of(self, scope: IConstruct) -> dict[str, dict[str, Any]]:
         ids = self.logical_ids(scope)

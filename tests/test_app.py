@@ -29,9 +29,18 @@ def cdk(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     binary = ROOT / "node_modules" / ".bin" / "cdk"
     if not binary.exists():
         pytest.fail("the pinned CDK CLI is missing: run `make test`, which installs it")
-    env = {**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
     return subprocess.run(
-        [str(binary), "synth", "--quiet", "--no-notices", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [str(binary), "synth", "--quiet", "--no-notices", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -67,7 +76,11 @@ def test_cdk_synth_of_a_bad_config_prints_only_the_problems(tmp_path: Path) -> N
 def test_python_app_with_a_bad_config_exits_2_without_a_traceback(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(BAD_CONFIG.replace("count: 0", "count: 1").replace("Demo", "demo"))
-    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({"config": str(config)}), "CDK_OUTDIR": str(tmp_path / "out")}
+    env = {
+        **os.environ,
+        "CDK_CONTEXT_JSON": json.dumps({"config": str(config)}),
+        "CDK_OUTDIR": str(tmp_path / "out"),
+    }
     result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

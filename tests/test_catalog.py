@@ -39,7 +39,11 @@ def test_reference_types_have_the_documented_efa_layout(name: str) -> None:
     efa = [s for s in layout if s.interface_type == "efa-only"]
     assert len(efa) == efa_interfaces == info.max_efa_interfaces
     # The primary interface is card 0 device 0 and an ENA interface (efa-only cannot be primary).
-    assert (layout[0].network_card_index, layout[0].device_index, layout[0].interface_type) == (0, 0, "interface")
+    assert (layout[0].network_card_index, layout[0].device_index, layout[0].interface_type) == (
+        0,
+        0,
+        "interface",
+    )
     assert efa[0].network_card_index == first_efa_card
     # One EFA interface per card: device 1 on card 0 (beside the primary), device 0 elsewhere.
     assert len({s.network_card_index for s in efa}) == len(efa)

@@ -41,57 +41,221 @@ EXISTING = {"vpc_id": "vpc-0123456789abcdef0", "subnet_id": "subnet-0123456789ab
 RULES: dict[str, tuple[dict[str, Any], str, str]] = {
     "name pattern": (minimal_config(name="Demo_1"), "name", "lower case letters, digits and single hyphens"),
     "name length": (minimal_config(name="a" * 33), "name", "at most 32 characters"),
-    "name missing": ({k: v for k, v in minimal_config().items() if k != "name"}, "name", "required, but missing"),
+    "name missing": (
+        {k: v for k, v in minimal_config().items() if k != "name"},
+        "name",
+        "required, but missing",
+    ),
     "region pattern": (minimal_config(region="useast1"), "region", "AWS region name such as us-east-1"),
-    "unknown top-level key": (minimal_config(nmae="x"), "nmae", "unknown key; allowed keys here: name, region"),
+    "unknown top-level key": (
+        minimal_config(nmae="x"),
+        "nmae",
+        "unknown key; allowed keys here: name, region",
+    ),
     "unknown nested key": (with_network(cidr="10.0.0.0/16"), "network.cidr", "allowed keys here: vpc_cidr"),
     "no instance groups": (minimal_config(instance_groups=[]), "instance_groups", "at least 1 item"),
-    "count below one": (with_group(count=0), "instance_groups[0].count", "greater than or equal to 1 (got 0)"),
+    "count below one": (
+        with_group(count=0),
+        "instance_groups[0].count",
+        "greater than or equal to 1 (got 0)",
+    ),
     "efa word": (with_group(efa="yes"), "instance_groups[0].efa", "'auto', 'on' or 'off' (got 'yes')"),
-    "capacity type": (with_group(capacity={"type": "spot"}), "instance_groups[0].capacity.type", "'on-demand', 'reservation' or 'capacity-block'"),
-    "root volume": (with_group(root_volume_gib=8), "instance_groups[0].root_volume_gib", "greater than or equal to 40"),
+    "capacity type": (
+        with_group(capacity={"type": "spot"}),
+        "instance_groups[0].capacity.type",
+        "'on-demand', 'reservation' or 'capacity-block'",
+    ),
+    "root volume": (
+        with_group(root_volume_gib=8),
+        "instance_groups[0].root_volume_gib",
+        "greater than or equal to 40",
+    ),
     "image id": (with_group(image_id="ubuntu"), "instance_groups[0].image_id", "AMI id such as ami-"),
     "os": (with_group(os="centos-7"), "instance_groups[0].os", "'ubuntu-22.04' or 'amazon-linux-2023'"),
     "group name": (with_group(name="GPU"), "instance_groups[0].name", "lower case letters"),
     "vpc cidr": (with_network(vpc_cidr="10.0.0.0/33"), "network.vpc_cidr", "not an IPv4 CIDR block"),
     "vpc cidr size": (with_network(vpc_cidr="10.0.0.0/8"), "network.vpc_cidr", "between /16 and /28"),
-    "vpc id": (with_network(vpc_id="vpc-1", subnet_id="subnet-0123456789abcdef0"), "network.vpc_id", "VPC id such as vpc-"),
-    "subnet id": (with_network(vpc_id="vpc-0123456789abcdef0", subnet_id="sn-1"), "network.subnet_id", "subnet id such as subnet-"),
-    "deployment type": (with_lustre(deployment_type="SCRATCH_1"), "storage.lustre.deployment_type", "'SCRATCH_2', 'PERSISTENT_1' or 'PERSISTENT_2'"),
+    "vpc id": (
+        with_network(vpc_id="vpc-1", subnet_id="subnet-0123456789abcdef0"),
+        "network.vpc_id",
+        "VPC id such as vpc-",
+    ),
+    "subnet id": (
+        with_network(vpc_id="vpc-0123456789abcdef0", subnet_id="sn-1"),
+        "network.subnet_id",
+        "subnet id such as subnet-",
+    ),
+    "deployment type": (
+        with_lustre(deployment_type="SCRATCH_1"),
+        "storage.lustre.deployment_type",
+        "'SCRATCH_2', 'PERSISTENT_1' or 'PERSISTENT_2'",
+    ),
     "mount path": (with_lustre(mount_path="fsx"), "storage.lustre.mount_path", "absolute path such as /fsx"),
-    "s3 path": (with_lustre(s3_import_path="bucket/prefix"), "storage.lustre.s3_import_path", "S3 URI such as s3://"),
-    "kms arn": (with_lustre(kms_key_arn="alias/mine"), "storage.lustre.kms_key_arn", "KMS key ARN such as arn:aws:kms:"),
+    "s3 path": (
+        with_lustre(s3_import_path="bucket/prefix"),
+        "storage.lustre.s3_import_path",
+        "S3 URI such as s3://",
+    ),
+    "kms arn": (
+        with_lustre(kms_key_arn="alias/mine"),
+        "storage.lustre.kms_key_arn",
+        "KMS key ARN such as arn:aws:kms:",
+    ),
     "compression": (with_lustre(compression="GZIP"), "storage.lustre.compression", "'NONE' or 'LZ4'"),
     # cross-field rules
-    "zone outside region": (minimal_config(availability_zone="us-west-2a"), "availability_zone", "'us-west-2a' is not in region 'us-east-1'"),
-    "zone unknown": (minimal_config(availability_zone="us-east-1z"), "availability_zone", "allowed: us-east-1a, us-east-1b"),
-    "duplicate names": (minimal_config(instance_groups=[group(), group()]), "instance_groups", "'gpu' is used 2 times"),
-    "unknown type": (with_group(instance_type="p5.48xlarg"), "instance_groups[0].instance_type", "did you mean p5.48xlarge"),
-    "efa on without support": (with_group(instance_type="m7i.4xlarge", efa="on"), "instance_groups[0].efa", "m7i.4xlarge does not support EFA"),
-    "reservation id on demand": (with_group(capacity={"reservation_id": "cr-0123456789abcdef0"}), "instance_groups[0].capacity.reservation_id", "only used with capacity type reservation or capacity-block"),
-    "reservation id missing": (with_group(capacity={"type": "reservation"}), "instance_groups[0].capacity.reservation_id", "required for capacity type reservation"),
-    "reservation id format": (with_group(capacity={"type": "capacity-block", "reservation_id": "cr-123"}), "instance_groups[0].capacity.reservation_id", "'cr-' and 17 hex digits"),
-    "capacity block type": (with_group(instance_type="g6e.24xlarge", capacity={"type": "capacity-block", "reservation_id": "cr-0123456789abcdef0"}), "instance_groups[0].capacity.type", "not sold as Capacity Blocks"),
-    "placement group both ways": (with_group(placement_group=True, placement_group_name="pg"), "instance_groups[0].placement_group", "choose one"),
-    "placement group for reservation": (with_group(placement_group=True, capacity={"type": "reservation", "reservation_id": "cr-0123456789abcdef0"}), "instance_groups[0].placement_group", "the placement group it was created in"),
-    "placement group for capacity block": (with_group(placement_group=True, capacity={"type": "capacity-block", "reservation_id": "cr-0123456789abcdef0"}), "instance_groups[0].placement_group", "Capacity Block already places its instances close together"),
-    "named placement group for capacity block": (with_group(placement_group_name="pg", capacity={"type": "capacity-block", "reservation_id": "cr-0123456789abcdef0"}), "instance_groups[0].placement_group_name", "Capacity Block already places"),
-    "lifecycle script missing": (with_group(lifecycle_script="/nonexistent/on_create.sh"), "instance_groups[0].lifecycle_script", "no such file"),
-    "vpc without subnet": (with_network(vpc_id="vpc-0123456789abcdef0"), "network.subnet_id", "give both vpc_id and subnet_id"),
-    "subnet without vpc": (with_network(subnet_id="subnet-0123456789abcdef0"), "network.vpc_id", "give both vpc_id and subnet_id"),
-    "new-vpc keys with own vpc": (with_network(vpc_cidr="10.1.0.0/16", **EXISTING), "network.vpc_cidr", "applies to a new VPC only"),
-    "subnet cidr with new vpc": (with_network(subnet_cidr="10.0.0.0/20"), "network.subnet_cidr", "applies to your own subnet only"),
-    "compute subnet larger than vpc": (with_network(vpc_cidr="10.0.0.0/20", compute_subnet_prefix_length=20), "network.compute_subnet_prefix_length", "allowed: /21 to /26"),
-    "lustre capacity": (with_lustre(storage_capacity_gib=1000), "storage.lustre.storage_capacity_gib", "1200, 2400 or a multiple of 2400 GiB (got 1000)"),
-    "lustre throughput on scratch": (with_lustre(deployment_type="SCRATCH_2", throughput_mbps_per_tib=200), "storage.lustre.throughput_mbps_per_tib", "SCRATCH_2 has no throughput setting"),
-    "lustre throughput value": (with_lustre(throughput_mbps_per_tib=200), "storage.lustre.throughput_mbps_per_tib", "PERSISTENT_2 allows 125, 250, 500, 1000 MB/s/TiB (got 200)"),
-    "lustre persistent 1 throughput": (with_lustre(deployment_type="PERSISTENT_1", throughput_mbps_per_tib=125), "storage.lustre.throughput_mbps_per_tib", "PERSISTENT_1 allows 50, 100, 200"),
-    "metadata on persistent 1": (with_lustre(deployment_type="PERSISTENT_1", metadata_iops=1500), "storage.lustre.metadata_iops", "only PERSISTENT_2 has a metadata configuration"),
-    "metadata iops value": (with_lustre(metadata_iops=2000), "storage.lustre.metadata_iops", "multiples of 12000 up to 192000 (got 2000)"),
-    "kms on scratch": (with_lustre(deployment_type="SCRATCH_2", kms_key_arn="arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"), "storage.lustre.kms_key_arn", "use a PERSISTENT type"),
+    "zone outside region": (
+        minimal_config(availability_zone="us-west-2a"),
+        "availability_zone",
+        "'us-west-2a' is not in region 'us-east-1'",
+    ),
+    "zone unknown": (
+        minimal_config(availability_zone="us-east-1z"),
+        "availability_zone",
+        "allowed: us-east-1a, us-east-1b",
+    ),
+    "duplicate names": (
+        minimal_config(instance_groups=[group(), group()]),
+        "instance_groups",
+        "'gpu' is used 2 times",
+    ),
+    "unknown type": (
+        with_group(instance_type="p5.48xlarg"),
+        "instance_groups[0].instance_type",
+        "did you mean p5.48xlarge",
+    ),
+    "efa on without support": (
+        with_group(instance_type="m7i.4xlarge", efa="on"),
+        "instance_groups[0].efa",
+        "m7i.4xlarge does not support EFA",
+    ),
+    "reservation id on demand": (
+        with_group(capacity={"reservation_id": "cr-0123456789abcdef0"}),
+        "instance_groups[0].capacity.reservation_id",
+        "only used with capacity type reservation or capacity-block",
+    ),
+    "reservation id missing": (
+        with_group(capacity={"type": "reservation"}),
+        "instance_groups[0].capacity.reservation_id",
+        "required for capacity type reservation",
+    ),
+    "reservation id format": (
+        with_group(capacity={"type": "capacity-block", "reservation_id": "cr-123"}),
+        "instance_groups[0].capacity.reservation_id",
+        "'cr-' and 17 hex digits",
+    ),
+    "capacity block type": (
+        with_group(
+            instance_type="g6e.24xlarge",
+            capacity={"type": "capacity-block", "reservation_id": "cr-0123456789abcdef0"},
+        ),
+        "instance_groups[0].capacity.type",
+        "not sold as Capacity Blocks",
+    ),
+    "placement group both ways": (
+        with_group(placement_group=True, placement_group_name="pg"),
+        "instance_groups[0].placement_group",
+        "choose one",
+    ),
+    "placement group for reservation": (
+        with_group(placement_group=True, capacity={"type": "reservation", "reservation_id": "cr-0123456789abcdef0"}),
+        "instance_groups[0].placement_group",
+        "the placement group it was created in",
+    ),
+    "placement group for capacity block": (
+        with_group(
+            placement_group=True,
+            capacity={"type": "capacity-block", "reservation_id": "cr-0123456789abcdef0"},
+        ),
+        "instance_groups[0].placement_group",
+        "Capacity Block already places its instances close together",
+    ),
+    "named placement group for capacity block": (
+        with_group(
+            placement_group_name="pg",
+            capacity={"type": "capacity-block", "reservation_id": "cr-0123456789abcdef0"},
+        ),
+        "instance_groups[0].placement_group_name",
+        "Capacity Block already places",
+    ),
+    "lifecycle script missing": (
+        with_group(lifecycle_script="/nonexistent/on_create.sh"),
+        "instance_groups[0].lifecycle_script",
+        "no such file",
+    ),
+    "vpc without subnet": (
+        with_network(vpc_id="vpc-0123456789abcdef0"),
+        "network.subnet_id",
+        "give both vpc_id and subnet_id",
+    ),
+    "subnet without vpc": (
+        with_network(subnet_id="subnet-0123456789abcdef0"),
+        "network.vpc_id",
+        "give both vpc_id and subnet_id",
+    ),
+    "new-vpc keys with own vpc": (
+        with_network(vpc_cidr="10.1.0.0/16", **EXISTING),
+        "network.vpc_cidr",
+        "applies to a new VPC only",
+    ),
+    "subnet cidr with new vpc": (
+        with_network(subnet_cidr="10.0.0.0/20"),
+        "network.subnet_cidr",
+        "applies to your own subnet only",
+    ),
+    "compute subnet larger than vpc": (
+        with_network(vpc_cidr="10.0.0.0/20", compute_subnet_prefix_length=20),
+        "network.compute_subnet_prefix_length",
+        "allowed: /21 to /26",
+    ),
+    "lustre capacity": (
+        with_lustre(storage_capacity_gib=1000),
+        "storage.lustre.storage_capacity_gib",
+        "1200, 2400 or a multiple of 2400 GiB (got 1000)",
+    ),
+    "lustre throughput on scratch": (
+        with_lustre(deployment_type="SCRATCH_2", throughput_mbps_per_tib=200),
+        "storage.lustre.throughput_mbps_per_tib",
+        "SCRATCH_2 has no throughput setting",
+    ),
+    "lustre throughput value": (
+        with_lustre(throughput_mbps_per_tib=200),
+        "storage.lustre.throughput_mbps_per_tib",
+        "PERSISTENT_2 allows 125, 250, 500, 1000 MB/s/TiB (got 200)",
+    ),
+    "lustre persistent 1 throughput": (
+        with_lustre(deployment_type="PERSISTENT_1", throughput_mbps_per_tib=125),
+        "storage.lustre.throughput_mbps_per_tib",
+        "PERSISTENT_1 allows 50, 100, 200",
+    ),
+    "metadata on persistent 1": (
+        with_lustre(deployment_type="PERSISTENT_1", metadata_iops=1500),
+        "storage.lustre.metadata_iops",
+        "only PERSISTENT_2 has a metadata configuration",
+    ),
+    "metadata iops value": (
+        with_lustre(metadata_iops=2000),
+        "storage.lustre.metadata_iops",
+        "multiples of 12000 up to 192000 (got 2000)",
+    ),
+    "kms on scratch": (
+        with_lustre(
+            deployment_type="SCRATCH_2",
+            kms_key_arn="arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        ),
+        "storage.lustre.kms_key_arn",
+        "use a PERSISTENT type",
+    ),
     "system mount path": (with_lustre(mount_path="/home"), "storage.lustre.mount_path", "system folder"),
-    "own subnet too small": (minimal_config(network={**EXISTING, "subnet_cidr": "10.0.0.0/28"}, instance_groups=[group(count=20)]), "network.subnet_cidr", "has 16 addresses but the cluster needs"),
-    "new subnet too small": (minimal_config(network={"compute_subnet_prefix_length": 26}, instance_groups=[group(count=60)]), "network.compute_subnet_prefix_length", "needs 87 (fleet with 25% headroom for replacements, file system, endpoints, 5 AWS reserves); use /25 or larger"),
+    "own subnet too small": (
+        minimal_config(network={**EXISTING, "subnet_cidr": "10.0.0.0/28"}, instance_groups=[group(count=20)]),
+        "network.subnet_cidr",
+        "has 16 addresses but the cluster needs",
+    ),
+    "new subnet too small": (
+        minimal_config(network={"compute_subnet_prefix_length": 26}, instance_groups=[group(count=60)]),
+        "network.compute_subnet_prefix_length",
+        "needs 87 (fleet with 25% headroom for replacements, file system, endpoints, 5 AWS reserves); use /25 or larger",
+    ),
 }
 
 
@@ -131,7 +295,12 @@ def test_every_example_is_valid(path: Path) -> None:
 def test_defaults() -> None:
     config = ClusterConfig.from_dict(minimal_config())
     gpu = config.instance_groups[0]
-    assert (gpu.efa, gpu.efa_enabled, gpu.creates_placement_group, gpu.root_volume_gib) == ("auto", True, True, 500)
+    assert (gpu.efa, gpu.efa_enabled, gpu.creates_placement_group, gpu.root_volume_gib) == (
+        "auto",
+        True,
+        True,
+        500,
+    )
     assert gpu.os == "ubuntu-22.04" and gpu.capacity.type == "on-demand"
     lustre = config.storage.lustre
     assert lustre is not None
@@ -197,9 +366,21 @@ def test_missing_file() -> None:
 @pytest.mark.parametrize(
     ("data", "path", "words"),
     [
-        (minimal_config(instance_groups=[group(instance_type="trn2.48xlarge")]), "instance_groups[0].instance_type", "not offered in us-east-1a"),
-        (with_group(placement_group=False), "instance_groups[0].placement_group", "EFA without a cluster placement group"),
-        (minimal_config(region="xx-nowhere-1", availability_zone="xx-nowhere-1a"), "region", "not in the instance-type catalog"),
+        (
+            minimal_config(instance_groups=[group(instance_type="trn2.48xlarge")]),
+            "instance_groups[0].instance_type",
+            "not offered in us-east-1a",
+        ),
+        (
+            with_group(placement_group=False),
+            "instance_groups[0].placement_group",
+            "EFA without a cluster placement group",
+        ),
+        (
+            minimal_config(region="xx-nowhere-1", availability_zone="xx-nowhere-1a"),
+            "region",
+            "not in the instance-type catalog",
+        ),
     ],
 )
 def test_warnings_do_not_stop_synthesis(data: dict[str, Any], path: str, words: str) -> None:

@@ -46,7 +46,9 @@ def test_cdk_nag_has_no_unacknowledged_findings(gated: Synthesized) -> None:
     for name, report in reports.items():
         if name == "Construct Annotations":
             continue  # config warnings are reported on purpose (tests/stacks)
-        assert [(v["ruleName"], [c["constructPath"] for c in v["violatingConstructs"]]) for v in report["violations"]] == [], name
+        assert [
+            (v["ruleName"], [c["constructPath"] for c in v["violatingConstructs"]]) for v in report["violations"]
+        ] == [], name
         assert report["conclusion"] == "success"
 
 

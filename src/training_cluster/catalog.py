@@ -134,8 +134,7 @@ def get(instance_type: str) -> InstanceTypeInfo | None:
         usage_classes=tuple(raw["usage_classes"]),
         placement_strategies=tuple(raw["placement_strategies"]),
         offered_in={
-            region: tuple(region + suffix for suffix in zones.split())
-            for region, zones in raw["offered_in"].items()
+            region: tuple(region + suffix for suffix in zones.split()) for region, zones in raw["offered_in"].items()
         },
     )
 

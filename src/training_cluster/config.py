@@ -159,7 +159,9 @@ class LustreConfig(_Section):
     compression: Literal["NONE", "LZ4"] = "LZ4"
     metadata_iops: int | None = None
     """PERSISTENT_2 metadata IOPS; default: AUTOMATIC mode."""
-    kms_key_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$")] | None = None
+    kms_key_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$")] | None = (
+        None
+    )
     """A customer managed key (persistent types only). Default: the AWS managed key for FSx."""
     retain_on_delete: bool = True
     """Keep the file system (and its data) when the stack is deleted or the resource replaced."""
@@ -189,7 +191,9 @@ class ClusterConfig(_Section):
     storage: StorageConfig = StorageConfig()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None, source: str | None = None) -> ClusterConfig:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, base_dir: Path | None = None, source: str | None = None
+    ) -> ClusterConfig:
         """Parse and validate. Relative ``lifecycle_script`` paths resolve against ``base_dir``."""
         from .validation import check
 

@@ -47,7 +47,10 @@ def _zone(config: ClusterConfig) -> Iterator[Finding]:
             f"is named like {config.region}a",
         )
     elif zones and az not in zones:
-        yield Finding(path="availability_zone", message=f"{az!r} is not a zone of {config.region}; allowed: {', '.join(zones)}")
+        yield Finding(
+            path="availability_zone",
+            message=f"{az!r} is not a zone of {config.region}; allowed: {', '.join(zones)}",
+        )
     if not zones:
         yield Finding(
             path="region",
@@ -60,7 +63,10 @@ def _network(config: ClusterConfig) -> Iterator[Finding]:
     net = config.network
     if (net.vpc_id is None) != (net.subnet_id is None):
         missing = "subnet_id" if net.subnet_id is None else "vpc_id"
-        yield Finding(path=f"network.{missing}", message="required when using your own VPC: give both vpc_id and subnet_id")
+        yield Finding(
+            path=f"network.{missing}",
+            message="required when using your own VPC: give both vpc_id and subnet_id",
+        )
     if net.uses_existing_vpc:
         for key in ("vpc_cidr", "compute_subnet_prefix_length", "interface_endpoints", "flow_logs"):
             if key in net.model_fields_set:
@@ -81,7 +87,9 @@ def _network(config: ClusterConfig) -> Iterator[Finding]:
 def _groups(config: ClusterConfig) -> Iterator[Finding]:
     for name, n in Counter(g.name for g in config.instance_groups).items():
         if n > 1:
-            yield Finding(path="instance_groups", message=f"group name {name!r} is used {n} times; names must be unique")
+            yield Finding(
+                path="instance_groups", message=f"group name {name!r} is used {n} times; names must be unique"
+            )
     for i, group in enumerate(config.instance_groups):
         yield from _group(config, f"instance_groups[{i}]", group)
 
@@ -93,12 +101,15 @@ def _group(config: ClusterConfig, path: str, group: InstanceGroupConfig) -> Iter
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         yield Finding(
             path=f"{path}.instance_type",
-            message=f"unknown instance type {group.instance_type!r}{hint} "
-            "(the catalog lists GPU, Trainium, Inferentia and x86 m/c/r types: training_cluster.catalog.instance_types())",
+            message=f"unknown instance type {group.instance_type!r}{hint} (the catalog lists GPU, Trainium, "
+            "Inferentia and x86 m/c/r types: training_cluster.catalog.instance_types())",
         )
         return
     if group.efa == "on" and not info.efa_supported:
-        yield Finding(path=f"{path}.efa", message=f"{info.name} does not support EFA; use efa: auto or off, or an EFA type")
+        yield Finding(
+            path=f"{path}.efa",
+            message=f"{info.name} does not support EFA; use efa: auto or off, or an EFA type",
+        )
     if info.offered_in and not info.is_offered_in(config.availability_zone):
         yield Finding(
             path=f"{path}.instance_type",
@@ -123,7 +134,10 @@ def _capacity(path: str, group: InstanceGroupConfig, info: catalog.InstanceTypeI
             )
         return
     if rid is None:
-        yield Finding(path=f"{path}.capacity.reservation_id", message=f"required for capacity type {capacity.type}, like {RESERVATION_ID}")
+        yield Finding(
+            path=f"{path}.capacity.reservation_id",
+            message=f"required for capacity type {capacity.type}, like {RESERVATION_ID}",
+        )
     elif not (len(rid) == 20 and rid.startswith("cr-") and all(c in "0123456789abcdef" for c in rid[3:])):
         yield Finding(
             path=f"{path}.capacity.reservation_id",
@@ -146,8 +160,9 @@ def _placement(path: str, group: InstanceGroupConfig) -> Iterator[Finding]:
     if group.placement_group and kind == "reservation":
         yield Finding(
             path=f"{path}.placement_group",
-            message="a capacity reservation can only be used in the placement group it was created in, and that cannot "
-            "be one this stack creates; set placement_group: false, or name the reservation's group in placement_group_name",
+            message="a capacity reservation can only be used in the placement group it was created in, and that "
+            "cannot be one this stack creates; set placement_group: false, or name the reservation's group in "
+            "placement_group_name",
         )
     if kind == "capacity-block" and (group.placement_group or group.placement_group_name):
         key = "placement_group" if group.placement_group else "placement_group_name"
@@ -156,11 +171,13 @@ def _placement(path: str, group: InstanceGroupConfig) -> Iterator[Finding]:
             message="a Capacity Block already places its instances close together; a placement group on top can fail "
             "launches with insufficient capacity while the block has room. Remove it",
         )
-    if group.efa_enabled and not (group.creates_placement_group or group.placement_group_name) and kind == "on-demand":
+    placed = group.creates_placement_group or group.placement_group_name is not None
+    if group.efa_enabled and not placed and kind == "on-demand":
         yield Finding(
             path=f"{path}.placement_group",
             level="warning",
-            message="EFA without a cluster placement group: instances may land far apart and lose bandwidth and latency",
+            message="EFA without a cluster placement group: instances may land far apart, with less bandwidth "
+            "and more latency",
         )
 
 
@@ -183,16 +200,26 @@ def _lustre(lustre: LustreConfig) -> Iterator[Finding]:
         )
     if lustre.metadata_iops is not None:
         if kind != "PERSISTENT_2":
-            yield Finding(path=f"{path}.metadata_iops", message=f"only PERSISTENT_2 has a metadata configuration, not {kind}")
+            yield Finding(
+                path=f"{path}.metadata_iops",
+                message=f"only PERSISTENT_2 has a metadata configuration, not {kind}",
+            )
         elif lustre.metadata_iops not in METADATA_IOPS:
             yield Finding(
                 path=f"{path}.metadata_iops",
-                message=f"allowed: 1500, 3000, 6000, 12000, then multiples of 12000 up to 192000 (got {lustre.metadata_iops})",
+                message="allowed: 1500, 3000, 6000, 12000, then multiples of 12000 up to 192000 "
+                f"(got {lustre.metadata_iops})",
             )
     if lustre.kms_key_arn is not None and kind.startswith("SCRATCH"):
-        yield Finding(path=f"{path}.kms_key_arn", message=f"{kind} file systems use the AWS managed key only; use a PERSISTENT type")
+        yield Finding(
+            path=f"{path}.kms_key_arn",
+            message=f"{kind} file systems use the AWS managed key only; use a PERSISTENT type",
+        )
     if lustre.mount_path in ("/", "/tmp", "/home", "/opt", "/var", "/etc", "/usr"):
-        yield Finding(path=f"{path}.mount_path", message=f"{lustre.mount_path!r} is a system folder; use a folder of its own such as /fsx")
+        yield Finding(
+            path=f"{path}.mount_path",
+            message=f"{lustre.mount_path!r} is a system folder; use a folder of its own such as /fsx",
+        )
 
 
 def lustre_ip_addresses(lustre: LustreConfig) -> int:
@@ -214,7 +241,9 @@ def group_ip_addresses(group: InstanceGroupConfig) -> int:
 def compute_subnet_addresses_needed(config: ClusterConfig) -> int:
     fleet = sum(group_ip_addresses(g) * g.count for g in config.instance_groups)
     lustre = lustre_ip_addresses(config.storage.lustre) if config.storage.lustre else 0
-    endpoints = INTERFACE_ENDPOINTS if config.network.interface_endpoints and not config.network.uses_existing_vpc else 0
+    endpoints = (
+        INTERFACE_ENDPOINTS if config.network.interface_endpoints and not config.network.uses_existing_vpc else 0
+    )
     return math.ceil(fleet * (1 + REPLACEMENT_HEADROOM)) + lustre + endpoints + AWS_RESERVED_ADDRESSES_PER_SUBNET
 
 

@@ -42,7 +42,9 @@ def only(sy: Synthesized, scope: Any, type_name: str) -> dict[str, Any]:
 
 
 def launch_data(sy: Synthesized, group: str) -> dict[str, Any]:
-    data: dict[str, Any] = only(sy, sy.stack.fleets[group], "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
+    data: dict[str, Any] = only(sy, sy.stack.fleets[group], "AWS::EC2::LaunchTemplate")["Properties"][
+        "LaunchTemplateData"
+    ]
     return data
 
 
@@ -72,7 +74,9 @@ def test_snapshot(example: Synthesized, snapshot_json: SnapshotAssertion) -> Non
         ("b300", "gpu", "p6-b300.48xlarge"),
     ],
 )
-def test_every_efa_card_gets_an_interface(request: pytest.FixtureRequest, fixture: str, group: str, instance_type: str) -> None:
+def test_every_efa_card_gets_an_interface(
+    request: pytest.FixtureRequest, fixture: str, group: str, instance_type: str
+) -> None:
     """A P5 with one EFA interface instead of 32 would run at 1/32 of its network speed."""
     sy: Synthesized = request.getfixturevalue(fixture)
     info = catalog.get(instance_type)
@@ -94,14 +98,19 @@ def test_every_efa_card_gets_an_interface(request: pytest.FixtureRequest, fixtur
 def test_cpu_and_efa_off_groups_get_one_interface(p4d: Synthesized, lean: Synthesized) -> None:
     for sy, group in ((p4d, "login"), (lean, "controller"), (lean, "l40s")):
         interfaces = launch_data(sy, group)["NetworkInterfaces"]
-        assert [(i["NetworkCardIndex"], i["DeviceIndex"], i["InterfaceType"]) for i in interfaces] == [(0, 0, "interface")]
+        assert [(i["NetworkCardIndex"], i["DeviceIndex"], i["InterfaceType"]) for i in interfaces] == [
+            (0, 0, "interface")
+        ]
 
 
 def test_launch_template_security_and_root_volume(default_cluster: Synthesized, lean: Synthesized) -> None:
     data = launch_data(default_cluster, "gpu")
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["BlockDeviceMappings"] == [
-        {"DeviceName": "/dev/sda1", "Ebs": {"DeleteOnTermination": True, "Encrypted": True, "VolumeSize": 500, "VolumeType": "gp3"}}
+        {
+            "DeviceName": "/dev/sda1",
+            "Ebs": {"DeleteOnTermination": True, "Encrypted": True, "VolumeSize": 500, "VolumeType": "gp3"},
+        }
     ]
     assert launch_data(lean, "controller")["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvda"
     assert launch_data(lean, "controller")["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 100
@@ -116,7 +125,9 @@ def default_image(sy: Synthesized, group: str) -> str:
     return str(parameter["Default"])
 
 
-def test_default_images_resolve_from_ssm_public_parameters(default_cluster: Synthesized, trn2: Synthesized, lean: Synthesized) -> None:
+def test_default_images_resolve_from_ssm_public_parameters(
+    default_cluster: Synthesized, trn2: Synthesized, lean: Synthesized
+) -> None:
     assert default_image(default_cluster, "gpu") == (
         "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
     )
@@ -144,13 +155,17 @@ def test_fixed_size_group_never_replaces_running_nodes(example: Synthesized) -> 
 def test_cluster_placement_group_per_group(default_cluster: Synthesized) -> None:
     group = only(default_cluster, default_cluster.stack.fleets["gpu"], "AWS::EC2::PlacementGroup")
     assert group["Properties"]["Strategy"] == "cluster"
-    (logical_id,) = [k for k, v in default_cluster.resources_of(default_cluster.stack.fleets["gpu"]).items() if v is group]
+    (logical_id,) = [
+        k for k, v in default_cluster.resources_of(default_cluster.stack.fleets["gpu"]).items() if v is group
+    ]
     assert launch_data(default_cluster, "gpu")["Placement"] == {"GroupName": {"Fn::GetAtt": [logical_id, "GroupName"]}}
 
 
 def test_targeted_reservation_in_its_own_placement_group(p4d: Synthesized) -> None:
     data = launch_data(p4d, "gpu")
-    assert data["CapacityReservationSpecification"] == {"CapacityReservationTarget": {"CapacityReservationId": "cr-0a1b2c3d4e5f60718"}}
+    assert data["CapacityReservationSpecification"] == {
+        "CapacityReservationTarget": {"CapacityReservationId": "cr-0a1b2c3d4e5f60718"}
+    }
     assert "InstanceMarketOptions" not in data
     assert data["Placement"] == {"GroupName": "a100-reserved-pg"}
     p4d.template.resource_count_is("AWS::EC2::PlacementGroup", 0)
@@ -160,14 +175,18 @@ def test_targeted_reservation_in_its_own_placement_group(p4d: Synthesized) -> No
 def test_capacity_block(trn2: Synthesized) -> None:
     data = launch_data(trn2, "trainium")
     assert data["InstanceMarketOptions"] == {"MarketType": "capacity-block"}
-    assert data["CapacityReservationSpecification"] == {"CapacityReservationTarget": {"CapacityReservationId": "cr-0123456789abcdef0"}}
+    assert data["CapacityReservationSpecification"] == {
+        "CapacityReservationTarget": {"CapacityReservationId": "cr-0123456789abcdef0"}
+    }
     assert "Placement" not in data
     trn2.template.resource_count_is("AWS::EC2::PlacementGroup", 0)
 
 
 def test_nodes_can_use_session_manager(default_cluster: Synthesized) -> None:
     role = only(default_cluster, default_cluster.stack.fleets["gpu"], "AWS::IAM::Role")
-    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "ec2.amazonaws.com"
+    }
     arns = [str(a) for a in role["Properties"]["ManagedPolicyArns"]]
     assert len(arns) == 1 and "AmazonSSMManagedInstanceCore" in arns[0]
 
@@ -186,9 +205,8 @@ def test_user_data_writes_settings_and_runs_the_bootstrap(default_cluster: Synth
 
 
 def test_no_file_system_means_no_mount_settings(synth: Callable[..., Synthesized]) -> None:
-    from training_cluster import ClusterConfig
-
     from conftest import minimal_config
+    from training_cluster import ClusterConfig
 
     sy = synth(ClusterConfig.from_dict(minimal_config(name="nofs", storage={})))
     assert "FSX_DNS_NAME=" not in user_data(sy, "gpu")
@@ -207,8 +225,14 @@ def test_lifecycle_script_is_an_asset_the_node_alone_can_read(b300: Synthesized)
 
 def test_instances_are_tagged_with_cluster_and_group(default_cluster: Synthesized) -> None:
     tags = {t["Key"]: t["Value"] for t in launch_data(default_cluster, "gpu")["TagSpecifications"][0]["Tags"]}
-    assert tags == {"Name": "demo-gpu", "training-cluster:cluster": "demo", "training-cluster:instance-group": "gpu"}
-    asg_tags = {t["Key"]: (t["Value"], t["PropagateAtLaunch"]) for t in asg(default_cluster, "gpu")["Properties"]["Tags"]}
+    assert tags == {
+        "Name": "demo-gpu",
+        "training-cluster:cluster": "demo",
+        "training-cluster:instance-group": "gpu",
+    }
+    asg_tags = {
+        t["Key"]: (t["Value"], t["PropagateAtLaunch"]) for t in asg(default_cluster, "gpu")["Properties"]["Tags"]
+    }
     assert asg_tags["training-cluster:instance-group"] == ("gpu", True)
 
 

@@ -99,7 +99,12 @@ def _ports(rules: list[dict[str, Any]]) -> set[tuple[int, int]]:
 
 def test_lustre_ports_open_between_servers_and_nodes(example: Synthesized) -> None:
     assert example.stack.file_system is not None
-    fsx_sg = {"Fn::GetAtt": [*example.logical_ids(example.stack.file_system.security_group.node.default_child), "GroupId"]}  # type: ignore[arg-type]
+    fsx_sg = {
+        "Fn::GetAtt": [
+            *example.logical_ids(example.stack.file_system.security_group.node.default_child),
+            "GroupId",
+        ]
+    }  # type: ignore[arg-type]
     node_sg = example.stack.resolve(example.stack.network.security_group.security_group_id)
     ingress = [r["Properties"] for r in example.resources("AWS::EC2::SecurityGroupIngress").values()]
     egress = [r["Properties"] for r in example.resources("AWS::EC2::SecurityGroupEgress").values()]

@@ -52,13 +52,15 @@ def test_endpoints_sit_in_the_compute_subnet_behind_their_own_group(default_clus
         assert endpoint["Properties"]["SubnetIds"] == [compute]
         assert endpoint["Properties"]["PrivateDnsEnabled"] is True
     (group_id,) = [
-        k for k, v in default_cluster.resources("AWS::EC2::SecurityGroup").items()
+        k
+        for k, v in default_cluster.resources("AWS::EC2::SecurityGroup").items()
         if v["Properties"]["GroupDescription"] == "Interface endpoints: HTTPS from cluster nodes"
     ]
     for endpoint in interface:
         assert endpoint["Properties"]["SecurityGroupIds"] == [{"Fn::GetAtt": [group_id, "GroupId"]}]
     ingress = [
-        r["Properties"] for r in default_cluster.resources("AWS::EC2::SecurityGroupIngress").values()
+        r["Properties"]
+        for r in default_cluster.resources("AWS::EC2::SecurityGroupIngress").values()
         if r["Properties"]["GroupId"] == {"Fn::GetAtt": [group_id, "GroupId"]}
     ]
     assert [(i["FromPort"], i["ToPort"], i["SourceSecurityGroupId"]) for i in ingress] == [
@@ -68,7 +70,8 @@ def test_endpoints_sit_in_the_compute_subnet_behind_their_own_group(default_clus
 
 def test_flow_logs_record_all_traffic(default_cluster: Synthesized) -> None:
     default_cluster.template.has_resource_properties(
-        "AWS::EC2::FlowLog", {"TrafficType": "ALL", "LogDestinationType": "cloud-watch-logs", "ResourceType": "VPC"}
+        "AWS::EC2::FlowLog",
+        {"TrafficType": "ALL", "LogDestinationType": "cloud-watch-logs", "ResourceType": "VPC"},
     )
     default_cluster.template.has_resource(
         "AWS::Logs::LogGroup", {"Properties": {"RetentionInDays": 90}, "DeletionPolicy": "Retain"}
@@ -79,15 +82,30 @@ def test_efa_security_group_allows_all_traffic_to_and_from_itself_only(example: 
     """EFA needs all traffic in and out to the group itself; nothing enters from outside it."""
     sg = node_group_id(example)
     self_ref = {"Fn::GetAtt": [sg, "GroupId"]}
-    ingress = [r["Properties"] for r in example.resources("AWS::EC2::SecurityGroupIngress").values() if r["Properties"]["GroupId"] == self_ref]
-    egress = [r["Properties"] for r in example.resources("AWS::EC2::SecurityGroupEgress").values() if r["Properties"]["GroupId"] == self_ref]
-    assert {"IpProtocol": "-1", "SourceSecurityGroupId": self_ref} in [_rule(i, "SourceSecurityGroupId") for i in ingress]
-    assert {"IpProtocol": "-1", "DestinationSecurityGroupId": self_ref} in [_rule(e, "DestinationSecurityGroupId") for e in egress]
+    ingress = [
+        r["Properties"]
+        for r in example.resources("AWS::EC2::SecurityGroupIngress").values()
+        if r["Properties"]["GroupId"] == self_ref
+    ]
+    egress = [
+        r["Properties"]
+        for r in example.resources("AWS::EC2::SecurityGroupEgress").values()
+        if r["Properties"]["GroupId"] == self_ref
+    ]
+    assert {"IpProtocol": "-1", "SourceSecurityGroupId": self_ref} in [
+        _rule(i, "SourceSecurityGroupId") for i in ingress
+    ]
+    assert {"IpProtocol": "-1", "DestinationSecurityGroupId": self_ref} in [
+        _rule(e, "DestinationSecurityGroupId") for e in egress
+    ]
     # Every other way in is a Lustre port from the file system's servers.
     for rule in ingress:
         assert rule["SourceSecurityGroupId"] == self_ref or rule["FromPort"] in (988, 1018)
     properties = example.resources("AWS::EC2::SecurityGroup")[sg]["Properties"]
-    assert {(e["CidrIp"], e["FromPort"]) for e in properties["SecurityGroupEgress"]} == {("0.0.0.0/0", 443), ("0.0.0.0/0", 80)}
+    assert {(e["CidrIp"], e["FromPort"]) for e in properties["SecurityGroupEgress"]} == {
+        ("0.0.0.0/0", 443),
+        ("0.0.0.0/0", 80),
+    }
     assert "SecurityGroupIngress" not in properties
 
 
@@ -98,13 +116,21 @@ def _rule(rule: dict[str, Any], peer: str) -> dict[str, Any]:
 def test_nothing_is_open_to_the_internet(example: Synthesized) -> None:
     for resource in example.resources().values():
         props = resource.get("Properties", {})
-        rules = props.get("SecurityGroupIngress", []) + ([props] if resource["Type"] == "AWS::EC2::SecurityGroupIngress" else [])
+        rules = props.get("SecurityGroupIngress", []) + (
+            [props] if resource["Type"] == "AWS::EC2::SecurityGroupIngress" else []
+        )
         for rule in rules:
             assert rule.get("CidrIp") != "0.0.0.0/0" and rule.get("CidrIpv6") != "::/0"
 
 
 def test_own_vpc_creates_no_network_and_uses_the_subnet(byo: Synthesized) -> None:
-    for kind in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::NatGateway", "AWS::EC2::VPCEndpoint", "AWS::EC2::FlowLog"):
+    for kind in (
+        "AWS::EC2::VPC",
+        "AWS::EC2::Subnet",
+        "AWS::EC2::NatGateway",
+        "AWS::EC2::VPCEndpoint",
+        "AWS::EC2::FlowLog",
+    ):
         byo.template.resource_count_is(kind, 0)
     byo.template.has_resource_properties("AWS::EC2::SecurityGroup", {"VpcId": "vpc-0123456789abcdef0"})
     byo.template.has_resource_properties(
@@ -131,5 +157,3 @@ def test_vpc_and_subnet_go_together() -> None:
     vpc = ec2.Vpc.from_vpc_attributes(stack, "V", vpc_id="vpc-1", availability_zones=["us-east-1a"])
     with pytest.raises(ValueError, match="give both vpc and compute_subnet"):
         ClusterNetwork(stack, "N", availability_zone="us-east-1a", vpc=vpc)
-
-

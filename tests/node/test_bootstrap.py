@@ -161,7 +161,9 @@ def _shellcheck(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "script", [*sorted((ROOT / "node").glob("*.sh")), *sorted((ROOT / "examples").rglob("*.sh"))], ids=lambda p: p.name
+    "script",
+    [*sorted((ROOT / "node").glob("*.sh")), *sorted((ROOT / "examples").rglob("*.sh"))],
+    ids=lambda p: p.name,
 )
 def test_scripts_pass_shellcheck(script: Path) -> None:
     result = _shellcheck(script)
@@ -169,7 +171,9 @@ def test_scripts_pass_shellcheck(script: Path) -> None:
 
 
 def test_rendered_user_data_passes_shellcheck(default_cluster: Synthesized, tmp_path: Path) -> None:
-    data = next(iter(default_cluster.resources("AWS::EC2::LaunchTemplate").values()))["Properties"]["LaunchTemplateData"]
+    data = next(iter(default_cluster.resources("AWS::EC2::LaunchTemplate").values()))["Properties"][
+        "LaunchTemplateData"
+    ]
     parts = data["UserData"]["Fn::Base64"]["Fn::Join"][1]
     script = tmp_path / "user-data.sh"
     script.write_text("".join(p if isinstance(p, str) else "resolved-at-deploy" for p in parts))

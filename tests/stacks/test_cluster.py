@@ -59,7 +59,11 @@ def test_changing_a_count_changes_only_that_groups_size(p4d_pair: tuple[Synthesi
     old, new = before.template_json["Resources"], after.template_json["Resources"]
     assert set(old) == set(new)
     changed = {k for k in old if old[k] != new[k]}
-    (gpu_asg,) = [k for k in before.logical_ids(before.stack.fleets["gpu"]) if old[k]["Type"] == "AWS::AutoScaling::AutoScalingGroup"]
+    (gpu_asg,) = [
+        k
+        for k in before.logical_ids(before.stack.fleets["gpu"])
+        if old[k]["Type"] == "AWS::AutoScaling::AutoScalingGroup"
+    ]
     assert changed == {gpu_asg}
     diff = {p for p in old[gpu_asg]["Properties"] if old[gpu_asg]["Properties"][p] != new[gpu_asg]["Properties"][p]}
     assert diff == {"MinSize", "MaxSize"}
@@ -73,7 +77,9 @@ def p4d_pair(synth: Callable[..., Synthesized]) -> tuple[Synthesized, Synthesize
     return synth(before), synth(ClusterConfig.from_dict(data))
 
 
-def test_group_ids_do_not_depend_on_order(p4d_pair: tuple[Synthesized, Synthesized], synth: Callable[..., Synthesized]) -> None:
+def test_group_ids_do_not_depend_on_order(
+    p4d_pair: tuple[Synthesized, Synthesized], synth: Callable[..., Synthesized]
+) -> None:
     before, _ = p4d_pair
     data: dict[str, Any] = before.config.model_dump(exclude_unset=True, mode="json")
     data["instance_groups"].reverse()
@@ -81,9 +87,13 @@ def test_group_ids_do_not_depend_on_order(p4d_pair: tuple[Synthesized, Synthesiz
     assert set(reordered.template_json["Resources"]) == set(before.template_json["Resources"])
 
 
-def test_same_config_gives_the_same_template(default_cluster: Synthesized, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_same_config_gives_the_same_template(
+    default_cluster: Synthesized, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Pure synthesis: no clock, environment or AWS reads. (This test synthesizes a second time on purpose.)"""
-    again = synthesize(default_cluster.config, tmp_path_factory.mktemp("again"), stack_id=default_cluster.stack.stack_name)
+    again = synthesize(
+        default_cluster.config, tmp_path_factory.mktemp("again"), stack_id=default_cluster.stack.stack_name
+    )
     assert again.template_path.read_bytes() == default_cluster.template_path.read_bytes()
 
 
@@ -96,9 +106,6 @@ def test_twenty_groups_stay_within_cloudformation_limits(twenty: Synthesized) ->
 def test_config_warnings_become_cdk_warnings(twenty: Synthesized) -> None:
     metadata = json.loads((twenty.outdir / f"{twenty.stack.artifact_id}.metadata.json").read_text())
     warnings = [
-        entry["data"]
-        for entries in metadata.values()
-        for entry in entries
-        if entry["type"] == "aws:cdk:warning"
+        entry["data"] for entries in metadata.values() for entry in entries if entry["type"] == "aws:cdk:warning"
     ]
     assert any("instance_groups[0].placement_group: EFA without a cluster placement group" in str(w) for w in warnings)

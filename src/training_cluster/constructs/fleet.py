@@ -19,6 +19,7 @@ from ..node_bootstrap import NodeBootstrap
 
 OperatingSystem = Literal["ubuntu-22.04", "amazon-linux-2023"]
 
+DEFAULT_HEALTH_CHECK_GRACE_PERIOD = Duration.minutes(15)
 ROOT_DEVICE = {"ubuntu-22.04": "/dev/sda1", "amazon-linux-2023": "/dev/xvda"}
 
 
@@ -54,7 +55,9 @@ class FleetCapacity:
 
     def __post_init__(self) -> None:
         if (self.type == "on-demand") != (self.reservation_id is None):
-            raise ValueError(f"capacity {self.type} {'takes no' if self.type == 'on-demand' else 'needs a'} reservation_id")
+            raise ValueError(
+                f"capacity {self.type} {'takes no' if self.type == 'on-demand' else 'needs a'} reservation_id"
+            )
 
 
 @jsii.implements(IStableStringProducer)
@@ -103,7 +106,7 @@ class Fleet(Construct):
         bootstrap: NodeBootstrap | None = None,
         role: iam.IRole | None = None,
         notification_topic: sns.ITopic | None = None,
-        health_check_grace_period: Duration = Duration.minutes(15),
+        health_check_grace_period: Duration | None = None,
     ) -> None:
         """
         :param subnet: the compute subnet every node of the group launches into.
@@ -118,6 +121,8 @@ class Fleet(Construct):
         :param bootstrap: what runs at boot; default: the bootstrap with no file system.
         :param role: the nodes' role; default: a new role with SSM Session Manager and Run Command access.
         :param notification_topic: receives the group's launch and terminate events (and launch errors).
+        :param health_check_grace_period: how long a new node may boot before EC2 health checks
+            count; default 15 minutes (the bootstrap installs the Lustre client and mounts it).
         """
         super().__init__(scope, construct_id)
         info = catalog.get(instance_type)
@@ -187,9 +192,9 @@ class Fleet(Construct):
         # and Capacity Blocks.
         cfn_template = self.launch_template.node.default_child
         assert isinstance(cfn_template, ec2.CfnLaunchTemplate)
+        group_id = security_group.security_group_id
         cfn_template.add_property_override(
-            "LaunchTemplateData.NetworkInterfaces",
-            [_interface(slot, security_group) for slot in self.interfaces],
+            "LaunchTemplateData.NetworkInterfaces", [_interface(slot, group_id) for slot in self.interfaces]
         )
         if capacity.reservation_id is not None:
             cfn_template.add_property_override(
@@ -209,7 +214,9 @@ class Fleet(Construct):
             launch_template=self.launch_template,
             min_capacity=count,
             max_capacity=count,
-            health_checks=autoscaling.HealthChecks.ec2(grace_period=health_check_grace_period),
+            health_checks=autoscaling.HealthChecks.ec2(
+                grace_period=health_check_grace_period or DEFAULT_HEALTH_CHECK_GRACE_PERIOD
+            ),
             group_metrics=[autoscaling.GroupMetrics.all()],
             notifications=[autoscaling.NotificationConfiguration(topic=notification_topic)]
             if notification_topic
@@ -226,13 +233,13 @@ class Fleet(Construct):
         return sum(1 for slot in self.interfaces if slot.interface_type == "efa-only")
 
 
-def _interface(slot: catalog.NetworkInterfaceSlot, security_group: ec2.ISecurityGroup) -> dict[str, Any]:
+def _interface(slot: catalog.NetworkInterfaceSlot, security_group_id: str) -> dict[str, Any]:
     # With network interfaces in a launch template, security groups go on each interface. The
     # Auto Scaling group supplies the subnet.
     return {
         "NetworkCardIndex": slot.network_card_index,
         "DeviceIndex": slot.device_index,
         "InterfaceType": slot.interface_type,
-        "Groups": [security_group.security_group_id],
+        "Groups": [security_group_id],
         "DeleteOnTermination": True,
     }

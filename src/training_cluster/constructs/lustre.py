@@ -99,7 +99,9 @@ class LustreFileSystem(Construct):
 
         if persistent_2:
             # The L2 does not model the metadata configuration (PERSISTENT_2 only).
-            metadata = {"Mode": "AUTOMATIC"} if metadata_iops is None else {"Mode": "USER_PROVISIONED", "Iops": metadata_iops}
+            metadata = (
+                {"Mode": "AUTOMATIC"} if metadata_iops is None else {"Mode": "USER_PROVISIONED", "Iops": metadata_iops}
+            )
             cfn.add_property_override("LustreConfiguration.MetadataConfiguration", metadata)
 
         self.data_repository_association: fsx.CfnDataRepositoryAssociation | None = None

@@ -85,7 +85,11 @@ class TrainingClusterStack(Stack):
             )
         assert net.vpc_id is not None and net.subnet_id is not None
         subnet = ec2.Subnet.from_subnet_attributes(
-            self, "ComputeSubnet", subnet_id=net.subnet_id, availability_zone=az, ipv4_cidr_block=net.subnet_cidr
+            self,
+            "ComputeSubnet",
+            subnet_id=net.subnet_id,
+            availability_zone=az,
+            ipv4_cidr_block=net.subnet_cidr,
         )
         Validations.of(subnet).acknowledge(
             Acknowledgment(
@@ -137,7 +141,9 @@ class TrainingClusterStack(Stack):
             create_placement_group=group.creates_placement_group,
             placement_group_name=group.placement_group_name,
             os=group.os,
-            machine_image=ec2.MachineImage.generic_linux({self.config.region: group.image_id}) if group.image_id else None,
+            machine_image=ec2.MachineImage.generic_linux({self.config.region: group.image_id})
+            if group.image_id
+            else None,
             root_volume_size_gib=group.root_volume_gib,
             bootstrap=bootstrap,
             notification_topic=self.events_topic,

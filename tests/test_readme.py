@@ -1,0 +1,24 @@
+"""The README's library example runs as written."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_readme_library_example_synthesizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "ClusterNetwork(" in block]
+    (tmp_path / "cluster.yaml").write_text((ROOT / "examples" / "default.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    # The jsii Node process is already running, so the output folder is passed, not set in the environment.
+    code = code.replace("app = App()", f"app = App(outdir={str(tmp_path / 'out')!r})")
+    exec(compile(code, "README.md", "exec"), {})
+    assert sorted(os.listdir(tmp_path / "out")) >= ["demo.template.json", "pieces.template.json"]
+    assert (tmp_path / "out" / "pieces.template.json").read_text().count('"efa-only"') == 32
