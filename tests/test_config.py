@@ -118,6 +118,11 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "instance_groups",
         "'gpu' is used 2 times",
     ),
+    "names equal without hyphens": (
+        minimal_config(instance_groups=[group(name="gpu-a"), group(name="gpua")]),
+        "instance_groups",
+        "'gpu-a' and 'gpua' differ only in hyphens",
+    ),
     "unknown type": (
         with_group(instance_type="p5.48xlarg"),
         "instance_groups[0].instance_type",

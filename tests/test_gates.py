@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from aws_cdk import App, Stack, Validations
+from aws_cdk import aws_sns as sns
+from cdk_nag import AwsSolutionsChecks
 from cfnlint.api import ManualArgs, lint
 
-from conftest import GATED, ROOT, Synthesized
+from conftest import CDK_CONTEXT, GATED, ROOT, Synthesized
 
 CFN_LINT_SETTINGS: dict[str, Any] = yaml.safe_load((ROOT / ".cfnlintrc.yaml").read_text())
 
@@ -57,3 +62,15 @@ def test_every_acknowledgment_gives_a_specific_reason(gated: Synthesized) -> Non
         for acknowledged in report.get("suppressedViolations", []):
             reason = acknowledged.get("reason", "")
             assert len(reason.split()) >= 8, (acknowledged["ruleName"], reason)
+
+
+def test_cdk_nag_would_catch_a_finding(tmp_path: Path) -> None:
+    """The gate is live: an unencrypted topic that accepts plain HTTP is reported."""
+    app = App(context=CDK_CONTEXT, outdir=str(tmp_path))
+    sns.Topic(Stack(app, "Leaky"), "Topic")
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    rules = {v["ruleName"] for r in report["pluginReports"] for v in r["violations"]}
+    assert "AwsSolutions-SNS3" in rules

@@ -90,6 +90,16 @@ def _groups(config: ClusterConfig) -> Iterator[Finding]:
             yield Finding(
                 path="instance_groups", message=f"group name {name!r} is used {n} times; names must be unique"
             )
+    by_id: dict[str, list[str]] = {}
+    for name in dict.fromkeys(g.name for g in config.instance_groups):
+        by_id.setdefault(name.replace("-", ""), []).append(name)
+    for names in by_id.values():
+        if len(names) > 1:
+            yield Finding(
+                path="instance_groups",
+                message=f"group names {' and '.join(map(repr, names))} differ only in hyphens and would give their "
+                "resources the same ids; rename one",
+            )
     for i, group in enumerate(config.instance_groups):
         yield from _group(config, f"instance_groups[{i}]", group)
 
