@@ -29,8 +29,8 @@ test: setup lint
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check src tests app.py scripts benchmarks
-	$(BIN)/ruff format --check src tests app.py scripts benchmarks
+	$(BIN)/ruff check src tests app.py scripts benchmarks lambda node
+	$(BIN)/ruff format --check src tests app.py scripts benchmarks lambda node
 	$(BIN)/mypy
 	$(BIN)/python scripts/generate_catalog.py --check
 

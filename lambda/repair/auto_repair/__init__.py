@@ -1,0 +1,1 @@
+"""The auto-repair control plane: signals in, observe / reboot / replace out, within safety limits."""

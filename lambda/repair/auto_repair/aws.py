@@ -1,0 +1,51 @@
+"""AWS clients for the control plane, created lazily so tests can hand in moto or a Stubber."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import boto3
+from botocore.exceptions import ClientError
+
+THROTTLING = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException", "SlowDown"}
+T = TypeVar("T")
+
+
+@dataclass
+class Clients:
+    region: str | None = None
+    _made: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, service: str) -> Any:
+        if service.startswith("_"):
+            raise AttributeError(service)
+        if service not in self._made:
+            self._made[service] = boto3.client(service, region_name=self.region)
+        return self._made[service]
+
+    def set(self, service: str, client: Any) -> None:
+        self._made[service] = client
+
+    def table(self, name: str) -> Any:
+        key = f"table:{name}"
+        if key not in self._made:
+            self._made[key] = boto3.resource("dynamodb", region_name=self.region).Table(name)
+        return self._made[key]
+
+
+def with_retries(
+    call: Callable[[], T], *, attempts: int = 5, base_seconds: float = 0.2, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """Run ``call``, retrying throttling errors with exponential backoff and full jitter."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in THROTTLING or attempt == attempts - 1:
+                raise
+            sleep(random.uniform(0, base_seconds * 2**attempt))
+    raise AssertionError("unreachable")

@@ -1,0 +1,195 @@
+"""The repair ledger in DynamoDB: incidents, their story, and per-group safety state.
+
+One table, string keys ``pk`` and ``sk``:
+- ``instance#<id>`` / ``state``: the instance's open or last incident and when it was last rebooted;
+- ``incident#<id>`` / ``<time>#<n>``: each step of an incident (signal, decision, action, outcome);
+- ``group#<name>`` / ``state``: unhealthy instances, replacements in flight, circuit breaker, backoff.
+
+Conditional writes make each incident act once, however many copies of its events arrive.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+STATE = "state"
+_sequence = itertools.count()
+
+
+def _conditional_failed(error: ClientError) -> bool:
+    return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+class Ledger:
+    def __init__(self, table: Any, clock: Callable[[], float]) -> None:
+        self.table = table
+        self.clock = clock
+
+    # the story of an incident
+    def record(self, incident_id: str, step: str, **details: Any) -> None:
+        now = self.clock()
+        item = {
+            "pk": f"incident#{incident_id}",
+            "sk": f"{now:017.6f}#{next(_sequence):06d}",
+            "step": step,
+            "at": str(now),
+        }
+        item.update({k: v for k, v in details.items() if v is not None and v != ""})
+        self.table.put_item(Item=item)
+
+    def story(self, incident_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.table.query(
+            KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"incident#{incident_id}"}
+        )["Items"]
+        return items
+
+    # instances
+    def instance(self, instance_id: str) -> dict[str, Any]:
+        item: dict[str, Any] = self.table.get_item(Key={"pk": f"instance#{instance_id}", "sk": STATE}).get("Item") or {}
+        return item
+
+    def open_incident(self, instance_id: str, incident_id: str, group: str, action: str) -> bool:
+        """Open an incident unless one is open already; True when this call opened it."""
+        try:
+            self.table.update_item(
+                Key={"pk": f"instance#{instance_id}", "sk": STATE},
+                UpdateExpression="SET #s = :open, incident_id = :incident, instance_group = :group, "
+                "#a = :action, opened_at = :now",
+                ConditionExpression="attribute_not_exists(#s) OR #s = :closed",
+                ExpressionAttributeNames={"#s": "status", "#a": "action"},
+                ExpressionAttributeValues={
+                    ":open": "open",
+                    ":closed": "closed",
+                    ":incident": incident_id,
+                    ":group": group,
+                    ":action": action,
+                    ":now": str(self.clock()),
+                },
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise
+        return True
+
+    def escalate(self, instance_id: str, incident_id: str, action: str) -> bool:
+        """Raise an open incident's action (reboot -> replace); True when this call raised it."""
+        try:
+            self.table.update_item(
+                Key={"pk": f"instance#{instance_id}", "sk": STATE},
+                UpdateExpression="SET #a = :action",
+                ConditionExpression="#s = :open AND incident_id = :incident AND #a <> :action",
+                ExpressionAttributeNames={"#s": "status", "#a": "action"},
+                ExpressionAttributeValues={":open": "open", ":incident": incident_id, ":action": action},
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise
+        return True
+
+    def set_instance(self, instance_id: str, **values: Any) -> None:
+        self._set(f"instance#{instance_id}", values)
+
+    def close_incident(self, instance_id: str, outcome: str) -> str | None:
+        """Close the instance's open incident; returns its id, or None when none was open."""
+        try:
+            result = self.table.update_item(
+                Key={"pk": f"instance#{instance_id}", "sk": STATE},
+                UpdateExpression="SET #s = :closed, outcome = :outcome, closed_at = :now",
+                ConditionExpression="#s = :open",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":open": "open",
+                    ":closed": "closed",
+                    ":outcome": outcome,
+                    ":now": str(self.clock()),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                return None
+            raise
+        return str(result["Attributes"]["incident_id"])
+
+    # groups
+    def group(self, name: str) -> dict[str, Any]:
+        item: dict[str, Any] = self.table.get_item(Key={"pk": f"group#{name}", "sk": STATE}).get("Item") or {}
+        return item
+
+    def mark_unhealthy(self, group: str, instance_id: str, unhealthy: bool) -> None:
+        verb = "ADD" if unhealthy else "DELETE"
+        self.table.update_item(
+            Key={"pk": f"group#{group}", "sk": STATE},
+            UpdateExpression=f"{verb} unhealthy :ids",
+            ExpressionAttributeValues={":ids": {instance_id}},
+        )
+
+    def start_replacement(self, group: str, instance_id: str, limit: int) -> bool:
+        """Take one of the group's ``limit`` replacement slots; False when all are taken."""
+        try:
+            self.table.update_item(
+                Key={"pk": f"group#{group}", "sk": STATE},
+                UpdateExpression="ADD replacing_count :one, replacing :ids",
+                ConditionExpression="(attribute_not_exists(replacing_count) OR replacing_count < :limit) "
+                "AND NOT contains(replacing, :id)",
+                ExpressionAttributeValues={":one": 1, ":ids": {instance_id}, ":limit": limit, ":id": instance_id},
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise
+        return True
+
+    def finish_replacement(self, group: str, instance_id: str) -> bool:
+        """Free the slot an instance held; False when it held none."""
+        try:
+            self.table.update_item(
+                Key={"pk": f"group#{group}", "sk": STATE},
+                UpdateExpression="ADD replacing_count :minus DELETE replacing :ids",
+                ConditionExpression="contains(replacing, :id)",
+                ExpressionAttributeValues={":minus": -1, ":ids": {instance_id}, ":id": instance_id},
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise
+        return True
+
+    def open_breaker(self, group: str, reason: str) -> bool:
+        """Open the group's circuit breaker; True when this call opened it."""
+        try:
+            self.table.update_item(
+                Key={"pk": f"group#{group}", "sk": STATE},
+                UpdateExpression="SET breaker = :open, breaker_reason = :reason, breaker_opened_at = :now",
+                ConditionExpression="attribute_not_exists(breaker) OR breaker <> :open",
+                ExpressionAttributeValues={":open": "open", ":reason": reason, ":now": str(self.clock())},
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise
+        return True
+
+    def reset_breaker(self, group: str) -> None:
+        self.table.update_item(
+            Key={"pk": f"group#{group}", "sk": STATE},
+            UpdateExpression="SET breaker = :closed REMOVE unhealthy",
+            ExpressionAttributeValues={":closed": "closed"},
+        )
+
+    def set_group(self, group: str, **values: Any) -> None:
+        self._set(f"group#{group}", values)
+
+    def _set(self, pk: str, values: dict[str, Any]) -> None:
+        self.table.update_item(
+            Key={"pk": pk, "sk": STATE},
+            UpdateExpression="SET " + ", ".join(f"#k{i} = :v{i}" for i in range(len(values))),
+            ExpressionAttributeNames={f"#k{i}": k for i, k in enumerate(values)},
+            ExpressionAttributeValues={f":v{i}": v for i, v in enumerate(values.values())},
+        )

@@ -1,0 +1,453 @@
+"""Decide and act: from health signals to observe, reboot or replace, within the safety limits.
+
+For each signal about a cluster instance: the policy decides; a reboot-class fault on a node that
+was rebooted for a fault within the recurrence window is replaced instead. An incident opens with
+a conditional write (duplicates and concurrent copies of an event act once). Before acting:
+the group's circuit breaker (more than the threshold of the group unhealthy at once, and more
+than one node: stop acting and notify until someone resets it), the capacity backoff after an
+insufficient-capacity launch failure, and at most N replacements in flight per group. A
+replacement drains the node (orchestrator hook), captures evidence through SSM Run Command with a
+bounded wait, then terminates the instance through its Auto Scaling group without lowering the
+desired capacity, so the new node comes up with the same launch template, placement group and
+capacity. Every step is written to the ledger; actions are announced on SNS and EventBridge and
+counted in CloudWatch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .aws import Clients, with_retries
+from .ledger import Ledger
+from .policy import Action, most_severe
+from .settings import Settings
+from .signals import Failure, Signal
+
+NAMESPACE = "TrainingCluster/Repair"
+ACTION_SOURCE = "training-cluster.repair"
+EVIDENCE_COMMANDS = [
+    "journalctl -k --no-pager -n 5000 || dmesg",
+    "nvidia-smi -q || true",
+    "dcgmi health -c || true",
+    "cat /var/log/training-cluster/health-agent.log 2>/dev/null | tail -n 500 || true",
+]
+
+
+@dataclass
+class Outcome:
+    instance_id: str
+    result: str  # observed | rebooted | replaced | duplicate | suppressed | deferred | dry-run | ignored | closed
+    action: Action | None = None
+    incident_id: str | None = None
+
+
+class Repairer:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: Clients,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.clock = clock
+        self.sleep = sleep
+        self.ledger = Ledger(clients.table(settings.table_name), clock)
+        self._sizes: dict[str, int] = {}  # desired capacity per group, read once per invocation
+
+    # entry points
+    def new_invocation(self) -> None:
+        """Forget what was read from AWS in an earlier invocation of a warm function."""
+        self._sizes = {}
+
+    def handle(self, signals: Iterable[Signal]) -> list[Outcome]:
+        """Act on signals; all of them count towards the circuit breaker before any acts."""
+        signals = list(signals)
+        memberships = self._memberships([s.instance_id for s in signals])
+        opened: list[tuple[str, str, Action, str]] = []
+        outcomes: list[Outcome] = []
+        for signal in signals:
+            group = memberships.get(signal.instance_id)
+            if group is None:
+                outcomes.append(Outcome(signal.instance_id, "ignored"))
+                continue
+            if signal.terminated:
+                outcomes.append(self._terminated(signal.instance_id, group))
+            elif signal.healthy:
+                outcomes.append(self._healthy(signal.instance_id, group))
+            else:
+                result = self._open(signal, group)
+                if isinstance(result, Outcome):
+                    outcomes.append(result)
+                else:
+                    opened.append((signal.instance_id, group, *result))
+        for instance_id, group, action, incident_id in opened:
+            outcomes.append(self._act(instance_id, group, action, incident_id))
+        return outcomes
+
+    def sweep(self) -> list[Outcome]:
+        """The scheduled pass: failed EC2 status checks, finished and deferred replacements."""
+        groups = self._groups()
+        signals: list[Signal] = []
+        ids = [m["InstanceId"] for _, members in groups.values() for m in members]
+        for start in range(0, len(ids), 100):
+            statuses = with_retries(
+                lambda chunk=ids[start : start + 100]: self.clients.ec2.describe_instance_status(
+                    InstanceIds=chunk, IncludeAllInstances=True
+                ),
+                sleep=self.sleep,
+            )["InstanceStatuses"]
+            for status in statuses:
+                failed = [
+                    name
+                    for name, key in (("system", "SystemStatus"), ("instance", "InstanceStatus"))
+                    if status.get(key, {}).get("Status") == "impaired"
+                ]
+                if failed:
+                    failure = Failure(
+                        check="status_check",
+                        code=",".join(failed),
+                        message=f"{' and '.join(failed)} status check failed",
+                    )
+                    signals.append(Signal(instance_id=status["InstanceId"], source="status-sweep", failures=(failure,)))
+        outcomes = self.handle(signals)
+        outcomes += self._reconcile(groups, handled={s.instance_id for s in signals})
+        return outcomes
+
+    def launch_failed(self, asg_name: str, message: str) -> Outcome | None:
+        """An Auto Scaling launch failed: back off replacements on no capacity, and tell people."""
+        group = self.settings.groups.get(asg_name)
+        if group is None:
+            return None
+        no_capacity = "insufficient" in message.lower() and "capacity" in message.lower()
+        if no_capacity:
+            until = self.clock() + self.settings.capacity_backoff_seconds
+            self.ledger.set_group(group, capacity_backoff_until=str(until))
+        self._notify(
+            f"{'No capacity' if no_capacity else 'Launch failed'} in instance group {group}",
+            f"Auto Scaling group {asg_name} could not launch an instance: {message}\n"
+            + (
+                f"Replacements in this group wait {self.settings.capacity_backoff_seconds} s before trying again."
+                if no_capacity
+                else ""
+            ),
+        )
+        return Outcome(asg_name, "backoff" if no_capacity else "notified")
+
+    def reset_breaker(self, group: str) -> None:
+        self.ledger.reset_breaker(group)
+        self._notify(f"Auto-repair resumed for instance group {group}", "The circuit breaker was reset by hand.")
+
+    # steps
+    def _open(self, signal: Signal, group: str) -> Outcome | tuple[Action, str]:
+        action = most_severe([self.settings.policy.decide(f.check, f.code) for f in signal.failures])
+        state = self.ledger.instance(signal.instance_id)
+        reasons = "; ".join(f"{f.check}{' ' + f.code if f.code else ''}: {f.message}".strip() for f in signal.failures)
+        last_reboot = float(state.get("last_reboot_at", "0") or 0)
+        recurred = self.clock() - last_reboot < self.settings.recurrence_window_seconds
+        if action == "reboot" and (recurred or not self.settings.reboot_before_replace):
+            action = "replace"
+            reasons += "; rebooted for a fault within the window" if recurred else "; reboot_before_replace is off"
+        if action == "observe":
+            incident_id = uuid.uuid4().hex
+            self.ledger.record(
+                incident_id,
+                "observed",
+                instance_id=signal.instance_id,
+                instance_group=group,
+                source=signal.source,
+                signal=reasons,
+            )
+            self._metric("Observations", group)
+            return Outcome(signal.instance_id, "observed", "observe", incident_id)
+        incident_id = uuid.uuid4().hex
+        if self.ledger.open_incident(signal.instance_id, incident_id, group, action):
+            self.ledger.mark_unhealthy(group, signal.instance_id, True)
+            self.ledger.record(
+                incident_id,
+                "signal",
+                instance_id=signal.instance_id,
+                instance_group=group,
+                source=signal.source,
+                signal=reasons,
+            )
+            self.ledger.record(incident_id, "decision", action=action)
+            self._metric("Incidents", group)
+            return action, incident_id
+        # An incident is open already: a copy of its event, or a worse fault on the same node.
+        open_id = str(state.get("incident_id", "")) or str(self.ledger.instance(signal.instance_id).get("incident_id"))
+        if action == "replace" and self.ledger.escalate(signal.instance_id, open_id, "replace"):
+            self.ledger.record(open_id, "decision", action="replace", signal=reasons, note="escalated from reboot")
+            return "replace", open_id
+        self.ledger.record(open_id, "duplicate", source=signal.source, signal=reasons)
+        return Outcome(signal.instance_id, "duplicate", action, open_id)
+
+    def _act(self, instance_id: str, group: str, action: Action, incident_id: str) -> Outcome:
+        state = self.ledger.group(group)
+        if state.get("breaker") == "open":
+            self.ledger.record(incident_id, "suppressed", reason="circuit breaker open")
+            return Outcome(instance_id, "suppressed", action, incident_id)
+        unhealthy = set(state.get("unhealthy", set()))
+        size = self._group_size(group)
+        if len(unhealthy) > 1 and len(unhealthy) * 100 > self.settings.unhealthy_threshold_percent * size:
+            limit = self.settings.unhealthy_threshold_percent
+            reason = f"{len(unhealthy)} of {size} nodes unhealthy at once (limit {limit:g}%)"
+            if self.ledger.open_breaker(group, reason):
+                self._notify(
+                    f"Auto-repair stopped for instance group {group}",
+                    f"{reason}. No node of the group is rebooted or replaced until the breaker is reset "
+                    f'(invoke the repair function with {{"reset_circuit_breaker": "{group}"}}). '
+                    f"Unhealthy: {', '.join(sorted(unhealthy))}.",
+                )
+                self._metric("CircuitBreakerOpened", group)
+            self.ledger.record(incident_id, "suppressed", reason=f"circuit breaker open: {reason}")
+            return Outcome(instance_id, "suppressed", action, incident_id)
+        if self.settings.dry_run:
+            self.ledger.record(incident_id, "dry-run", action=action)
+            self._announce(instance_id, group, action, incident_id, dry_run=True)
+            return Outcome(instance_id, "dry-run", action, incident_id)
+        if action == "reboot":
+            return self._reboot(instance_id, group, incident_id)
+        return self._replace(instance_id, group, incident_id)
+
+    def _reboot(self, instance_id: str, group: str, incident_id: str) -> Outcome:
+        with_retries(lambda: self.clients.ec2.reboot_instances(InstanceIds=[instance_id]), sleep=self.sleep)
+        self.ledger.set_instance(instance_id, last_reboot_at=str(self.clock()))
+        self.ledger.record(incident_id, "action", action="reboot")
+        self._metric("Reboots", group)
+        self._time_to_action(incident_id, group)
+        self._announce(instance_id, group, "reboot", incident_id)
+        return Outcome(instance_id, "rebooted", "reboot", incident_id)
+
+    def _replace(self, instance_id: str, group: str, incident_id: str) -> Outcome:
+        backoff = float(self.ledger.group(group).get("capacity_backoff_until", "0") or 0)
+        if self.clock() < backoff:
+            self.ledger.record(incident_id, "deferred", reason="no capacity: backing off")
+            return Outcome(instance_id, "deferred", "replace", incident_id)
+        if not self.ledger.start_replacement(group, instance_id, self.settings.max_parallel_replacements):
+            self.ledger.record(
+                incident_id, "deferred", reason=f"{self.settings.max_parallel_replacements} replacement(s) in flight"
+            )
+            return Outcome(instance_id, "deferred", "replace", incident_id)
+        self._capture_evidence(instance_id, incident_id)
+        try:
+            with_retries(
+                lambda: self.clients.autoscaling.terminate_instance_in_auto_scaling_group(
+                    InstanceId=instance_id, ShouldDecrementDesiredCapacity=False
+                ),
+                sleep=self.sleep,
+            )
+        except ClientError as error:
+            self.ledger.finish_replacement(group, instance_id)
+            self.ledger.record(incident_id, "failed", action="replace", error=str(error))
+            raise
+        self.ledger.set_instance(instance_id, replace_started_at=str(self.clock()))
+        self.ledger.record(incident_id, "action", action="replace")
+        self._metric("Replacements", group)
+        self._time_to_action(incident_id, group)
+        self._announce(instance_id, group, "replace", incident_id)
+        return Outcome(instance_id, "replaced", "replace", incident_id)
+
+    def _capture_evidence(self, instance_id: str, incident_id: str) -> None:
+        """Kernel log, nvidia-smi and DCGM output to S3 through SSM, waiting a bounded time."""
+        try:
+            command = self.clients.ssm.send_command(
+                InstanceIds=[instance_id],
+                DocumentName="AWS-RunShellScript",
+                Comment=f"training-cluster evidence {incident_id}"[:100],
+                Parameters={"commands": EVIDENCE_COMMANDS},
+                OutputS3BucketName=self.settings.evidence_bucket,
+                OutputS3KeyPrefix=f"evidence/{self.settings.cluster}/{instance_id}/{incident_id}",
+                TimeoutSeconds=max(30, self.settings.evidence_wait_seconds),
+            )["Command"]["CommandId"]
+        except ClientError as error:
+            self.ledger.record(incident_id, "evidence", result="not sent", error=str(error))
+            return
+        deadline = self.clock() + self.settings.evidence_wait_seconds
+        status = "Pending"
+        while self.clock() < deadline:
+            try:
+                status = self.clients.ssm.get_command_invocation(CommandId=command, InstanceId=instance_id)["Status"]
+            except ClientError:
+                status = "Pending"
+            if status not in ("Pending", "InProgress", "Delayed"):
+                break
+            self.sleep(2)
+        self.ledger.record(
+            incident_id,
+            "evidence",
+            result=status,
+            location=f"s3://{self.settings.evidence_bucket}/evidence/{self.settings.cluster}/{instance_id}/{incident_id}",
+        )
+
+    def _healthy(self, instance_id: str, group: str) -> Outcome:
+        incident_id = self.ledger.close_incident(instance_id, "recovered")
+        if incident_id is None:
+            return Outcome(instance_id, "ignored")
+        self.ledger.mark_unhealthy(group, instance_id, False)
+        self.ledger.record(incident_id, "closed", outcome="recovered")
+        return Outcome(instance_id, "closed", None, incident_id)
+
+    def _terminated(self, instance_id: str, group: str) -> Outcome:
+        replaced = self.ledger.finish_replacement(group, instance_id)
+        incident_id = self.ledger.close_incident(instance_id, "replaced" if replaced else "terminated")
+        self.ledger.mark_unhealthy(group, instance_id, False)
+        if incident_id is None:
+            return Outcome(instance_id, "ignored")
+        self.ledger.record(incident_id, "closed", outcome="replaced" if replaced else "terminated")
+        if replaced:
+            self._repeated_replacements(group)
+            return Outcome(instance_id, "closed", "replace", incident_id)
+        return Outcome(instance_id, "closed", None, incident_id)
+
+    def _reconcile(self, groups: dict[str, tuple[str, list[dict[str, Any]]]], handled: set[str]) -> list[Outcome]:
+        """Close replacements whose instance has left its group; retry deferred ones (not while
+        the group's circuit breaker is open, and not those this sweep has just handled)."""
+        outcomes: list[Outcome] = []
+        for group, members in groups.values():
+            present = {m["InstanceId"] for m in members if not m["LifecycleState"].startswith("Terminat")}
+            state = self.ledger.group(group)
+            for instance_id in set(state.get("replacing", set())) - present:
+                outcomes.append(self._terminated(instance_id, group))
+            if self.ledger.group(group).get("breaker") == "open":
+                continue
+            waiting = set(state.get("unhealthy", set())) & present - set(state.get("replacing", set())) - handled
+            for instance_id in sorted(waiting):
+                instance = self.ledger.instance(instance_id)
+                if instance.get("status") == "open" and instance.get("action") == "replace":
+                    outcomes.append(self._act(instance_id, group, "replace", str(instance["incident_id"])))
+        return outcomes
+
+    def _repeated_replacements(self, group: str) -> None:
+        now = self.clock()
+        recent = [
+            float(t)
+            for t in self.ledger.group(group).get("recent_replacements", [])
+            if now - float(t) < self.settings.recurrence_window_seconds
+        ]
+        recent.append(now)
+        self.ledger.set_group(group, recent_replacements=[str(t) for t in recent])
+        if len(recent) == self.settings.repeated_replacements:
+            self._notify(
+                f"Instance group {group} keeps losing nodes",
+                f"{len(recent)} nodes of {group} were replaced within {self.settings.recurrence_window_seconds} s. "
+                "The fault may sit in the capacity the replacements come from (the same slot or host); "
+                "look before more jobs fail.",
+            )
+
+    # AWS reads
+    def _memberships(self, instance_ids: list[str]) -> dict[str, str]:
+        """instance id -> instance group, for the cluster's instances only."""
+        found: dict[str, str] = {}
+        for start in range(0, len(instance_ids), 50):
+            chunk = instance_ids[start : start + 50]
+            for item in with_retries(
+                lambda chunk=chunk: self.clients.autoscaling.describe_auto_scaling_instances(InstanceIds=chunk),
+                sleep=self.sleep,
+            )["AutoScalingInstances"]:
+                group = self.settings.groups.get(item["AutoScalingGroupName"])
+                if group is not None:
+                    found[item["InstanceId"]] = group
+        # Terminated instances have left their group: the ledger still knows where they were.
+        for instance_id in set(instance_ids) - set(found):
+            known = self.ledger.instance(instance_id).get("instance_group")
+            if known:
+                found[instance_id] = str(known)
+        return found
+
+    def _groups(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+        names = list(self.settings.groups)
+        result: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        for start in range(0, len(names), 50):
+            response = with_retries(
+                lambda chunk=names[start : start + 50]: self.clients.autoscaling.describe_auto_scaling_groups(
+                    AutoScalingGroupNames=chunk
+                ),
+                sleep=self.sleep,
+            )
+            for asg in response["AutoScalingGroups"]:
+                result[asg["AutoScalingGroupName"]] = (
+                    self.settings.groups[asg["AutoScalingGroupName"]],
+                    asg["Instances"],
+                )
+                self._sizes[self.settings.groups[asg["AutoScalingGroupName"]]] = int(asg["DesiredCapacity"])
+        return result
+
+    def _group_size(self, group: str) -> int:
+        if group not in self._sizes:
+            asg = next(a for a, g in self.settings.groups.items() if g == group)
+            response = with_retries(
+                lambda: self.clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg]),
+                sleep=self.sleep,
+            )
+            self._sizes[group] = int(response["AutoScalingGroups"][0]["DesiredCapacity"])
+        return max(1, self._sizes[group])
+
+    # telling people
+    def _time_to_action(self, incident_id: str, group: str) -> None:
+        story = self.ledger.story(incident_id)
+        first = min(float(s["at"]) for s in story)
+        self._metric("SecondsToAction", group, self.clock() - first, unit="Seconds")
+
+    def _announce(self, instance_id: str, group: str, action: str, incident_id: str, dry_run: bool = False) -> None:
+        detail = {
+            "cluster": self.settings.cluster,
+            "instance_group": group,
+            "instance_id": instance_id,
+            "action": action,
+            "incident_id": incident_id,
+            "dry_run": dry_run,
+        }
+        with_retries(
+            lambda: self.clients.events.put_events(
+                Entries=[
+                    {
+                        "Source": ACTION_SOURCE,
+                        "DetailType": "Repair Action",
+                        "Detail": json.dumps(detail),
+                        "EventBusName": self.settings.event_bus,
+                    }
+                ]
+            ),
+            sleep=self.sleep,
+        )
+        verb = {"reboot": "Rebooting", "replace": "Replacing"}[action]
+        self._notify(
+            f"{'[dry run] ' if dry_run else ''}{verb} {instance_id} in {group}",
+            json.dumps(
+                {
+                    **detail,
+                    "story": [
+                        {k: v for k, v in s.items() if k not in ("pk", "sk")} for s in self.ledger.story(incident_id)
+                    ],
+                },
+                indent=2,
+                default=str,
+            ),
+        )
+
+    def _notify(self, subject: str, message: str) -> None:
+        subject = f"[{self.settings.cluster}] {subject}"[:100]
+        with_retries(
+            lambda: self.clients.sns.publish(TopicArn=self.settings.topic_arn, Subject=subject, Message=message),
+            sleep=self.sleep,
+        )
+
+    def _metric(self, name: str, group: str, value: float = 1.0, unit: str = "Count") -> None:
+        dimensions = [{"Name": "Cluster", "Value": self.settings.cluster}, {"Name": "InstanceGroup", "Value": group}]
+        with_retries(
+            lambda: self.clients.cloudwatch.put_metric_data(
+                Namespace=NAMESPACE,
+                MetricData=[{"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}],
+            ),
+            sleep=self.sleep,
+        )

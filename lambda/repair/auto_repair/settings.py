@@ -1,0 +1,47 @@
+"""The control plane's settings, read once from the function's environment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .policy import Policy
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster: str
+    table_name: str
+    topic_arn: str
+    event_bus: str
+    evidence_bucket: str
+    groups: Mapping[str, str]  # Auto Scaling group name -> instance group name
+    policy: Policy
+    dry_run: bool = False
+    max_parallel_replacements: int = 1
+    unhealthy_threshold_percent: float = 20.0
+    reboot_before_replace: bool = True
+    recurrence_window_seconds: int = 3600
+    capacity_backoff_seconds: int = 600
+    evidence_wait_seconds: int = 60
+    repeated_replacements: int = 3
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            cluster=env["CLUSTER_NAME"],
+            table_name=env["LEDGER_TABLE"],
+            topic_arn=env["TOPIC_ARN"],
+            event_bus=env.get("EVENT_BUS", "default"),
+            evidence_bucket=env["EVIDENCE_BUCKET"],
+            groups=json.loads(env["AUTO_SCALING_GROUPS"]),
+            policy=Policy.with_overrides(json.loads(env.get("POLICY", "{}"))),
+            dry_run=env.get("DRY_RUN", "false") == "true",
+            max_parallel_replacements=int(env.get("MAX_PARALLEL_REPLACEMENTS", "1")),
+            unhealthy_threshold_percent=float(env.get("UNHEALTHY_THRESHOLD_PERCENT", "20")),
+            reboot_before_replace=env.get("REBOOT_BEFORE_REPLACE", "true") == "true",
+            recurrence_window_seconds=int(env.get("RECURRENCE_WINDOW_SECONDS", "3600")),
+            capacity_backoff_seconds=int(env.get("CAPACITY_BACKOFF_SECONDS", "600")),
+            evidence_wait_seconds=int(env.get("EVIDENCE_WAIT_SECONDS", "60")),
+        )

@@ -1,0 +1,124 @@
+"""A cluster in moto for the auto-repair tests: Auto Scaling groups of mock instances, ledger, topic."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda" / "repair"))
+
+from auto_repair.aws import Clients
+from auto_repair.policy import Policy
+from auto_repair.repair import Repairer
+from auto_repair.settings import Settings
+
+REGION = "us-east-1"
+
+
+@dataclass
+class Clock:
+    now: float = 1_800_000_000.0
+    slept: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@dataclass
+class World:
+    """A cluster in moto: Auto Scaling groups of real mock instances, the ledger table, topic, bucket."""
+
+    clock: Clock
+    clients: Clients
+    groups: dict[str, str]  # ASG name -> instance group
+    topic_arn: str
+    queue_url: str  # subscribed to the topic, to read notifications
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "cluster": "demo",
+            "table_name": "ledger",
+            "topic_arn": self.topic_arn,
+            "event_bus": "default",
+            "evidence_bucket": "evidence",
+            "groups": self.groups,
+            "policy": Policy.with_overrides(),
+            "evidence_wait_seconds": 10,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def repairer(self, **overrides: Any) -> Repairer:
+        return Repairer(self.settings(**overrides), self.clients, clock=self.clock, sleep=self.clock.sleep)
+
+    def instances(self, group: str = "gpu") -> list[str]:
+        asg = next(a for a, g in self.groups.items() if g == group)
+        response = self.clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])
+        return sorted(i["InstanceId"] for i in response["AutoScalingGroups"][0]["Instances"])
+
+    def state(self, instance_id: str) -> str:
+        reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        return str(reservations[0]["Instances"][0]["State"]["Name"])
+
+    def notifications(self) -> list[str]:
+        sqs = boto3.client("sqs", region_name=REGION)
+        messages = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        out = []
+        while messages:
+            out += [json.loads(m["Body"])["Subject"] for m in messages]
+            for m in messages:
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+            messages = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        return out
+
+
+def make_world(sizes: dict[str, int]) -> World:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.128.0/17", AvailabilityZone=f"{REGION}a")["Subnet"][
+        "SubnetId"
+    ]
+    image = "ami-0123456789abcdef0"  # moto launches any image id; listing its AMIs is slow
+    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    groups = {}
+    for name, size in sizes.items():
+        template = ec2.create_launch_template(
+            LaunchTemplateName=f"lt-{name}", LaunchTemplateData={"ImageId": image, "InstanceType": "p5.48xlarge"}
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        asg = f"demo-{name}-asg"
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=asg,
+            LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+            MinSize=size,
+            MaxSize=size,
+            DesiredCapacity=size,
+            VPCZoneIdentifier=subnet,
+        )
+        groups[asg] = name
+    boto3.client("dynamodb", region_name=REGION).create_table(
+        TableName="ledger",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="evidence")
+    sns = boto3.client("sns", region_name=REGION)
+    topic = sns.create_topic(Name="events")["TopicArn"]
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="notifications")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    clients = Clients(region=REGION)
+    return World(clock=Clock(), clients=clients, groups=groups, topic_arn=topic, queue_url=queue)
