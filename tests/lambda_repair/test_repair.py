@@ -15,7 +15,10 @@ from auto_repair.signals import AGENT_SOURCE, Failure, Signal, from_event
 from repair_world import World, make_world
 
 
-def agent_event(instance_id: str, *failures: dict[str, Any], state: str = "unhealthy") -> dict[str, Any]:
+def agent_event(
+    instance_id: str, *failures: dict[str, Any], state: str = "unhealthy", boot: str = "boot-1"
+) -> dict[str, Any]:
+    """An event as node/health_agent.py sends it."""
     return {
         "source": AGENT_SOURCE,
         "detail-type": "Node Health Changed",
@@ -23,6 +26,7 @@ def agent_event(instance_id: str, *failures: dict[str, Any], state: str = "unhea
             "cluster": "demo",
             "instance_id": instance_id,
             "instance_group": "gpu",
+            "boot_id": boot,
             "state": state,
             "failures": list(failures),
         },
@@ -80,8 +84,11 @@ def test_reboot_class_xid_reboots_then_a_recurrence_replaces(world: World) -> No
     assert (first.result, first.action) == ("rebooted", "reboot")
     reboot.assert_called_once_with(InstanceIds=[bad])
     assert world.state(bad) == "running"
+    world.clock.now += 30
+    (same_boot,) = repairer.handle(from_event(agent_event(bad, state="healthy")))
+    assert same_boot.result == "ignored"  # healthy before the reboot happened: the incident stays open
     world.clock.now += 300
-    (back,) = repairer.handle(from_event(agent_event(bad, state="healthy")))
+    (back,) = repairer.handle(from_event(agent_event(bad, state="healthy", boot="boot-2")))
     assert back.result == "closed"
     world.clock.now += 600  # within the one-hour window
     (second,) = repairer.handle(from_event(agent_event(bad, xid(46))))
@@ -95,7 +102,7 @@ def test_reboot_outside_the_window_reboots_again(world: World) -> None:
     bad = world.instances()[0]
     repairer = world.repairer()
     repairer.handle(from_event(agent_event(bad, xid(46))))
-    repairer.handle(from_event(agent_event(bad, state="healthy")))
+    repairer.handle(from_event(agent_event(bad, state="healthy", boot="boot-2")))
     world.clock.now += 2 * 3600
     (again,) = repairer.handle(from_event(agent_event(bad, xid(46))))
     assert again.result == "rebooted"
@@ -307,6 +314,16 @@ def test_aws_health_retirement_replaces(world: World) -> None:
     assert outcome.result == "replaced"
 
 
+def test_healthy_report_does_not_end_a_replacement(world: World) -> None:
+    bad = world.instances()[0]
+    repairer = world.repairer()
+    (replaced,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+    assert replaced.result == "replaced"
+    (healthy,) = repairer.handle(from_event(agent_event(bad, state="healthy", boot="boot-2")))
+    assert healthy.result == "ignored"
+    assert repairer.ledger.instance(bad)["status"] == "open"
+
+
 def test_unexpected_stop_replaces_and_termination_closes(world: World) -> None:
     bad = world.instances()[1]
     stop = {
@@ -351,5 +368,6 @@ def test_signals_from_events() -> None:
         instance_id="i-9",
         source="agent",
         failures=(Failure("xid", "79", signal.failures[0].message), Failure("disk", None, "97% used")),
+        boot_id="boot-1",
         detail=signal.detail,
     )

@@ -52,13 +52,13 @@ class Ledger:
         item: dict[str, Any] = self.table.get_item(Key={"pk": f"instance#{instance_id}", "sk": STATE}).get("Item") or {}
         return item
 
-    def open_incident(self, instance_id: str, incident_id: str, group: str, action: str) -> bool:
+    def open_incident(self, instance_id: str, incident_id: str, group: str, action: str, boot_id: str = "") -> bool:
         """Open an incident unless one is open already; True when this call opened it."""
         try:
             self.table.update_item(
                 Key={"pk": f"instance#{instance_id}", "sk": STATE},
                 UpdateExpression="SET #s = :open, incident_id = :incident, instance_group = :group, "
-                "#a = :action, opened_at = :now",
+                "#a = :action, opened_at = :now, boot_id = :boot",
                 ConditionExpression="attribute_not_exists(#s) OR #s = :closed",
                 ExpressionAttributeNames={"#s": "status", "#a": "action"},
                 ExpressionAttributeValues={
@@ -68,6 +68,7 @@ class Ledger:
                     ":group": group,
                     ":action": action,
                     ":now": str(self.clock()),
+                    ":boot": boot_id,
                 },
             )
         except ClientError as error:

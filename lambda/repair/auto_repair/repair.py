@@ -83,7 +83,7 @@ class Repairer:
             if signal.terminated:
                 outcomes.append(self._terminated(signal.instance_id, group))
             elif signal.healthy:
-                outcomes.append(self._healthy(signal.instance_id, group))
+                outcomes.append(self._healthy(signal, group))
             else:
                 result = self._open(signal, group)
                 if isinstance(result, Outcome):
@@ -170,7 +170,7 @@ class Repairer:
             self._metric("Observations", group)
             return Outcome(signal.instance_id, "observed", "observe", incident_id)
         incident_id = uuid.uuid4().hex
-        if self.ledger.open_incident(signal.instance_id, incident_id, group, action):
+        if self.ledger.open_incident(signal.instance_id, incident_id, group, action, signal.boot_id):
             self.ledger.mark_unhealthy(group, signal.instance_id, True)
             self.ledger.record(
                 incident_id,
@@ -289,7 +289,15 @@ class Repairer:
             location=f"s3://{self.settings.evidence_bucket}/evidence/{self.settings.cluster}/{instance_id}/{incident_id}",
         )
 
-    def _healthy(self, instance_id: str, group: str) -> Outcome:
+    def _healthy(self, signal: Signal, group: str) -> Outcome:
+        """A node reports healthy again: close a reboot incident once the node has rebooted (a new
+        boot id). A replacement goes on regardless: only the old instance's termination ends it."""
+        instance_id = signal.instance_id
+        state = self.ledger.instance(instance_id)
+        if state.get("status") != "open" or state.get("action") != "reboot":
+            return Outcome(instance_id, "ignored")
+        if signal.boot_id and signal.boot_id == state.get("boot_id"):
+            return Outcome(instance_id, "ignored")  # the same boot: the reboot has not happened yet
         incident_id = self.ledger.close_incident(instance_id, "recovered")
         if incident_id is None:
             return Outcome(instance_id, "ignored")

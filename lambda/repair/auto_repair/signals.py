@@ -25,6 +25,7 @@ class Signal:
     failures: tuple[Failure, ...] = ()
     healthy: bool = False
     terminated: bool = False
+    boot_id: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -48,6 +49,7 @@ def from_event(event: Mapping[str, Any]) -> list[Signal]:
                 source="agent",
                 failures=failures,
                 healthy=detail.get("state") == "healthy",
+                boot_id=str(detail.get("boot_id", "")),
                 detail=detail,
             )
         ]
