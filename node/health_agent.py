@@ -141,7 +141,7 @@ class Agent:
         if overall is None:
             return [Failure("dcgm_health", f"dcgmi health gave no verdict (exit {code})")] if code else []
         if overall.group(1).lower() == "failure":
-            problems = [m.strip() for m in re.findall(r"\|\s*(?:Error|Failure)\s*:?\s*\|?\s*([^|]+)\|", out)]
+            problems = [m.strip() for m in re.findall(r"Error\s*:\s*([^|]+)", out)]
             return [Failure("dcgm_health", "DCGM health failure" + (": " + "; ".join(problems) if problems else ""))]
         return []
 

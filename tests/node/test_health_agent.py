@@ -1,0 +1,243 @@
+"""node/health_agent.py on recorded nvidia-smi, dcgmi, kernel-log and fi_info output and sysfs trees."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "node"))
+
+import health_agent  # noqa: E402
+from health_agent import Agent, Failure, Reporter, Settings  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+class Recorded:
+    """Answers commands with recorded output; records what was asked."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def __call__(self, command: Sequence[str], timeout: float) -> tuple[int, str]:
+        self.calls.append(list(command))
+        for prefix, answer in self.answers.items():
+            if " ".join(command).startswith(prefix):
+                if isinstance(answer, BaseException):
+                    raise answer
+                code, name = answer if isinstance(answer, tuple) else (0, answer)
+                return code, (DATA / name).read_text() if name else ""
+        return 127, ""  # not installed
+
+
+HEALTHY = {
+    "nvidia-smi --query-gpu": "nvidia-smi-8-gpus.txt",
+    "journalctl": "journal-quiet.txt",
+    "dcgmi health": "dcgmi-health-healthy.txt",
+    "nvidia-smi --query-remapped-rows": (0, ""),
+    "mountpoint": (0, ""),
+    "stat": (0, ""),
+}
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Settings:
+    infiniband = tmp_path / "infiniband"
+    for i in range(32):
+        (infiniband / f"rdmap{i}s27").mkdir(parents=True)
+    return Settings(
+        cluster="demo",
+        instance_group="gpu",
+        expected_gpus=8,
+        expected_efa_devices=32,
+        lustre_mount_path="/fsx",
+        transient_xids=["13", "31", "43", "63", "92", "94"],
+        sysfs_infiniband=str(infiniband),
+        dev_dir=str(tmp_path / "dev"),
+        state_dir=str(tmp_path / "state"),
+        drain_hook=str(tmp_path / "drain"),
+        disk_used_percent_limit=100.0,
+    )
+
+
+def checks(failures: list[Failure]) -> list[tuple[str, str | None]]:
+    return [(f.check, f.code) for f in failures]
+
+
+def test_a_healthy_p5_reports_nothing(node: Settings) -> None:
+    assert Agent(node, Recorded(HEALTHY)).check() == []
+
+
+def test_missing_gpu(node: Settings) -> None:
+    failures = Agent(node, Recorded({**HEALTHY, "nvidia-smi --query-gpu": "nvidia-smi-7-gpus.txt"})).check()
+    assert [(f.check, f.message) for f in failures] == [("gpu_count", "7 of 8 GPUs visible")]
+
+
+def test_nvidia_smi_failing_counts_as_no_gpus(node: Settings) -> None:
+    failures = Agent(node, Recorded({**HEALTHY, "nvidia-smi --query-gpu": (9, "")})).check()
+    assert [(f.check, f.message) for f in failures] == [("gpu_count", "nvidia-smi exited with 9")]
+
+
+def test_xids_hardware_held_application_reported_once(node: Settings) -> None:
+    runner = Recorded({**HEALTHY, "journalctl": "journal-xid.txt"})
+    agent = Agent(node, runner)
+    first = agent.check()
+    assert checks(first) == [("xid", "79"), ("xid", "13")]
+    assert "GPU 0000:a8:00" in first[0].message and "fallen off the bus" in first[0].message
+    runner.answers["journalctl"] = "journal-quiet.txt"
+    second = agent.check()
+    assert checks(second) == [("xid", "79")]  # held for this boot; the application error is not
+    journal_calls = [c for c in runner.calls if c[0] == "journalctl"]
+    assert "-b" in journal_calls[0]
+    assert journal_calls[1][-2:] == ["--after-cursor", "s=7f2a1c;i=1c2f;b=4c5d;m=91a2;t=5f3e;x=aa11"]
+
+
+def test_dcgm_failure_names_the_errors(node: Settings) -> None:
+    (failure,) = Agent(node, Recorded({**HEALTHY, "dcgmi health": "dcgmi-health-failure.txt"})).check()
+    assert failure.check == "dcgm_health"
+    assert "Detected more than 8 PCIe replays per minute" in failure.message
+    assert "Volatile DBEs detected for GPU 3" in failure.message
+
+
+def test_no_dcgm_on_the_ami_is_not_a_failure(node: Settings) -> None:
+    answers = {k: v for k, v in HEALTHY.items() if k != "dcgmi health"}
+    assert Agent(node, Recorded(answers)).check() == []
+
+
+def test_row_remaps(node: Settings) -> None:
+    failures = Agent(
+        node, Recorded({**HEALTHY, "nvidia-smi --query-remapped-rows": "nvidia-smi-remapped-rows.txt"})
+    ).check()
+    assert [(f.check, f.message) for f in failures] == [
+        ("row_remap_pending", "GPU 00000000:64:00.0: a row remap waits for a GPU reset"),
+        ("row_remap_failure", "GPU 00000000:86:00.0: row remapping failed"),
+    ]
+
+
+def test_missing_efa_devices(node: Settings) -> None:
+    for device in list(Path(node.sysfs_infiniband).iterdir())[:2]:
+        device.rmdir()
+    (failure,) = Agent(node, Recorded(HEALTHY)).check()
+    assert (failure.check, failure.message.split(" in ")[0]) == ("efa_count", "30 of 32 EFA devices")
+
+
+def test_neuron_devices(node: Settings, tmp_path: Path) -> None:
+    trn = Settings(**{**node.__dict__, "expected_gpus": 0, "expected_neuron_devices": 16})
+    dev = Path(trn.dev_dir)
+    dev.mkdir()
+    for i in range(15):
+        (dev / f"neuron{i}").touch()
+    (dev / "neuron_monitor").touch()
+    (failure,) = Agent(trn, Recorded(HEALTHY)).check()
+    assert (failure.check, failure.message) == ("neuron_count", "15 of 16 Neuron devices")
+
+
+def test_lustre_not_mounted_or_hanging(node: Settings) -> None:
+    (unmounted,) = Agent(node, Recorded({**HEALTHY, "mountpoint": (1, "")})).check()
+    assert (unmounted.check, unmounted.message) == ("lustre", "/fsx is not mounted")
+    hang = subprocess.TimeoutExpired(["stat", "-t", "/fsx"], 10)
+    (hung,) = Agent(node, Recorded({**HEALTHY, "stat": hang})).check()
+    assert (hung.check, hung.message) == ("lustre", "stat -t /fsx did not answer within 10s")
+
+
+def test_disk_nearly_full(node: Settings) -> None:
+    full = Settings(**{**node.__dict__, "disk_used_percent_limit": 0.0})
+    (failure,) = Agent(full, Recorded(HEALTHY)).check()
+    assert failure.check == "disk" and failure.message.endswith("% full")
+
+
+def test_a_broken_check_does_not_stop_the_others(node: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent = Agent(node, Recorded({**HEALTHY, "nvidia-smi --query-gpu": "nvidia-smi-7-gpus.txt"}))
+    monkeypatch.setattr(agent, "check_row_remap", lambda: 1 / 0)
+    assert checks(agent.check()) == [("gpu_count", None), ("agent", None)]
+
+
+def test_reports_only_changes_and_drains_first(node: Settings) -> None:
+    hook = Path(node.drain_hook)
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o755)
+    runner = Recorded({**HEALTHY, "nvidia-smi --query-gpu": "nvidia-smi-7-gpus.txt"})
+    agent = Agent(node, runner)
+    failures = agent.check()
+    assert agent.changed(failures) and not agent.changed(agent.check())
+    agent.drain(failures)
+    assert runner.calls[-1] == [str(hook), "7 of 8 GPUs visible"]
+    runner.answers["nvidia-smi --query-gpu"] = "nvidia-smi-8-gpus.txt"
+    assert agent.changed(agent.check())  # back to healthy is a change too
+
+
+def test_event_and_metric_through_the_aws_cli(node: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(health_agent, "instance_identity", lambda: ("i-0abc", "us-east-1"))
+    monkeypatch.setattr(health_agent, "boot_id", lambda: "boot-7")
+    sent: list[Any] = []
+
+    def aws(command: Sequence[str], timeout: float) -> tuple[int, str]:
+        if "put-events" in command:
+            sent.append(json.loads(Path(command[-1].removeprefix("file://")).read_text()))
+        else:
+            sent.append(list(command))
+        return 0, ""
+
+    reporter = Reporter(node, aws)
+    reporter.event([Failure("xid", "GPU 0000:a8:00: fallen off the bus", code="79")])
+    reporter.metric(False)
+    (entry,) = sent[0]
+    assert (entry["Source"], entry["DetailType"]) == ("training-cluster.health", "Node Health Changed")
+    assert json.loads(entry["Detail"]) == {
+        "cluster": "demo",
+        "instance_group": "gpu",
+        "instance_id": "i-0abc",
+        "boot_id": "boot-7",
+        "state": "unhealthy",
+        "failures": [{"check": "xid", "code": "79", "message": "GPU 0000:a8:00: fallen off the bus"}],
+    }
+    assert sent[1][:3] == ["aws", "--region", "us-east-1"]
+    assert sent[1][sent[1].index("--value") + 1] == "0"
+    assert "InstanceId=i-0abc" in sent[1][-1]
+
+
+def test_agent_events_are_what_the_control_plane_reads(node: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's event, as sent, parses into the signal the repair function acts on."""
+    sys.path.insert(0, str(ROOT / "lambda" / "repair"))
+    from auto_repair.signals import from_event
+
+    monkeypatch.setattr(health_agent, "instance_identity", lambda: ("i-0abc", "us-east-1"))
+    sent: list[Any] = []
+    reporter = Reporter(node, lambda c, t: sent.append(json.loads(Path(c[-1][7:]).read_text())) or (0, ""))
+    reporter.event([Failure("gpu_count", "7 of 8 GPUs visible")])
+    (entry,) = sent[0]
+    event = {"source": entry["Source"], "detail-type": entry["DetailType"], "detail": json.loads(entry["Detail"])}
+    (signal,) = from_event(event)
+    assert signal.instance_id == "i-0abc" and [f.check for f in signal.failures] == ["gpu_count"]
+
+
+def test_deep_checks(node: Settings) -> None:
+    runner = Recorded({"dcgmi diag": (0, "dcgmi-diag-fail.txt"), "fi_info": "fi-info-efa-2.txt"})
+    failures = Agent(node, runner).deep_checks()
+    assert [(f.check, f.code) for f in failures] == [("dcgm_health", "diag"), ("efa_count", None)]
+    assert failures[1].message == "fi_info lists 2 EFA endpoints, expected 32"
+
+
+def test_settings_reject_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({"cluster": "demo", "instance_group": "gpu", "expected_gpu": 8}))
+    with pytest.raises(ValueError, match=r"unknown settings \['expected_gpu'\]"):
+        Settings.load(path)
+
+
+def test_once_prints_the_failures(
+    node: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({**node.__dict__, "expected_gpus": 0, "lustre_mount_path": None}))
+    assert health_agent.main(["--config", str(path), "--once"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
