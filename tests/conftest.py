@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from training_cluster import ClusterConfig, TrainingClusterStack
 
 ROOT = Path(__file__).resolve().parents[1]
+# Code that runs outside synthesis is imported as it runs there: the Lambda asset root and node/.
+sys.path[:0] = [str(ROOT / "lambda" / "repair"), str(ROOT / "node")]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
 ASSET_HASH = re.compile(r"[0-9a-f]{64}")

@@ -178,6 +178,43 @@ class StorageConfig(_Section):
     """Omit for no file system."""
 
 
+RepairAction = Literal["observe", "reboot", "replace"]
+HealthCheck = Literal[
+    "gpu_count", "efa_count", "neuron_count", "row_remap_pending", "row_remap_failure", "lustre", "dcgm_health",
+    "status_check", "scheduled_event", "unexpected_stop", "disk",
+]  # fmt: skip
+
+
+class RepairPolicyConfig(_Section):
+    """Overrides of the default repair policy (see lambda/repair/auto_repair/policy.py)."""
+
+    xid: dict[Annotated[str, Field(pattern=r"^\d{1,3}$")], RepairAction] = {}
+    """NVIDIA XID number -> action, e.g. ``{"79": replace, "13": observe}``."""
+    checks: dict[HealthCheck, RepairAction] = {}
+    """Health check or signal -> action, e.g. ``{lustre: observe}``."""
+
+
+class AutoRepairConfig(_Section):
+    """The health agent on every node and the control plane that reboots or replaces failed nodes."""
+
+    enabled: bool = True
+    dry_run: bool = False
+    """Decide and record, but reboot or replace nothing."""
+    max_parallel_replacements: Annotated[int, Field(ge=1, le=25)] = 1
+    """Replacements in flight at once in one instance group."""
+    unhealthy_threshold_percent: Annotated[int, Field(ge=1, le=100)] = 20
+    """Above this share of a group unhealthy at once (and more than one node), stop acting and notify."""
+    reboot_before_replace: bool = True
+    """Reboot for faults a reboot can clear; replace only if the fault comes back within an hour."""
+    notification_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    """Subscribe this address to the cluster's events topic (the address must confirm)."""
+    policy: RepairPolicyConfig = RepairPolicyConfig()
+    check_interval_seconds: Annotated[int, Field(ge=10, le=3600)] = 30
+    """How often the agent checks each node."""
+    deep_checks: bool = False
+    """On first boot, run ``dcgmi diag -r 2`` and an EFA provider check before the node takes work."""
+
+
 class ClusterConfig(_Section):
     """A whole cluster. The key names are the user's contract."""
 
@@ -189,6 +226,7 @@ class ClusterConfig(_Section):
     network: NetworkConfig = NetworkConfig()
     instance_groups: Annotated[list[InstanceGroupConfig], Field(min_length=1)]
     storage: StorageConfig = StorageConfig()
+    auto_repair: AutoRepairConfig = AutoRepairConfig()
 
     @classmethod
     def from_dict(
@@ -255,6 +293,9 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 def _finding(model: type[BaseModel], err: Any) -> Finding:
     loc = tuple(err["loc"])
+    key = ""
+    if loc and loc[-1] == "[key]":  # a bad key of a mapping: name the mapping and the key
+        key, loc = f"key {loc[-2]!r} ", loc[:-2]
     path = field_path(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -266,7 +307,7 @@ def _finding(model: type[BaseModel], err: Any) -> Finding:
     message = message[0].lower() + message[1:]
     if kind == "string_pattern_mismatch":
         message = _PATTERN_HINTS.get(err["ctx"]["pattern"], message)
-    return Finding(path=path, message=f"{message} (got {show(err['input'])})")
+    return Finding(path=path, message=f"{key}{message} (got {show(err['input'])})")
 
 
 _PATTERN_HINTS = {
@@ -279,4 +320,6 @@ _PATTERN_HINTS = {
     r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$": "must be an S3 URI such as s3://bucket/prefix",
     r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$": "must be a KMS key ARN such as "
     "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    r"^[^@\s]+@[^@\s]+\.[^@\s]+$": "must be an e-mail address such as ops@example.com",
+    r"^\d{1,3}$": "must be an XID number such as 79",
 }

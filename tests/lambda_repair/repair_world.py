@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda" / "repair"))
+import pytest
+from moto import mock_aws
 
 from auto_repair.aws import Clients
 from auto_repair.policy import Policy
@@ -18,6 +17,8 @@ from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
 
 REGION = "us-east-1"
+# One session for every test: botocore then reads each service model once, not once per mock.
+SESSION = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class World:
         return str(reservations[0]["Instances"][0]["State"]["Name"])
 
     def notifications(self) -> list[str]:
-        sqs = boto3.client("sqs", region_name=REGION)
+        sqs = SESSION.client("sqs", region_name=REGION)
         messages = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
         out = []
         while messages:
@@ -82,13 +83,13 @@ class World:
 
 
 def make_world(sizes: dict[str, int]) -> World:
-    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2 = SESSION.client("ec2", region_name=REGION)
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.128.0/17", AvailabilityZone=f"{REGION}a")["Subnet"][
         "SubnetId"
     ]
     image = "ami-0123456789abcdef0"  # moto launches any image id; listing its AMIs is slow
-    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    autoscaling = SESSION.client("autoscaling", region_name=REGION)
     groups = {}
     for name, size in sizes.items():
         template = ec2.create_launch_template(
@@ -104,7 +105,7 @@ def make_world(sizes: dict[str, int]) -> World:
             VPCZoneIdentifier=subnet,
         )
         groups[asg] = name
-    boto3.client("dynamodb", region_name=REGION).create_table(
+    SESSION.client("dynamodb", region_name=REGION).create_table(
         TableName="ledger",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         AttributeDefinitions=[
@@ -113,12 +114,23 @@ def make_world(sizes: dict[str, int]) -> World:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
-    boto3.client("s3", region_name=REGION).create_bucket(Bucket="evidence")
-    sns = boto3.client("sns", region_name=REGION)
+    SESSION.client("s3", region_name=REGION).create_bucket(Bucket="evidence")
+    sns = SESSION.client("sns", region_name=REGION)
     topic = sns.create_topic(Name="events")["TopicArn"]
-    sqs = boto3.client("sqs", region_name=REGION)
+    sqs = SESSION.client("sqs", region_name=REGION)
     queue = sqs.create_queue(QueueName="notifications")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-    clients = Clients(region=REGION)
+    clients = Clients(region=REGION, session=SESSION)
     return World(clock=Clock(), clients=clients, groups=groups, topic_arn=topic, queue_url=queue)
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def world(aws: None) -> World:
+    return make_world({"gpu": 8, "login": 1})

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 from unittest import mock
 
-import boto3
 import pytest
 from botocore.stub import Stubber
 
 from auto_repair.aws import with_retries
 from auto_repair.policy import Policy
 from auto_repair.signals import AGENT_SOURCE, Failure, Signal, from_event
-from repair_world import World, make_world
+from repair_world import SESSION, World, aws, make_world, world
+
+__all__ = ["aws", "world"]  # fixtures
 
 
 def agent_event(
@@ -229,7 +230,7 @@ def test_a_single_unhealthy_node_of_a_small_group_is_repaired(aws: None) -> None
 
 def test_throttling_is_retried_with_jitter(world: World) -> None:
     bad = world.instances()[0]
-    ec2 = boto3.client("ec2", region_name="us-east-1")
+    ec2 = SESSION.client("ec2", region_name="us-east-1")
     stubber = Stubber(ec2)
     stubber.add_client_error("reboot_instances", service_error_code="RequestLimitExceeded", http_status_code=503)
     stubber.add_client_error("reboot_instances", service_error_code="RequestLimitExceeded", http_status_code=503)

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import health_agent
 import pytest
-
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "node"))
-
-import health_agent  # noqa: E402
-from health_agent import Agent, Failure, Reporter, Settings  # noqa: E402
+from health_agent import Agent, Failure, Reporter, Settings
 
 DATA = Path(__file__).parent / "data"
 
@@ -207,7 +201,6 @@ def test_event_and_metric_through_the_aws_cli(node: Settings, monkeypatch: pytes
 
 def test_agent_events_are_what_the_control_plane_reads(node: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent's event, as sent, parses into the signal the repair function acts on."""
-    sys.path.insert(0, str(ROOT / "lambda" / "repair"))
     from auto_repair.signals import from_event
 
     monkeypatch.setattr(health_agent, "instance_identity", lambda: ("i-0abc", "us-east-1"))

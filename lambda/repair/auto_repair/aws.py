@@ -18,13 +18,14 @@ T = TypeVar("T")
 @dataclass
 class Clients:
     region: str | None = None
+    session: boto3.Session | None = None  # default: boto3's default session
     _made: dict[str, Any] = field(default_factory=dict)
 
     def __getattr__(self, service: str) -> Any:
         if service.startswith("_"):
             raise AttributeError(service)
         if service not in self._made:
-            self._made[service] = boto3.client(service, region_name=self.region)
+            self._made[service] = (self.session or boto3).client(service, region_name=self.region)
         return self._made[service]
 
     def set(self, service: str, client: Any) -> None:
@@ -33,7 +34,7 @@ class Clients:
     def table(self, name: str) -> Any:
         key = f"table:{name}"
         if key not in self._made:
-            self._made[key] = boto3.resource("dynamodb", region_name=self.region).Table(name)
+            self._made[key] = (self.session or boto3).resource("dynamodb", region_name=self.region).Table(name)
         return self._made[key]
 
 

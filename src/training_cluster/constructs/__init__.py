@@ -1,7 +1,8 @@
 """The public constructs: each can be used on its own in any CDK app."""
 
+from .auto_repair import AutoRepair, AutoRepairOptions
 from .fleet import Fleet, FleetCapacity
 from .lustre import LustreFileSystem
 from .network import ClusterNetwork
 
-__all__ = ["ClusterNetwork", "Fleet", "FleetCapacity", "LustreFileSystem"]
+__all__ = ["AutoRepair", "AutoRepairOptions", "ClusterNetwork", "Fleet", "FleetCapacity", "LustreFileSystem"]

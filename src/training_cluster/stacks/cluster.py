@@ -10,9 +10,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from ..config import ClusterConfig, InstanceGroupConfig
+from ..constructs.auto_repair import AutoRepair, AutoRepairOptions
 from ..constructs.fleet import Fleet, FleetCapacity
 from ..constructs.lustre import LustreFileSystem
 from ..constructs.network import ClusterNetwork
@@ -68,6 +70,7 @@ class TrainingClusterStack(Stack):
             self.file_system.allow_clients(self.network)
 
         self.fleets: dict[str, Fleet] = {group.name: self._fleet(group) for group in config.instance_groups}
+        self.auto_repair = self._auto_repair()
         self._outputs()
 
     def _network(self) -> ClusterNetwork:
@@ -162,6 +165,31 @@ class TrainingClusterStack(Stack):
         Tags.of(fleet).add("Name", f"{self.config.name}-{group.name}", priority=200)
         return fleet
 
+    def _auto_repair(self) -> AutoRepair | None:
+        repair = self.config.auto_repair
+        if repair.notification_email:
+            self.events_topic.add_subscription(subscriptions.EmailSubscription(repair.notification_email))
+        if not repair.enabled:
+            return None
+        policy = {k: v for k, v in repair.policy.model_dump().items() if v}
+        return AutoRepair(
+            self,
+            "AutoRepair",
+            cluster_name=self.config.name,
+            fleets=self.fleets,
+            topic=self.events_topic,
+            lustre_mount_path=self.file_system.mount_path if self.file_system else None,
+            options=AutoRepairOptions(
+                dry_run=repair.dry_run,
+                max_parallel_replacements=repair.max_parallel_replacements,
+                unhealthy_threshold_percent=repair.unhealthy_threshold_percent,
+                reboot_before_replace=repair.reboot_before_replace,
+                check_interval_seconds=repair.check_interval_seconds,
+                deep_checks=repair.deep_checks,
+                policy=policy,
+            ),
+        )
+
     def _outputs(self) -> None:
         CfnOutput(self, "VpcId", value=self.network.vpc.vpc_id)
         CfnOutput(self, "ComputeSubnetId", value=self.network.compute_subnet.subnet_id)
@@ -171,6 +199,10 @@ class TrainingClusterStack(Stack):
             CfnOutput(self, "FileSystemId", value=self.file_system.file_system_id)
             CfnOutput(self, "FileSystemDnsName", value=self.file_system.dns_name)
             CfnOutput(self, "FileSystemMountName", value=self.file_system.mount_name)
+        if self.auto_repair is not None:
+            CfnOutput(self, "RepairFunctionName", value=self.auto_repair.function.function_name)
+            CfnOutput(self, "RepairLedgerTableName", value=self.auto_repair.table.table_name)
+            CfnOutput(self, "EvidenceBucketName", value=self.auto_repair.evidence_bucket.bucket_name)
         for name, fleet in self.fleets.items():
             CfnOutput(
                 self,

@@ -1,0 +1,389 @@
+"""Auto-repair: a health agent on every node and a Lambda control plane that reboots or replaces."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
+
+from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from .._assets import asset_path
+from .._nag import acknowledge
+from .fleet import Fleet
+
+AGENT_SOURCE = "training-cluster.health"
+REPAIR_NAMESPACE = "TrainingCluster/Repair"
+HEALTH_NAMESPACE = "TrainingCluster/Health"
+TAG_CLUSTER = "training-cluster:cluster"
+AGENT_PATH = "/opt/training-cluster/health_agent.py"
+AGENT_CONFIG = "/etc/training-cluster/health-agent.json"
+
+
+@cache
+def repair_policy() -> ModuleType:
+    """The control plane's policy module: the one source of the default XID and check actions."""
+    name = "training_cluster._repair_policy"
+    spec = importlib.util.spec_from_file_location(name, asset_path("lambda", "repair", "auto_repair", "policy.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoRepairOptions:
+    """How the control plane acts. Defaults as in the config's ``auto_repair`` section."""
+
+    dry_run: bool = False
+    max_parallel_replacements: int = 1
+    unhealthy_threshold_percent: int = 20
+    reboot_before_replace: bool = True
+    check_interval_seconds: int = 30
+    deep_checks: bool = False
+    policy: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+class AutoRepair(Construct):
+    """Watches every node of ``fleets`` and repairs the failed ones.
+
+    On each node: ``node/health_agent.py`` as a systemd service (a bootstrap stage), reporting
+    state changes as EventBridge events and a Healthy metric. The control plane: a Lambda function
+    (reserved concurrency 1, a dead-letter queue) fed by the agent's events, EC2 state changes,
+    AWS Health scheduled events, Auto Scaling launch failures and a one-minute sweep of EC2 status
+    checks; a DynamoDB ledger; an S3 bucket for evidence; notifications on ``topic``; a CloudWatch
+    dashboard. Every mutating permission is limited to this cluster's instances (by tag) and
+    Auto Scaling groups (by name).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster_name: str,
+        fleets: Mapping[str, Fleet],
+        topic: sns.ITopic,
+        options: AutoRepairOptions | None = None,
+        lustre_mount_path: str | None = None,
+    ) -> None:
+        """
+        :param cluster_name: the value of the ``training-cluster:cluster`` tag on the nodes.
+        :param fleets: instance group name -> fleet to watch and repair.
+        :param topic: where notifications go (actions, circuit breaker, no capacity).
+        :param lustre_mount_path: checked by the agent when given.
+        """
+        super().__init__(scope, construct_id)
+        options = options or AutoRepairOptions()
+        policy = repair_policy()
+        policy.Policy.with_overrides(options.policy)  # fail at synthesis, not at the first repair
+
+        self.table = dynamodb.Table(
+            self,
+            "Ledger",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.evidence_bucket = s3.Bucket(
+            self,
+            "Evidence",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            self.evidence_bucket,
+            "S1",
+            "only the cluster's own nodes write here, through SSM Run Command output, and each write is "
+            "recorded in the repair ledger with its incident",
+        )
+        self.dead_letters = sqs.Queue(
+            self, "DeadLetters", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )  # fmt: skip
+        acknowledge(self.dead_letters, "SQS3", "this queue is itself the dead-letter queue of the repair function")
+
+        asg_names = {fleet.auto_scaling_group.auto_scaling_group_name: name for name, fleet in fleets.items()}
+        self.function = self._function(cluster_name, asg_names, topic, options)
+        self._permissions(cluster_name, fleets, topic)
+        self._rules(cluster_name, [f.auto_scaling_group.auto_scaling_group_name for f in fleets.values()])
+        transient = sorted(
+            code for code, action in {**policy.XID, **options.policy.get("xid", {})}.items() if action == "observe"
+        )
+        agent = s3_assets.Asset(self, "Agent", path=str(asset_path("node", "health_agent.py")))
+        for name, fleet in fleets.items():
+            self._install_agent(cluster_name, name, fleet, agent, options, transient, lustre_mount_path)
+        self.dashboard = self._dashboard(cluster_name, list(fleets))
+
+    def _function(
+        self, cluster_name: str, asg_names: Mapping[str, str], topic: sns.ITopic, options: AutoRepairOptions
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(
+            self, "Logs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
+        )
+        role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        log_group.grant_write(role)
+        environment = {
+            "CLUSTER_NAME": cluster_name,
+            "LEDGER_TABLE": self.table.table_name,
+            "TOPIC_ARN": topic.topic_arn,
+            "EVENT_BUS": "default",
+            "EVIDENCE_BUCKET": self.evidence_bucket.bucket_name,
+            "AUTO_SCALING_GROUPS": Stack.of(self).to_json_string(dict(asg_names)),
+            "POLICY": json.dumps(options.policy, sort_keys=True),
+            "DRY_RUN": str(options.dry_run).lower(),
+            "MAX_PARALLEL_REPLACEMENTS": str(options.max_parallel_replacements),
+            "UNHEALTHY_THRESHOLD_PERCENT": str(options.unhealthy_threshold_percent),
+            "REBOOT_BEFORE_REPLACE": str(options.reboot_before_replace).lower(),
+        }
+        return lambda_.Function(
+            self,
+            "Function",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            handler="handler.handler",
+            code=lambda_.Code.from_asset(str(asset_path("lambda", "repair")), exclude=["__pycache__", "*.pyc"]),
+            role=role,
+            log_group=log_group,
+            timeout=Duration.minutes(5),
+            memory_size=256,
+            reserved_concurrent_executions=1,  # one decision at a time: the safety limits count correctly
+            dead_letter_queue=self.dead_letters,
+            environment=environment,
+            description=f"Auto-repair control plane of cluster {cluster_name}",
+        )
+
+    def _permissions(self, cluster_name: str, fleets: Mapping[str, Fleet], topic: sns.ITopic) -> None:
+        role = self.function.role
+        assert role is not None
+        arn = f"arn:{Aws.PARTITION}"
+        instances = f"{arn}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:instance/*"
+        tagged = {"StringEquals": {f"aws:ResourceTag/{TAG_CLUSTER}": cluster_name}}
+        self.table.grant_read_write_data(role)
+        topic.grant_publish(role)
+        statements = [
+            iam.PolicyStatement(actions=["ec2:RebootInstances"], resources=[instances], conditions=tagged),
+            iam.PolicyStatement(
+                actions=["autoscaling:TerminateInstanceInAutoScalingGroup"],
+                resources=[
+                    f"{arn}:autoscaling:{Aws.REGION}:{Aws.ACCOUNT_ID}:autoScalingGroup:*:autoScalingGroupName/"
+                    f"{fleet.auto_scaling_group.auto_scaling_group_name}"
+                    for fleet in fleets.values()
+                ],
+            ),
+            iam.PolicyStatement(
+                actions=["ssm:SendCommand"], resources=[f"{arn}:ssm:{Aws.REGION}::document/AWS-RunShellScript"]
+            ),
+            iam.PolicyStatement(actions=["ssm:SendCommand"], resources=[instances], conditions=tagged),
+            iam.PolicyStatement(
+                actions=["events:PutEvents"],
+                resources=[f"{arn}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:event-bus/default"],
+            ),
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": REPAIR_NAMESPACE}},
+            ),
+            iam.PolicyStatement(
+                actions=[
+                    "ec2:DescribeInstanceStatus",
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "ssm:GetCommandInvocation",
+                ],
+                resources=["*"],
+            ),
+        ]
+        for statement in statements:
+            role.add_to_principal_policy(statement)
+        stack = Stack.of(self)
+        for fleet in fleets.values():
+            asg_id = stack.resolve(fleet.auto_scaling_group.node.default_child.logical_id)  # type: ignore[union-attr]
+            acknowledge(
+                role,
+                "IAM5[Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:autoScalingGroup:*:"
+                f"autoScalingGroupName/<{asg_id}>]",
+                "an Auto Scaling group ARN holds a generated id; the group name in it is exact",
+            )
+        for finding, reason in (
+            ("Action::kms:GenerateDataKey*", "SNS needs data keys of the events topic's own key to publish; "
+             "the grant names that key only"),
+            ("Resource::*", "read-only Describe and GetCommandInvocation calls, which take no resource ARN; "
+             "PutMetricData is limited to the repair namespace by condition"),
+            ("Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*",
+             "reboot and Run Command are limited to instances tagged with this cluster's name by condition"),
+        ):  # fmt: skip
+            acknowledge(role, f"IAM5[{finding}]", reason)
+
+    def _rules(self, cluster_name: str, asg_names: Sequence[str]) -> None:
+        target = targets.LambdaFunction(
+            self.function,
+            dead_letter_queue=self.dead_letters,
+            retry_attempts=4,
+            max_event_age=Duration.hours(1),
+        )
+        patterns = {
+            "AgentEvents": events.EventPattern(source=[AGENT_SOURCE], detail={"cluster": [cluster_name]}),
+            "InstanceStateChanges": events.EventPattern(
+                source=["aws.ec2"],
+                detail_type=["EC2 Instance State-change Notification"],
+                detail={"state": ["stopping", "stopped", "shutting-down", "terminated"]},
+            ),
+            "ScheduledMaintenance": events.EventPattern(
+                source=["aws.health"],
+                detail_type=["AWS Health Event"],
+                detail={"service": ["EC2"], "eventTypeCategory": ["scheduledChange"]},
+            ),
+            "LaunchFailures": events.EventPattern(
+                source=["aws.autoscaling"],
+                detail_type=["EC2 Instance Launch Unsuccessful"],
+                detail={"AutoScalingGroupName": list(asg_names)},
+            ),
+        }
+        for name, pattern in patterns.items():
+            events.Rule(self, name, event_pattern=pattern, targets=[target])
+        events.Rule(self, "Sweep", schedule=events.Schedule.rate(Duration.minutes(1)), targets=[target])
+
+    def _install_agent(
+        self,
+        cluster_name: str,
+        group: str,
+        fleet: Fleet,
+        agent: s3_assets.Asset,
+        options: AutoRepairOptions,
+        transient_xids: list[str],
+        lustre_mount_path: str | None,
+    ) -> None:
+        info = fleet.instance_type
+        settings = {
+            "cluster": cluster_name,
+            "instance_group": group,
+            "expected_gpus": info.gpus,
+            "expected_efa_devices": fleet.efa_interface_count,
+            "expected_neuron_devices": info.neuron_devices,
+            "lustre_mount_path": lustre_mount_path,
+            "interval_seconds": options.check_interval_seconds,
+            "deep_checks": options.deep_checks,
+            "transient_xids": transient_xids,
+        }
+        fleet.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[agent.bucket.arn_for_objects(agent.s3_object_key)])
+        )
+        fleet.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["events:PutEvents"],
+                resources=[f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:event-bus/default"],
+            )
+        )
+        fleet.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": HEALTH_NAMESPACE}},
+            )
+        )
+        # Evidence: SSM Run Command uploads its output with the node's own role.
+        prefix = f"evidence/{cluster_name}/*"
+        fleet.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[self.evidence_bucket.arn_for_objects(prefix)])
+        )
+        bucket_id = Stack.of(self).resolve(self.evidence_bucket.node.default_child.logical_id)  # type: ignore[union-attr]
+        acknowledge(
+            fleet.role,
+            "IAM5[Resource::*]",
+            "PutMetricData takes no resource ARN; the condition limits it to the health namespace",
+        )
+        acknowledge(
+            fleet.role,
+            f"IAM5[Resource::<{bucket_id}.Arn>/{prefix}]",
+            "Run Command writes one object per command under this cluster's evidence prefix; names are made then",
+        )
+        fleet.bootstrap.set("HEALTH_AGENT_S3_URI", agent.s3_object_url)
+        fleet.bootstrap.add_stage("health-agent", _agent_stage(json.dumps(settings, sort_keys=True)))
+
+    def _dashboard(self, cluster_name: str, groups: Sequence[str]) -> cloudwatch.Dashboard:
+        def repair(metric: str, statistic: str = "Sum") -> list[cloudwatch.IMetric]:
+            return [
+                cloudwatch.Metric(
+                    namespace=REPAIR_NAMESPACE,
+                    metric_name=metric,
+                    dimensions_map={"Cluster": cluster_name, "InstanceGroup": group},
+                    statistic=statistic,
+                    period=Duration.minutes(5),
+                    label=group,
+                )
+                for group in groups
+            ]
+
+        healthy = cloudwatch.MathExpression(
+            expression=f'SEARCH(\'{{{HEALTH_NAMESPACE},Cluster,InstanceGroup,InstanceId}} MetricName="Healthy" '
+            f"Cluster=\"{cluster_name}\"', 'Minimum', 60)",
+            label="Healthy",
+            period=Duration.minutes(1),
+        )
+        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{cluster_name}-auto-repair")
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Nodes reporting healthy (1) or not (0)", left=[healthy], width=24),
+            cloudwatch.GraphWidget(title="Incidents", left=repair("Incidents"), width=8),
+            cloudwatch.GraphWidget(title="Reboots", left=repair("Reboots"), width=8),
+            cloudwatch.GraphWidget(title="Replacements", left=repair("Replacements"), width=8),
+            cloudwatch.GraphWidget(
+                title="Seconds from signal to action", left=repair("SecondsToAction", "Maximum"), width=12
+            ),
+            cloudwatch.GraphWidget(title="Circuit breaker opened", left=repair("CircuitBreakerOpened"), width=12),
+        )
+        return dashboard
+
+
+def _agent_stage(settings_json: str) -> str:
+    return f"""set -euo pipefail
+# Install the health agent and run it as a systemd service (safe to run again).
+aws s3 cp --only-show-errors "$HEALTH_AGENT_S3_URI" {AGENT_PATH}
+chmod 0755 {AGENT_PATH}
+cat > {AGENT_CONFIG} <<'JSON'
+{settings_json}
+JSON
+cat > /etc/systemd/system/training-cluster-health.service <<'UNIT'
+[Unit]
+Description=cdk-training-cluster node health agent
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=/usr/bin/python3 {AGENT_PATH} --config {AGENT_CONFIG}
+Restart=always
+RestartSec=10
+StandardOutput=append:/var/log/training-cluster/health-agent.log
+StandardError=append:/var/log/training-cluster/health-agent.log
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable --now training-cluster-health.service
+systemctl restart training-cluster-health.service
+"""
