@@ -102,6 +102,46 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "KMS key ARN such as arn:aws:kms:",
     ),
     "compression": (with_lustre(compression="GZIP"), "storage.lustre.compression", "'NONE' or 'LZ4'"),
+    "repair email": (
+        minimal_config(auto_repair={"notification_email": "ops"}),
+        "auto_repair.notification_email",
+        "e-mail address such as ops@example.com (got 'ops')",
+    ),
+    "repair xid key": (
+        minimal_config(auto_repair={"policy": {"xid": {"x79": "replace"}}}),
+        "auto_repair.policy.xid",
+        "key 'x79' must be an XID number such as 79",
+    ),
+    "repair action": (
+        minimal_config(auto_repair={"policy": {"xid": {"79": "nuke"}}}),
+        "auto_repair.policy.xid.79",
+        "'observe', 'reboot' or 'replace' (got 'nuke')",
+    ),
+    "repair check": (
+        minimal_config(auto_repair={"policy": {"checks": {"gpu": "reboot"}}}),
+        "auto_repair.policy.checks",
+        "key 'gpu' input should be 'gpu_count', 'efa_count'",
+    ),
+    "repair parallel": (
+        minimal_config(auto_repair={"max_parallel_replacements": 0}),
+        "auto_repair.max_parallel_replacements",
+        "greater than or equal to 1",
+    ),
+    "repair threshold": (
+        minimal_config(auto_repair={"unhealthy_threshold_percent": 101}),
+        "auto_repair.unhealthy_threshold_percent",
+        "less than or equal to 100",
+    ),
+    "repair interval": (
+        minimal_config(auto_repair={"check_interval_seconds": 5}),
+        "auto_repair.check_interval_seconds",
+        "greater than or equal to 10",
+    ),
+    "repair unknown key": (
+        minimal_config(auto_repair={"dryrun": True}),
+        "auto_repair.dryrun",
+        "allowed keys here: enabled, dry_run",
+    ),
     # cross-field rules
     "zone outside region": (
         minimal_config(availability_zone="us-west-2a"),
