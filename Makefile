@@ -35,7 +35,10 @@ lint: setup
 	$(BIN)/python scripts/generate_catalog.py --check
 
 bench: setup
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
 	$(BIN)/python benchmarks/synth_bench.py
+	$(BIN)/python benchmarks/repair_latency.py
+	$(BIN)/python benchmarks/goodput.py
 
 catalog: setup
 	$(BIN)/python scripts/generate_catalog.py

@@ -24,7 +24,7 @@ class Settings:
     reboot_before_replace: bool = True
     recurrence_window_seconds: int = 3600
     capacity_backoff_seconds: int = 600
-    evidence_wait_seconds: int = 60
+    evidence_wait_seconds: int = 20  # bounded: evidence never holds up a repair for long
     repeated_replacements: int = 3
 
     @classmethod
@@ -43,5 +43,5 @@ class Settings:
             reboot_before_replace=env.get("REBOOT_BEFORE_REPLACE", "true") == "true",
             recurrence_window_seconds=int(env.get("RECURRENCE_WINDOW_SECONDS", "3600")),
             capacity_backoff_seconds=int(env.get("CAPACITY_BACKOFF_SECONDS", "600")),
-            evidence_wait_seconds=int(env.get("EVIDENCE_WAIT_SECONDS", "60")),
+            evidence_wait_seconds=int(env.get("EVIDENCE_WAIT_SECONDS", "20")),
         )

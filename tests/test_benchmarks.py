@@ -1,0 +1,46 @@
+"""The goodput model behaves as its closed form says (the benchmark's figures rest on it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import statistics
+import sys
+from dataclasses import replace
+from types import ModuleType
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def goodput() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("goodput", ROOT / "benchmarks" / "goodput.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["goodput"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_failures_means_all_time_trains(goodput: ModuleType) -> None:
+    fleet = goodput.Fleet(failures_per_1000_node_days=0.0)
+    assert goodput.expected_ett(fleet, goodput.HUMAN) == 1.0
+    assert goodput.simulate_ett(fleet, goodput.HUMAN, random.Random(1)) == 1.0
+
+
+@pytest.mark.parametrize("repair", ["AUTO", "HUMAN"])
+def test_simulation_agrees_with_the_closed_form(goodput: ModuleType, repair: str) -> None:
+    fleet, r = goodput.Fleet(), getattr(goodput, repair)
+    rng = random.Random(3)
+    simulated = statistics.mean(goodput.simulate_ett(fleet, r, rng) for _ in range(300))
+    assert simulated == pytest.approx(goodput.expected_ett(fleet, r), abs=0.006)
+
+
+def test_faster_repair_and_fewer_nodes_keep_more_time(goodput: ModuleType) -> None:
+    fleet = goodput.Fleet()
+    assert goodput.expected_ett(fleet, goodput.AUTO) > goodput.expected_ett(fleet, goodput.HUMAN)
+    assert goodput.expected_ett(replace(fleet, nodes=64), goodput.AUTO) > goodput.expected_ett(fleet, goodput.AUTO)
+    # 128 nodes x 30 days x 3.8 / 1000 = 14.6 failures; 41 min lost each with auto-repair
+    assert goodput.lost_minutes_per_failure(fleet, goodput.AUTO) == pytest.approx(15 + 0.55 + 15 + 10)
