@@ -62,6 +62,8 @@ def simulate_ett(fleet: Fleet, repair: Repair, rng: random.Random) -> float:
     """One run: the job trains, fails, waits for repair and restart, loses uncheckpointed work."""
     total = fleet.days * 24 * 60
     rate_per_min = fleet.nodes * fleet.failures_per_1000_node_days / 1000 / (24 * 60)
+    if rate_per_min == 0:
+        return 1.0
     clock = kept = 0.0
     while clock < total:
         run = rng.expovariate(rate_per_min)  # training until the next failure anywhere in the fleet
