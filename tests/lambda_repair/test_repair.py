@@ -55,6 +55,16 @@ def test_replace_class_xid_replaces_the_node_through_its_group(world: World) -> 
     assert any("Replacing" in s for s in world.notifications())
 
 
+def test_the_orchestrator_drains_before_the_node_goes(world: World) -> None:
+    bad = world.instances()[0]
+    repairer = world.repairer()
+    drained: list[tuple[str, str, str]] = []
+    repairer.drain_hook = lambda instance, incident: drained.append((instance, incident, world.state(instance)))
+    (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+    assert drained == [(bad, outcome.incident_id, "running")]  # drained while still running
+    assert story(world, outcome.incident_id) == ["signal", "decision", "drained", "evidence", "action"]
+
+
 def test_evidence_goes_to_s3_through_run_command(world: World) -> None:
     bad = world.instances()[0]
     repairer = world.repairer()

@@ -21,7 +21,7 @@ _sequence = itertools.count()
 
 
 def _conditional_failed(error: ClientError) -> bool:
-    return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    return bool(error.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
 
 class Ledger:

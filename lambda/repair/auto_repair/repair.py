@@ -63,6 +63,8 @@ class Repairer:
         self.sleep = sleep
         self.ledger = Ledger(clients.table(settings.table_name), clock)
         self._sizes: dict[str, int] = {}  # desired capacity per group, read once per invocation
+        # Set by an orchestrator integration (Slurm): called with (instance id, incident id).
+        self.drain_hook: Callable[[str, str], None] | None = None
 
     # entry points
     def new_invocation(self) -> None:
@@ -100,11 +102,10 @@ class Repairer:
         signals: list[Signal] = []
         ids = [m["InstanceId"] for _, members in groups.values() for m in members]
         for start in range(0, len(ids), 100):
-            statuses = with_retries(
-                lambda chunk=ids[start : start + 100]: self.clients.ec2.describe_instance_status(
-                    InstanceIds=chunk, IncludeAllInstances=True
-                ),
-                sleep=self.sleep,
+            statuses = self._call(
+                self.clients.ec2.describe_instance_status,
+                InstanceIds=ids[start : start + 100],
+                IncludeAllInstances=True,
             )["InstanceStatuses"]
             for status in statuses:
                 failed = [
@@ -220,7 +221,7 @@ class Repairer:
         return self._replace(instance_id, group, incident_id)
 
     def _reboot(self, instance_id: str, group: str, incident_id: str) -> Outcome:
-        with_retries(lambda: self.clients.ec2.reboot_instances(InstanceIds=[instance_id]), sleep=self.sleep)
+        self._call(self.clients.ec2.reboot_instances, InstanceIds=[instance_id])
         self.ledger.set_instance(instance_id, last_reboot_at=str(self.clock()))
         self.ledger.record(incident_id, "action", action="reboot")
         self._metric("Reboots", group)
@@ -238,13 +239,13 @@ class Repairer:
                 incident_id, "deferred", reason=f"{self.settings.max_parallel_replacements} replacement(s) in flight"
             )
             return Outcome(instance_id, "deferred", "replace", incident_id)
+        self._drain(instance_id, incident_id)
         self._capture_evidence(instance_id, incident_id)
         try:
-            with_retries(
-                lambda: self.clients.autoscaling.terminate_instance_in_auto_scaling_group(
-                    InstanceId=instance_id, ShouldDecrementDesiredCapacity=False
-                ),
-                sleep=self.sleep,
+            self._call(
+                self.clients.autoscaling.terminate_instance_in_auto_scaling_group,
+                InstanceId=instance_id,
+                ShouldDecrementDesiredCapacity=False,
             )
         except ClientError as error:
             self.ledger.finish_replacement(group, instance_id)
@@ -256,6 +257,14 @@ class Repairer:
         self._time_to_action(incident_id, group)
         self._announce(instance_id, group, "replace", incident_id)
         return Outcome(instance_id, "replaced", "replace", incident_id)
+
+    def _drain(self, instance_id: str, incident_id: str) -> None:
+        """The orchestrator hook: take the node out of scheduling before it goes. Without an
+        orchestrator (the default until one is configured) there is nothing to drain."""
+        if self.drain_hook is None:
+            return
+        self.drain_hook(instance_id, incident_id)
+        self.ledger.record(incident_id, "drained")
 
     def _capture_evidence(self, instance_id: str, incident_id: str) -> None:
         """Kernel log, nvidia-smi and DCGM output to S3 through SSM, waiting a bounded time."""
@@ -358,10 +367,9 @@ class Repairer:
         found: dict[str, str] = {}
         for start in range(0, len(instance_ids), 50):
             chunk = instance_ids[start : start + 50]
-            for item in with_retries(
-                lambda chunk=chunk: self.clients.autoscaling.describe_auto_scaling_instances(InstanceIds=chunk),
-                sleep=self.sleep,
-            )["AutoScalingInstances"]:
+            for item in self._call(self.clients.autoscaling.describe_auto_scaling_instances, InstanceIds=chunk)[
+                "AutoScalingInstances"
+            ]:
                 group = self.settings.groups.get(item["AutoScalingGroupName"])
                 if group is not None:
                     found[item["InstanceId"]] = group
@@ -376,11 +384,8 @@ class Repairer:
         names = list(self.settings.groups)
         result: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         for start in range(0, len(names), 50):
-            response = with_retries(
-                lambda chunk=names[start : start + 50]: self.clients.autoscaling.describe_auto_scaling_groups(
-                    AutoScalingGroupNames=chunk
-                ),
-                sleep=self.sleep,
+            response = self._call(
+                self.clients.autoscaling.describe_auto_scaling_groups, AutoScalingGroupNames=names[start : start + 50]
             )
             for asg in response["AutoScalingGroups"]:
                 result[asg["AutoScalingGroupName"]] = (
@@ -393,12 +398,13 @@ class Repairer:
     def _group_size(self, group: str) -> int:
         if group not in self._sizes:
             asg = next(a for a, g in self.settings.groups.items() if g == group)
-            response = with_retries(
-                lambda: self.clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg]),
-                sleep=self.sleep,
-            )
+            response = self._call(self.clients.autoscaling.describe_auto_scaling_groups, AutoScalingGroupNames=[asg])
             self._sizes[group] = int(response["AutoScalingGroups"][0]["DesiredCapacity"])
         return max(1, self._sizes[group])
+
+    def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
+        """An AWS call, retried with jitter when throttled."""
+        return with_retries(lambda: method(**kwargs), sleep=self.sleep)
 
     # telling people
     def _time_to_action(self, incident_id: str, group: str) -> None:
@@ -415,18 +421,16 @@ class Repairer:
             "incident_id": incident_id,
             "dry_run": dry_run,
         }
-        with_retries(
-            lambda: self.clients.events.put_events(
-                Entries=[
-                    {
-                        "Source": ACTION_SOURCE,
-                        "DetailType": "Repair Action",
-                        "Detail": json.dumps(detail),
-                        "EventBusName": self.settings.event_bus,
-                    }
-                ]
-            ),
-            sleep=self.sleep,
+        self._call(
+            self.clients.events.put_events,
+            Entries=[
+                {
+                    "Source": ACTION_SOURCE,
+                    "DetailType": "Repair Action",
+                    "Detail": json.dumps(detail),
+                    "EventBusName": self.settings.event_bus,
+                }
+            ],
         )
         verb = {"reboot": "Rebooting", "replace": "Replacing"}[action]
         self._notify(
@@ -445,17 +449,12 @@ class Repairer:
 
     def _notify(self, subject: str, message: str) -> None:
         subject = f"[{self.settings.cluster}] {subject}"[:100]
-        with_retries(
-            lambda: self.clients.sns.publish(TopicArn=self.settings.topic_arn, Subject=subject, Message=message),
-            sleep=self.sleep,
-        )
+        self._call(self.clients.sns.publish, TopicArn=self.settings.topic_arn, Subject=subject, Message=message)
 
     def _metric(self, name: str, group: str, value: float = 1.0, unit: str = "Count") -> None:
         dimensions = [{"Name": "Cluster", "Value": self.settings.cluster}, {"Name": "InstanceGroup", "Value": group}]
-        with_retries(
-            lambda: self.clients.cloudwatch.put_metric_data(
-                Namespace=NAMESPACE,
-                MetricData=[{"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}],
-            ),
-            sleep=self.sleep,
+        self._call(
+            self.clients.cloudwatch.put_metric_data,
+            Namespace=NAMESPACE,
+            MetricData=[{"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}],
         )
