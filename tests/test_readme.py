@@ -22,3 +22,16 @@ def test_readme_library_example_synthesizes(tmp_path: Path, monkeypatch: pytest.
     exec(compile(code, "README.md", "exec"), {})
     assert {"demo.template.json", "pieces.template.json"} <= set(os.listdir(tmp_path / "out"))
     assert (tmp_path / "out" / "pieces.template.json").read_text().count('"efa-only"') == 32
+
+
+def test_readme_config_reference_is_a_valid_config() -> None:
+    import yaml
+
+    from training_cluster import ClusterConfig
+
+    readme = (ROOT / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "instance_groups:" in b]
+    config = ClusterConfig.from_dict(yaml.safe_load(block))
+    assert config.auto_repair.policy.xid == {"79": "replace", "13": "observe"}
+    # every top-level key of the config appears in the reference
+    assert set(ClusterConfig.model_fields) == set(yaml.safe_load(block))
