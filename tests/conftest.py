@@ -103,6 +103,26 @@ def default_cluster(synth: Callable[..., Synthesized]) -> Synthesized:
     return synth(ROOT / "examples" / "default.yaml")
 
 
+@pytest.fixture(scope="session")
+def p4d(synth: Callable[..., Synthesized]) -> Synthesized:
+    return synth(ROOT / "examples" / "p4d-reservation.yaml")
+
+
+@pytest.fixture(scope="session")
+def trn2(synth: Callable[..., Synthesized]) -> Synthesized:
+    return synth(ROOT / "examples" / "trn2-capacity-block.yaml")
+
+
+@pytest.fixture(scope="session")
+def b300(synth: Callable[..., Synthesized]) -> Synthesized:
+    return synth(ROOT / "examples" / "existing-vpc.yaml")
+
+
+@pytest.fixture(scope="session")
+def lean(synth: Callable[..., Synthesized]) -> Synthesized:
+    return synth(ROOT / "tests" / "configs" / "lean.yaml")
+
+
 @pytest.fixture(params=[p.name for p in EXAMPLES])
 def example(request: pytest.FixtureRequest, synth: Callable[..., Synthesized]) -> Synthesized:
     return synth(ROOT / "examples" / request.param)

@@ -16,26 +16,6 @@ from training_cluster import catalog
 from training_cluster.constructs import Fleet, FleetCapacity
 
 
-@pytest.fixture(scope="module")
-def p4d(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "examples" / "p4d-reservation.yaml")
-
-
-@pytest.fixture(scope="module")
-def trn2(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "examples" / "trn2-capacity-block.yaml")
-
-
-@pytest.fixture(scope="module")
-def b300(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "examples" / "existing-vpc.yaml")
-
-
-@pytest.fixture(scope="module")
-def lean(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "tests" / "configs" / "lean.yaml")
-
-
 def only(sy: Synthesized, scope: Any, type_name: str) -> dict[str, Any]:
     (resource,) = [r for r in sy.resources_of(scope).values() if r["Type"] == type_name]
     return resource

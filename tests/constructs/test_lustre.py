@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 from syrupy.assertion import SnapshotAssertion
 
-from conftest import ROOT, Synthesized, mask_asset_hashes
-
-
-@pytest.fixture(scope="module")
-def p4d(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "examples" / "p4d-reservation.yaml")
-
-
-@pytest.fixture(scope="module")
-def trn2(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "examples" / "trn2-capacity-block.yaml")
-
-
-@pytest.fixture(scope="module")
-def b300(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "examples" / "existing-vpc.yaml")
-
-
-@pytest.fixture(scope="module")
-def lean(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "tests" / "configs" / "lean.yaml")
+from conftest import Synthesized, mask_asset_hashes
 
 
 def file_system(sy: Synthesized) -> dict[str, Any]:

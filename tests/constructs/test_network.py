@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
-from conftest import ROOT, Synthesized, mask_asset_hashes
-
-
-@pytest.fixture(scope="module")
-def lean(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "tests" / "configs" / "lean.yaml")
-
-
-@pytest.fixture(scope="module")
-def byo(synth: Callable[..., Synthesized]) -> Synthesized:
-    return synth(ROOT / "examples" / "existing-vpc.yaml")
+from conftest import Synthesized, mask_asset_hashes
 
 
 def node_group_id(sy: Synthesized) -> str:
@@ -123,7 +112,7 @@ def test_nothing_is_open_to_the_internet(example: Synthesized) -> None:
             assert rule.get("CidrIp") != "0.0.0.0/0" and rule.get("CidrIpv6") != "::/0"
 
 
-def test_own_vpc_creates_no_network_and_uses_the_subnet(byo: Synthesized) -> None:
+def test_own_vpc_creates_no_network_and_uses_the_subnet(b300: Synthesized) -> None:
     for kind in (
         "AWS::EC2::VPC",
         "AWS::EC2::Subnet",
@@ -131,12 +120,12 @@ def test_own_vpc_creates_no_network_and_uses_the_subnet(byo: Synthesized) -> Non
         "AWS::EC2::VPCEndpoint",
         "AWS::EC2::FlowLog",
     ):
-        byo.template.resource_count_is(kind, 0)
-    byo.template.has_resource_properties("AWS::EC2::SecurityGroup", {"VpcId": "vpc-0123456789abcdef0"})
-    byo.template.has_resource_properties(
+        b300.template.resource_count_is(kind, 0)
+    b300.template.has_resource_properties("AWS::EC2::SecurityGroup", {"VpcId": "vpc-0123456789abcdef0"})
+    b300.template.has_resource_properties(
         "AWS::AutoScaling::AutoScalingGroup", {"VPCZoneIdentifier": ["subnet-0123456789abcdef0"]}
     )
-    byo.template.has_resource_properties("AWS::FSx::FileSystem", {"SubnetIds": ["subnet-0123456789abcdef0"]})
+    b300.template.has_resource_properties("AWS::FSx::FileSystem", {"SubnetIds": ["subnet-0123456789abcdef0"]})
 
 
 def test_endpoints_and_flow_logs_can_be_switched_off(lean: Synthesized) -> None:

@@ -54,8 +54,8 @@ class Ledger:
 
     def open_incident(self, instance_id: str, incident_id: str, group: str, action: str, boot_id: str = "") -> bool:
         """Open an incident unless one is open already; True when this call opened it."""
-        try:
-            self.table.update_item(
+        return (
+            self._conditional(
                 Key={"pk": f"instance#{instance_id}", "sk": STATE},
                 UpdateExpression="SET #s = :open, incident_id = :incident, instance_group = :group, "
                 "#a = :action, opened_at = :now, boot_id = :boot",
@@ -71,52 +71,41 @@ class Ledger:
                     ":boot": boot_id,
                 },
             )
-        except ClientError as error:
-            if _conditional_failed(error):
-                return False
-            raise
-        return True
+            is not None
+        )
 
     def escalate(self, instance_id: str, incident_id: str, action: str) -> bool:
         """Raise an open incident's action (reboot -> replace); True when this call raised it."""
-        try:
-            self.table.update_item(
+        return (
+            self._conditional(
                 Key={"pk": f"instance#{instance_id}", "sk": STATE},
                 UpdateExpression="SET #a = :action",
                 ConditionExpression="#s = :open AND incident_id = :incident AND #a <> :action",
                 ExpressionAttributeNames={"#s": "status", "#a": "action"},
                 ExpressionAttributeValues={":open": "open", ":incident": incident_id, ":action": action},
             )
-        except ClientError as error:
-            if _conditional_failed(error):
-                return False
-            raise
-        return True
+            is not None
+        )
 
     def set_instance(self, instance_id: str, **values: Any) -> None:
         self._set(f"instance#{instance_id}", values)
 
     def close_incident(self, instance_id: str, outcome: str) -> str | None:
         """Close the instance's open incident; returns its id, or None when none was open."""
-        try:
-            result = self.table.update_item(
-                Key={"pk": f"instance#{instance_id}", "sk": STATE},
-                UpdateExpression="SET #s = :closed, outcome = :outcome, closed_at = :now",
-                ConditionExpression="#s = :open",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":open": "open",
-                    ":closed": "closed",
-                    ":outcome": outcome,
-                    ":now": str(self.clock()),
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as error:
-            if _conditional_failed(error):
-                return None
-            raise
-        return str(result["Attributes"]["incident_id"])
+        result = self._conditional(
+            Key={"pk": f"instance#{instance_id}", "sk": STATE},
+            UpdateExpression="SET #s = :closed, outcome = :outcome, closed_at = :now",
+            ConditionExpression="#s = :open",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":open": "open",
+                ":closed": "closed",
+                ":outcome": outcome,
+                ":now": str(self.clock()),
+            },
+            ReturnValues="ALL_NEW",
+        )
+        return None if result is None else str(result["Attributes"]["incident_id"])
 
     # groups
     def group(self, name: str) -> dict[str, Any]:
@@ -133,49 +122,40 @@ class Ledger:
 
     def start_replacement(self, group: str, instance_id: str, limit: int) -> bool:
         """Take one of the group's ``limit`` replacement slots; False when all are taken."""
-        try:
-            self.table.update_item(
+        return (
+            self._conditional(
                 Key={"pk": f"group#{group}", "sk": STATE},
                 UpdateExpression="ADD replacing_count :one, replacing :ids",
                 ConditionExpression="(attribute_not_exists(replacing_count) OR replacing_count < :limit) "
                 "AND NOT contains(replacing, :id)",
                 ExpressionAttributeValues={":one": 1, ":ids": {instance_id}, ":limit": limit, ":id": instance_id},
             )
-        except ClientError as error:
-            if _conditional_failed(error):
-                return False
-            raise
-        return True
+            is not None
+        )
 
     def finish_replacement(self, group: str, instance_id: str) -> bool:
         """Free the slot an instance held; False when it held none."""
-        try:
-            self.table.update_item(
+        return (
+            self._conditional(
                 Key={"pk": f"group#{group}", "sk": STATE},
                 UpdateExpression="ADD replacing_count :minus DELETE replacing :ids",
                 ConditionExpression="contains(replacing, :id)",
                 ExpressionAttributeValues={":minus": -1, ":ids": {instance_id}, ":id": instance_id},
             )
-        except ClientError as error:
-            if _conditional_failed(error):
-                return False
-            raise
-        return True
+            is not None
+        )
 
     def open_breaker(self, group: str, reason: str) -> bool:
         """Open the group's circuit breaker; True when this call opened it."""
-        try:
-            self.table.update_item(
+        return (
+            self._conditional(
                 Key={"pk": f"group#{group}", "sk": STATE},
                 UpdateExpression="SET breaker = :open, breaker_reason = :reason, breaker_opened_at = :now",
                 ConditionExpression="attribute_not_exists(breaker) OR breaker <> :open",
                 ExpressionAttributeValues={":open": "open", ":reason": reason, ":now": str(self.clock())},
             )
-        except ClientError as error:
-            if _conditional_failed(error):
-                return False
-            raise
-        return True
+            is not None
+        )
 
     def reset_breaker(self, group: str) -> None:
         self.table.update_item(
@@ -186,6 +166,16 @@ class Ledger:
 
     def set_group(self, group: str, **values: Any) -> None:
         self._set(f"group#{group}", values)
+
+    def _conditional(self, **update: Any) -> dict[str, Any] | None:
+        """An update_item whose condition may not hold: its response, or None when it did not."""
+        try:
+            response: dict[str, Any] = self.table.update_item(**update)
+        except ClientError as error:
+            if _conditional_failed(error):
+                return None
+            raise
+        return response
 
     def _set(self, pk: str, values: dict[str, Any]) -> None:
         self.table.update_item(

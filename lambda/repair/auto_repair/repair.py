@@ -158,29 +158,15 @@ class Repairer:
         if action == "reboot" and (recurred or not self.settings.reboot_before_replace):
             action = "replace"
             reasons += "; rebooted for a fault within the window" if recurred else "; reboot_before_replace is off"
+        incident_id = uuid.uuid4().hex
+        seen = {"instance_id": signal.instance_id, "instance_group": group, "source": signal.source, "signal": reasons}
         if action == "observe":
-            incident_id = uuid.uuid4().hex
-            self.ledger.record(
-                incident_id,
-                "observed",
-                instance_id=signal.instance_id,
-                instance_group=group,
-                source=signal.source,
-                signal=reasons,
-            )
+            self.ledger.record(incident_id, "observed", **seen)
             self._metric("Observations", group)
             return Outcome(signal.instance_id, "observed", "observe", incident_id)
-        incident_id = uuid.uuid4().hex
         if self.ledger.open_incident(signal.instance_id, incident_id, group, action, signal.boot_id):
             self.ledger.mark_unhealthy(group, signal.instance_id, True)
-            self.ledger.record(
-                incident_id,
-                "signal",
-                instance_id=signal.instance_id,
-                instance_group=group,
-                source=signal.source,
-                signal=reasons,
-            )
+            self.ledger.record(incident_id, "signal", **seen)
             self.ledger.record(incident_id, "decision", action=action)
             self._metric("Incidents", group)
             return action, incident_id
