@@ -348,7 +348,20 @@ def test_unexpected_stop_replaces_and_termination_closes(world: World) -> None:
     (closed,) = world.repairer().handle(from_event(gone))
     assert closed.result == "closed"
     assert story(world, outcome.incident_id)[-1] == "closed"
+    assert metric(world, "SecondsToRepair") == [0.0]  # the fake clock did not move
     assert world.repairer().ledger.group("gpu").get("replacing_count", 0) == 0
+
+
+def metric(world: World, name: str) -> list[float]:
+    """Values put for one metric of the repair namespace (moto keeps them)."""
+    data = world.clients.cloudwatch.list_metrics(Namespace="TrainingCluster/Repair", MetricName=name)["Metrics"]
+    if not data:
+        return []
+    stats = world.clients.cloudwatch.get_metric_statistics(
+        Namespace="TrainingCluster/Repair", MetricName=name, Dimensions=data[0]["Dimensions"],
+        StartTime=0, EndTime=4_000_000_000, Period=60, Statistics=["Maximum"],
+    )  # fmt: skip
+    return [p["Maximum"] for p in stats["Datapoints"]]
 
 
 def test_repeated_replacements_in_a_group_are_flagged(world: World) -> None:

@@ -298,6 +298,7 @@ class Repairer:
             return Outcome(instance_id, "ignored")
         self.ledger.mark_unhealthy(group, instance_id, False)
         self.ledger.record(incident_id, "closed", outcome="recovered")
+        self._time_to_action(incident_id, group, "SecondsToRepair")
         return Outcome(instance_id, "closed", None, incident_id)
 
     def _terminated(self, instance_id: str, group: str) -> Outcome:
@@ -307,6 +308,7 @@ class Repairer:
         if incident_id is None:
             return Outcome(instance_id, "ignored")
         self.ledger.record(incident_id, "closed", outcome="replaced" if replaced else "terminated")
+        self._time_to_action(incident_id, group, "SecondsToRepair")
         if replaced:
             self._repeated_replacements(group)
             return Outcome(instance_id, "closed", "replace", incident_id)
@@ -393,10 +395,11 @@ class Repairer:
         return with_retries(lambda: method(**kwargs), sleep=self.sleep)
 
     # telling people
-    def _time_to_action(self, incident_id: str, group: str) -> None:
+    def _time_to_action(self, incident_id: str, group: str, metric: str = "SecondsToAction") -> None:
+        """Seconds since the incident's first signal: to the action, or (SecondsToRepair) to its end."""
         story = self.ledger.story(incident_id)
         first = min(float(s["at"]) for s in story)
-        self._metric("SecondsToAction", group, self.clock() - first, unit="Seconds")
+        self._metric(metric, group, self.clock() - first, unit="Seconds")
 
     def _announce(self, instance_id: str, group: str, action: str, incident_id: str, dry_run: bool = False) -> None:
         detail = {

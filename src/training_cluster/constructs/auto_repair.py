@@ -354,6 +354,9 @@ class AutoRepair(Construct):
             cloudwatch.GraphWidget(
                 title="Seconds from signal to action", left=repair("SecondsToAction", "Maximum"), width=12
             ),
+            cloudwatch.GraphWidget(
+                title="Seconds from signal to repaired", left=repair("SecondsToRepair", "Maximum"), width=12
+            ),
             cloudwatch.GraphWidget(title="Circuit breaker opened", left=repair("CircuitBreakerOpened"), width=12),
         )
         return dashboard
