@@ -8,7 +8,7 @@ export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 CONFIG ?= examples/default.yaml
 
-.PHONY: setup synth test lint bench catalog clean
+.PHONY: setup tools synth test lint bench catalog clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -21,11 +21,26 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	$(BIN)/npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# promtool and amtool check the alert rules and the alert manager and collector configuration.
+# They come from Debian's packages: installed here when missing (as root, with apt).
+tools:
+	@missing=""; for t in promtool amtool; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus and prometheus-alertmanager packages for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus prometheus-alertmanager >/dev/null; \
+	  else \
+	    echo "error:$$missing not found: install Debian's prometheus and prometheus-alertmanager packages" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
 synth: setup
 	cdk synth --quiet --no-notices -c config=$(CONFIG)
 	@echo "templates written to cdk.out/"
 
-test: setup lint
+test: setup tools lint
 	$(BIN)/python -m pytest
 
 lint: setup

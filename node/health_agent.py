@@ -37,6 +37,13 @@ NAMESPACE = "TrainingCluster/Health"
 XID_LINE = re.compile(r"NVRM: Xid \(PCI:(?P<pci>[0-9A-Fa-f:.]+)\): (?P<xid>\d+),(?P<rest>.*)")
 CURSOR_LINE = re.compile(r"^-- cursor: (?P<cursor>.+)$")
 log = logging.getLogger("health-agent")
+# EFA hardware counter files -> metrics (node_exporter's infiniband collector reads only the standard counters).
+EFA_COUNTERS = {
+    "retrans_pkts": "training_cluster_efa_retrans_packets_total",
+    "retrans_timeout_events": "training_cluster_efa_retrans_timeout_events_total",
+    "impaired_remote_conn_events": "training_cluster_efa_impaired_remote_conn_events_total",
+    "rx_drops": "training_cluster_efa_rx_drops_total",
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class Settings:
     state_dir: str = "/var/lib/training-cluster"
     drain_hook: str = "/opt/training-cluster/hooks/drain"
     sysfs_infiniband: str = "/sys/class/infiniband"
+    textfile_dir: str | None = "/var/lib/node_exporter/textfile"  # node_exporter's textfile collector
     dev_dir: str = "/dev"
 
     @classmethod
@@ -238,6 +246,37 @@ class Agent:
                 )
         return failures
 
+    def textfile(self, failures: list[Failure]) -> str:
+        """This node's health and EFA counters in the Prometheus text format."""
+        lines = [
+            "# HELP training_cluster_node_healthy 1 when every health check passes.",
+            "# TYPE training_cluster_node_healthy gauge",
+            f"training_cluster_node_healthy {0 if failures else 1}",
+        ]
+        root = Path(self.settings.sysfs_infiniband)
+        devices = sorted(root.iterdir()) if root.is_dir() else []
+        for counter, metric in EFA_COUNTERS.items():
+            samples = []
+            for device in devices:
+                path = device / "ports" / "1" / "hw_counters" / counter
+                try:
+                    samples.append(f'{metric}{{device="{device.name}"}} {int(path.read_text().strip())}')
+                except (OSError, ValueError):
+                    continue
+            if samples:
+                lines += [f"# HELP {metric} EFA hardware counter {counter}.", f"# TYPE {metric} counter", *samples]
+        return "\n".join(lines) + "\n"
+
+    def write_textfile(self, failures: list[Failure]) -> None:
+        directory = self.settings.textfile_dir
+        if not directory:
+            return
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        target = Path(directory) / "training_cluster.prom"
+        staged = target.with_suffix(".prom.tmp")
+        staged.write_text(self.textfile(failures))
+        staged.replace(target)  # node_exporter never reads half a file
+
     def changed(self, failures: list[Failure]) -> bool:
         current = frozenset(failures)
         if current == self.last_failures:
@@ -341,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             agent.drain(failures)
             reporter.event(failures)
         reporter.metric(not failures)
+        agent.write_textfile(failures)
         time.sleep(settings.interval_seconds)
 
 

@@ -16,7 +16,14 @@ from typing import Any
 import boto3
 
 ACCOUNT = "123456789012"  # moto's default account
-NOT_MODELED = {"AWS::EC2::PlacementGroup", "AWS::FSx::FileSystem", "AWS::FSx::DataRepositoryAssociation"}
+NOT_MODELED = {
+    "AWS::EC2::PlacementGroup",
+    "AWS::FSx::FileSystem",
+    "AWS::FSx::DataRepositoryAssociation",
+    "AWS::APS::Workspace",
+    "AWS::APS::RuleGroupsNamespace",
+    "AWS::Grafana::Workspace",
+}
 
 
 def _zip_folder(folder: Path) -> bytes:
@@ -81,7 +88,10 @@ def _replace_references(value: Any, left_out: set[str]) -> Any:
         if value.get("Ref") in left_out:
             return f"{value['Ref']}-placeholder"
         if "Fn::GetAtt" in value and value["Fn::GetAtt"][0] in left_out:
-            return "-".join(value["Fn::GetAtt"]) + "-placeholder"
+            logical_id, attribute = value["Fn::GetAtt"]
+            if attribute.endswith("Arn"):  # IAM policies want an ARN's shape
+                return f"arn:aws:placeholder:us-east-1:{ACCOUNT}:{logical_id}"
+            return f"{logical_id}-{attribute}-placeholder"
         return {k: _replace_references(v, left_out) for k, v in value.items()}
     if isinstance(value, list):
         return [_replace_references(v, left_out) for v in value]

@@ -142,6 +142,26 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "auto_repair.dryrun",
         "allowed keys here: enabled, dry_run",
     ),
+    "alert email": (
+        minimal_config(observability={"alert_email": "alerts"}),
+        "observability.alert_email",
+        "e-mail address",
+    ),
+    "grafana auth": (
+        minimal_config(observability={"grafana_auth": "OIDC"}),
+        "observability.grafana_auth",
+        "'AWS_SSO' or 'SAML' (got 'OIDC')",
+    ),
+    "scrape interval": (
+        minimal_config(observability={"scrape_interval_seconds": 1}),
+        "observability.scrape_interval_seconds",
+        "greater than or equal to 5",
+    ),
+    "grafana without prometheus": (
+        minimal_config(observability={"prometheus": False}),
+        "observability.grafana",
+        "Grafana reads the Prometheus workspace",
+    ),
     # cross-field rules
     "zone outside region": (
         minimal_config(availability_zone="us-west-2a"),

@@ -215,6 +215,22 @@ class AutoRepairConfig(_Section):
     """On first boot, run ``dcgmi diag -r 2`` and an EFA provider check before the node takes work."""
 
 
+class ObservabilityConfig(_Section):
+    """Amazon Managed Prometheus and Managed Grafana, with alerts."""
+
+    prometheus: bool = True
+    """An Amazon Managed Prometheus workspace with the cluster's alert rules."""
+    grafana: bool = True
+    """An Amazon Managed Grafana workspace; false for teams with their own Grafana (the
+    Prometheus workspace still receives the metrics)."""
+    grafana_auth: Literal["AWS_SSO", "SAML"] = "AWS_SSO"
+    """How people sign in to Grafana: IAM Identity Center (must be enabled in the account) or SAML."""
+    alert_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    """Subscribe this address to the cluster's events topic, where alerts go (it must confirm)."""
+    scrape_interval_seconds: Annotated[int, Field(ge=5, le=300)] = 15
+    """How often each node's collector scrapes its exporters."""
+
+
 class ClusterConfig(_Section):
     """A whole cluster. The key names are the user's contract."""
 
@@ -227,6 +243,7 @@ class ClusterConfig(_Section):
     instance_groups: Annotated[list[InstanceGroupConfig], Field(min_length=1)]
     storage: StorageConfig = StorageConfig()
     auto_repair: AutoRepairConfig = AutoRepairConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     @classmethod
     def from_dict(

@@ -29,12 +29,21 @@ METADATA_IOPS = (1500, 3000, 6000, *range(12000, 192001, 12000))
 def check(config: ClusterConfig) -> list[Finding]:
     """Every problem with ``config``: errors and warnings."""
     return [
+        *_observability(config),
         *_zone(config),
         *_network(config),
         *_groups(config),
         *(_lustre(config.storage.lustre) if config.storage.lustre else ()),
         *_subnet_capacity(config),
     ]
+
+
+def _observability(config: ClusterConfig) -> Iterator[Finding]:
+    if config.observability.grafana and not config.observability.prometheus:
+        yield Finding(
+            path="observability.grafana",
+            message="Grafana reads the Prometheus workspace: set prometheus: true, or grafana: false",
+        )
 
 
 def _zone(config: ClusterConfig) -> Iterator[Finding]:

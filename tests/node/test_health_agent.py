@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +61,7 @@ def node(tmp_path: Path) -> Settings:
         state_dir=str(tmp_path / "state"),
         drain_hook=str(tmp_path / "drain"),
         disk_used_percent_limit=100.0,
+        textfile_dir=str(tmp_path / "textfile"),
     )
 
 
@@ -234,3 +236,22 @@ def test_once_prints_the_failures(
     path.write_text(json.dumps({**node.__dict__, "expected_gpus": 0, "lustre_mount_path": None}))
     assert health_agent.main(["--config", str(path), "--once"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_textfile_metrics_for_node_exporter(node: Settings) -> None:
+    counters = Path(node.sysfs_infiniband) / "rdmap0s27" / "ports" / "1" / "hw_counters"
+    counters.mkdir(parents=True)
+    (counters / "retrans_pkts").write_text("42\n")
+    (counters / "impaired_remote_conn_events").write_text("1\n")
+    agent = Agent(node, Recorded(HEALTHY))
+    agent.write_textfile([Failure("gpu_count", "7 of 8")])
+    text = (Path(node.textfile_dir or "") / "training_cluster.prom").read_text()
+    assert "training_cluster_node_healthy 0\n" in text
+    assert 'training_cluster_efa_retrans_packets_total{device="rdmap0s27"} 42\n' in text
+    assert 'training_cluster_efa_impaired_remote_conn_events_total{device="rdmap0s27"} 1\n' in text
+    assert "retrans_timeout_events" not in text  # no such counter file: no metric, no guess
+    assert not list(Path(node.textfile_dir or "").glob("*.tmp"))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian's prometheus package) is installed by make test"
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr

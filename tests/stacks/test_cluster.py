@@ -46,7 +46,8 @@ def test_stack_is_placed_in_the_config_region(example: Synthesized) -> None:
 def test_events_topic_is_encrypted_and_usable_by_auto_scaling(default_cluster: Synthesized) -> None:
     (topic,) = default_cluster.resources("AWS::SNS::Topic").values()
     assert "KmsMasterKeyId" in topic["Properties"]
-    (key,) = default_cluster.resources("AWS::KMS::Key").values()
+    key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = default_cluster.resources("AWS::KMS::Key")[key_id]
     assert key["Properties"]["EnableKeyRotation"] is True
     statements = key["Properties"]["KeyPolicy"]["Statement"]
     principals = json.dumps([s["Principal"] for s in statements])

@@ -4,5 +4,15 @@ from .auto_repair import AutoRepair, AutoRepairOptions
 from .fleet import Fleet, FleetCapacity
 from .lustre import LustreFileSystem
 from .network import ClusterNetwork
+from .observability import Observability, ObservabilityOptions
 
-__all__ = ["AutoRepair", "AutoRepairOptions", "ClusterNetwork", "Fleet", "FleetCapacity", "LustreFileSystem"]
+__all__ = [
+    "AutoRepair",
+    "AutoRepairOptions",
+    "ClusterNetwork",
+    "Fleet",
+    "FleetCapacity",
+    "LustreFileSystem",
+    "Observability",
+    "ObservabilityOptions",
+]

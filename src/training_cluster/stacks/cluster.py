@@ -18,6 +18,7 @@ from ..constructs.auto_repair import AutoRepair, AutoRepairOptions
 from ..constructs.fleet import Fleet, FleetCapacity
 from ..constructs.lustre import LustreFileSystem
 from ..constructs.network import ClusterNetwork
+from ..constructs.observability import Observability, ObservabilityOptions
 from ..node_bootstrap import NodeBootstrap
 
 TAG_CLUSTER = "training-cluster:cluster"
@@ -48,7 +49,8 @@ class TrainingClusterStack(Stack):
             Annotations.of(self).add_warning_v2(f"training-cluster:{rule}", str(finding))
 
         self.network = self._network()
-        self.events_topic = self._events_topic()
+        self.events_key, self.events_topic = self._events_topic()
+        self._subscribe()
         self.file_system: LustreFileSystem | None = None
         lustre = config.storage.lustre
         if lustre is not None:
@@ -71,6 +73,7 @@ class TrainingClusterStack(Stack):
 
         self.fleets: dict[str, Fleet] = {group.name: self._fleet(group) for group in config.instance_groups}
         self.auto_repair = self._auto_repair()
+        self.observability = self._observability()
         self._outputs()
 
     def _network(self) -> ClusterNetwork:
@@ -103,7 +106,7 @@ class TrainingClusterStack(Stack):
         vpc = ec2.Vpc.from_vpc_attributes(self, "Vpc", vpc_id=net.vpc_id, availability_zones=[az])
         return ClusterNetwork(self, "Network", availability_zone=az, vpc=vpc, compute_subnet=subnet)
 
-    def _events_topic(self) -> sns.Topic:
+    def _events_topic(self) -> tuple[kms.Key, sns.Topic]:
         """Launch and terminate events (and launch errors) of every fleet."""
         key = kms.Key(
             self,
@@ -119,7 +122,7 @@ class TrainingClusterStack(Stack):
             "kms:GenerateDataKey*",
             "kms:Decrypt",
         )
-        return sns.Topic(self, "Events", master_key=key, enforce_ssl=True)
+        return key, sns.Topic(self, "Events", master_key=key, enforce_ssl=True)
 
     def _fleet(self, group: InstanceGroupConfig) -> Fleet:
         bootstrap = NodeBootstrap()
@@ -165,10 +168,27 @@ class TrainingClusterStack(Stack):
         Tags.of(fleet).add("Name", f"{self.config.name}-{group.name}", priority=200)
         return fleet
 
+    def _observability(self) -> Observability | None:
+        settings = self.config.observability
+        if not settings.prometheus:
+            return None
+        return Observability(
+            self,
+            "Observability",
+            cluster_name=self.config.name,
+            topic=self.events_topic,
+            topic_key=self.events_key,
+            options=ObservabilityOptions(grafana=settings.grafana, grafana_auth=settings.grafana_auth),
+        )
+
+    def _subscribe(self) -> None:
+        """E-mail addresses from the config (the repair notifications and the alerts share the topic)."""
+        addresses = {self.config.auto_repair.notification_email, self.config.observability.alert_email}
+        for address in sorted(a for a in addresses if a):
+            self.events_topic.add_subscription(subscriptions.EmailSubscription(address))
+
     def _auto_repair(self) -> AutoRepair | None:
         repair = self.config.auto_repair
-        if repair.notification_email:
-            self.events_topic.add_subscription(subscriptions.EmailSubscription(repair.notification_email))
         if not repair.enabled:
             return None
         policy = {k: v for k, v in repair.policy.model_dump().items() if v}
@@ -203,6 +223,10 @@ class TrainingClusterStack(Stack):
             CfnOutput(self, "RepairFunctionName", value=self.auto_repair.function.function_name)
             CfnOutput(self, "RepairLedgerTableName", value=self.auto_repair.table.table_name)
             CfnOutput(self, "EvidenceBucketName", value=self.auto_repair.evidence_bucket.bucket_name)
+        if self.observability is not None:
+            CfnOutput(self, "PrometheusRemoteWriteUrl", value=self.observability.remote_write_url)
+            if self.observability.grafana is not None:
+                CfnOutput(self, "GrafanaUrl", value=f"https://{self.observability.grafana.attr_endpoint}")
         for name, fleet in self.fleets.items():
             CfnOutput(
                 self,

@@ -1,0 +1,145 @@
+"""Observability: Managed Prometheus with alert rules that promtool accepts, the alert route to SNS
+(checked with amtool), Managed Grafana, and metric names that the nodes really export."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import health_agent
+import pytest
+import yaml
+from syrupy.assertion import SnapshotAssertion
+
+from conftest import ROOT, Synthesized, mask_asset_hashes, minimal_config
+from training_cluster import ClusterConfig
+from training_cluster.constructs.observability import alert_manager_config, alert_rules
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} comes from Debian's prometheus packages, which make test installs"
+    return path
+
+
+def exported_metrics() -> set[str]:
+    dcgm = [
+        line.split(",")[0] for line in (ROOT / "node" / "observability" / "dcgm-counters.csv").read_text().splitlines()
+    ]
+    node = (ROOT / "tests" / "data" / "node_exporter_metrics.txt").read_text().splitlines()
+    agent = [*health_agent.EFA_COUNTERS.values(), "training_cluster_node_healthy"]
+    return {m.strip() for m in [*dcgm, *node, *agent] if m.strip() and not m.startswith("#")}
+
+
+def only(sy: Synthesized, type_name: str) -> dict[str, Any]:
+    (resource,) = sy.resources(type_name).values()
+    return resource
+
+
+def test_snapshot(default_cluster: Synthesized, snapshot_json: SnapshotAssertion) -> None:
+    assert default_cluster.stack.observability is not None
+    assert mask_asset_hashes(default_cluster.resources_of(default_cluster.stack.observability)) == snapshot_json
+
+
+def test_alert_rules_pass_promtool(default_cluster: Synthesized, tmp_path: Path) -> None:
+    data = only(default_cluster, "AWS::APS::RuleGroupsNamespace")["Properties"]["Data"]
+    assert data == alert_rules()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(data)
+    result = subprocess.run([tool("promtool"), "check", "rules", str(rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 12 rules found" in result.stdout
+
+
+def test_alert_rules_cover_what_the_issue_asks(tmp_path: Path) -> None:
+    names = {r["alert"] for g in yaml.safe_load(alert_rules())["groups"] for r in g["rules"]}
+    assert {
+        "GpuXidError",
+        "GpuTemperatureHigh",
+        "GpuThermalThrottling",
+        "GpuDoubleBitEccErrors",
+        "NodeStoppedReporting",
+        "EfaRetransmits",
+        "LustreNearlyFull",
+    } <= names
+
+
+def test_every_metric_in_the_rules_is_exported() -> None:
+    exported = exported_metrics()
+    for group in yaml.safe_load(alert_rules())["groups"]:
+        for rule in group["rules"]:
+            used = set(re.findall(r"\b(DCGM_FI_[A-Z_]+|node_[a-zA-Z_]+|training_cluster_[a-z_]+|up)\b", rule["expr"]))
+            assert used, rule["alert"]
+            assert used <= exported, (rule["alert"], used - exported)
+
+
+def test_alert_manager_sends_to_sns_and_passes_amtool(default_cluster: Synthesized, tmp_path: Path) -> None:
+    definition = only(default_cluster, "AWS::APS::Workspace")["Properties"]["AlertManagerDefinition"]["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else "arn:aws:sns:us-east-1:111122223333:events" for p in definition)
+    inner = yaml.safe_load(text)["alertmanager_config"]
+    config = tmp_path / "alertmanager.yaml"
+    config.write_text(inner)
+    result = subprocess.run([tool("amtool"), "check-config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    parsed = yaml.safe_load(inner)
+    (receiver,) = parsed["receivers"]
+    assert receiver["sns_configs"][0]["topic_arn"] == "arn:aws:sns:us-east-1:111122223333:events"
+    assert alert_manager_config("T", "R", "C").startswith("route:")
+
+
+def test_workspace_is_encrypted_and_logs(default_cluster: Synthesized) -> None:
+    props = only(default_cluster, "AWS::APS::Workspace")["Properties"]
+    assert props["Alias"] == "demo-metrics"
+    assert "Fn::GetAtt" in props["KmsKeyArn"] and "Fn::GetAtt" in props["LoggingConfiguration"]["LogGroupArn"]
+
+
+def test_prometheus_may_publish_alerts_to_the_topic(default_cluster: Synthesized) -> None:
+    (policy,) = default_cluster.resources("AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    (aps,) = [s for s in statements if s.get("Principal") == {"Service": "aps.amazonaws.com"}]
+    assert set(aps["Action"]) == {"sns:Publish", "sns:GetTopicAttributes"}
+    assert "aws:SourceArn" in aps["Condition"]["ArnEquals"]
+    keys = [k for k in default_cluster.resources("AWS::KMS::Key").values() if "aps.amazonaws.com" in json.dumps(k)]
+    assert len(keys) == 1  # the events topic's key lets the service publish
+
+
+def test_grafana_reads_prometheus_and_cloudwatch(default_cluster: Synthesized) -> None:
+    props = only(default_cluster, "AWS::Grafana::Workspace")["Properties"]
+    assert (props["AccountAccessType"], props["AuthenticationProviders"], props["PermissionType"]) == (
+        "CURRENT_ACCOUNT",
+        ["AWS_SSO"],
+        "CUSTOMER_MANAGED",
+    )
+    assert props["DataSources"] == ["PROMETHEUS", "CLOUDWATCH"]
+    outputs = default_cluster.template_json["Outputs"]
+    assert {"PrometheusRemoteWriteUrl", "GrafanaUrl"} <= set(outputs)
+
+
+@pytest.fixture(scope="module")
+def variants(synth: Callable[..., Synthesized]) -> dict[str, Synthesized]:
+    def make(name: str, **observability: Any) -> Synthesized:
+        return synth(
+            ClusterConfig.from_dict(
+                minimal_config(name=name, storage={}, auto_repair={"enabled": False}, observability=observability)
+            )
+        )
+
+    return {
+        "saml": make("saml", grafana_auth="SAML", alert_email="alerts@example.com"),
+        "no-grafana": make("nografana", grafana=False),
+        "none": make("nometrics", prometheus=False, grafana=False),
+    }
+
+
+def test_switches(variants: dict[str, Synthesized]) -> None:
+    saml = only(variants["saml"], "AWS::Grafana::Workspace")["Properties"]
+    assert saml["AuthenticationProviders"] == ["SAML"]
+    variants["saml"].template.has_resource_properties("AWS::SNS::Subscription", {"Endpoint": "alerts@example.com"})
+    variants["no-grafana"].template.resource_count_is("AWS::Grafana::Workspace", 0)
+    variants["no-grafana"].template.resource_count_is("AWS::APS::Workspace", 1)
+    variants["none"].template.resource_count_is("AWS::APS::Workspace", 0)
