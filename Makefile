@@ -48,6 +48,7 @@ lint: setup
 	$(BIN)/ruff format --check src tests app.py scripts benchmarks lambda node
 	$(BIN)/mypy
 	$(BIN)/python scripts/generate_catalog.py --check
+	$(BIN)/python scripts/make_dashboards.py --check
 
 bench: setup
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'

@@ -18,7 +18,7 @@ from syrupy.assertion import SnapshotAssertion
 
 from conftest import ROOT, Synthesized, mask_asset_hashes, minimal_config
 from training_cluster import ClusterConfig
-from training_cluster.constructs.observability import alert_manager_config, alert_rules
+from training_cluster.constructs.observability import alert_manager_config, alert_rules, dashboards
 
 
 def tool(name: str) -> str:
@@ -143,3 +143,70 @@ def test_switches(variants: dict[str, Synthesized]) -> None:
     variants["no-grafana"].template.resource_count_is("AWS::Grafana::Workspace", 0)
     variants["no-grafana"].template.resource_count_is("AWS::APS::Workspace", 1)
     variants["none"].template.resource_count_is("AWS::APS::Workspace", 0)
+
+
+def prometheus_exprs(board: dict[str, Any]) -> list[str]:
+    return [
+        t["expr"] for panel in board["panels"] if panel["datasource"]["type"] == "prometheus" for t in panel["targets"]
+    ]
+
+
+def test_dashboards_are_json_with_queries_promtool_accepts(tmp_path: Path) -> None:
+    boards = dashboards("demo", "fs-0123456789abcdef0")
+    assert [b["uid"] for b in boards] == [
+        "tc-demo-overview",
+        "tc-demo-gpu",
+        "tc-demo-efa",
+        "tc-demo-fsx",
+        "tc-demo-repair",
+    ]
+    rules = []
+    for board in boards:
+        json.loads(json.dumps(board))
+        for i, expr in enumerate(prometheus_exprs(board)):
+            # Grafana's variables become what they stand for, so that promtool can parse the query.
+            concrete = expr.replace("$__rate_interval", "5m").replace("$instance_group", ".+")
+            rules.append({"record": f"check:{board['uid'].replace('-', '_')}:{i}", "expr": concrete})
+    path = tmp_path / "dashboards.rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run([tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(rules) > 20
+
+
+def test_every_metric_in_the_dashboards_is_exported() -> None:
+    exported = exported_metrics()
+    for board in dashboards("demo", "fs-1"):
+        for expr in prometheus_exprs(board):
+            used = set(re.findall(r"\b(DCGM_FI_[A-Z_]+|node_[a-zA-Z_]+|training_cluster_[a-z_]+|up)\b", expr))
+            assert used and used <= exported, (board["uid"], expr)
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                assert target.get("namespace") in (None, "AWS/FSx", "TrainingCluster/Repair")
+
+
+def test_no_file_system_no_fsx_dashboard() -> None:
+    assert "tc-demo-fsx" not in [b["uid"] for b in dashboards("demo", None)]
+
+
+def test_dashboards_are_provisioned_by_a_custom_resource(default_cluster: Synthesized) -> None:
+    (resource,) = default_cluster.resources("Custom::GrafanaProvisioning").values()
+    props = resource["Properties"]
+    assert props["PrometheusDataSourceUid"] == "training-cluster-prometheus"
+    boards = props["Dashboards"]
+    text = boards if isinstance(boards, str) else json.dumps(boards)
+    assert "tc-demo-gpu" in text and "FileSystemId" in text
+    assert default_cluster.stack.observability is not None
+    role = default_cluster.stack.observability.node.find_child("ProvisionerRole")
+    statements = [
+        s
+        for p in default_cluster.resources_of(role).values()
+        if p["Type"] == "AWS::IAM::Policy"
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    grafana = next(s for s in statements if "grafana:CreateWorkspaceServiceAccount" in s["Action"])
+    assert "/workspaces/" in json.dumps(grafana["Resource"]) and "*" not in json.dumps(grafana["Resource"])
+
+
+def test_no_grafana_no_provisioning(variants: dict[str, Synthesized]) -> None:
+    variants["no-grafana"].template.resource_count_is("Custom::GrafanaProvisioning", 0)

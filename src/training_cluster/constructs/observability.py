@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Literal
+from typing import Any, Literal
 
-from aws_cdk import Aws, RemovalPolicy, Stack
+from aws_cdk import Aws, CustomResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_aps as aps
 from aws_cdk import aws_grafana as grafana
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from .._assets import asset_path
 from .._nag import acknowledge
 
 ALERT_RULES = "alert_rules.yaml"
+DASHBOARDS = ("overview", "gpu", "efa", "fsx", "repair")
+PROMETHEUS_UID = "training-cluster-prometheus"
+CLOUDWATCH_UID = "training-cluster-cloudwatch"
 
 
 def alert_rules() -> str:
     """The alert rule groups (YAML) the workspace evaluates."""
     return files("training_cluster.observability").joinpath(ALERT_RULES).read_text(encoding="utf-8")
+
+
+def dashboards(cluster_name: str, file_system_id: str | None) -> list[dict[str, Any]]:
+    """The Grafana dashboards for one cluster (the FSx one only where there is a file system)."""
+    folder = files("training_cluster.observability").joinpath("dashboards")
+    out = []
+    for name in DASHBOARDS:
+        if name == "fsx" and file_system_id is None:
+            continue
+        text = folder.joinpath(f"{name}.json").read_text(encoding="utf-8").replace("__CLUSTER__", cluster_name)
+        out.append(json.loads(text.replace("__FILE_SYSTEM_ID__", file_system_id or "")))
+    return out
 
 
 def alert_manager_config(topic_arn: str, region: str, cluster_name: str) -> str:
@@ -68,11 +86,13 @@ class Observability(Construct):
         cluster_name: str,
         topic: sns.ITopic,
         topic_key: kms.IKey | None = None,
+        file_system_id: str | None = None,
         options: ObservabilityOptions | None = None,
     ) -> None:
         """
         :param topic: where alerts go. Amazon Managed Prometheus is allowed to publish to it.
         :param topic_key: the topic's KMS key, when it has one: the service may use it to publish.
+        :param file_system_id: the FSx file system whose CloudWatch metrics the FSx dashboard shows.
         """
         super().__init__(scope, construct_id)
         options = options or ObservabilityOptions()
@@ -121,6 +141,7 @@ class Observability(Construct):
         self.grafana: grafana.CfnWorkspace | None = None
         if options.grafana:
             self.grafana = self._grafana(cluster_name, options.grafana_auth)
+            self._provision(cluster_name, self.grafana, dashboards(cluster_name, file_system_id))
 
     @property
     def remote_write_url(self) -> str:
@@ -130,6 +151,54 @@ class Observability(Construct):
         """Let ``grantee`` (the nodes' role) write metrics to the workspace."""
         return iam.Grant.add_to_principal(
             grantee=grantee, actions=["aps:RemoteWrite"], resource_arns=[self.workspace.attr_arn]
+        )
+
+    def _provision(self, cluster_name: str, workspace: grafana.CfnWorkspace, boards: list[dict[str, Any]]) -> None:
+        """Data sources and dashboards through the Grafana HTTP API: a custom resource."""
+        stack = Stack.of(self)
+        log_group = logs.LogGroup(
+            self, "ProvisionerLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+        )
+        role = iam.Role(self, "ProvisionerRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        log_group.grant_write(role)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "grafana:CreateWorkspaceServiceAccount",
+                    "grafana:CreateWorkspaceServiceAccountToken",
+                    "grafana:DeleteWorkspaceServiceAccountToken",
+                    "grafana:DeleteWorkspaceServiceAccount",
+                ],
+                resources=[
+                    f"arn:{Aws.PARTITION}:grafana:{Aws.REGION}:{Aws.ACCOUNT_ID}:/workspaces/{workspace.attr_id}"
+                ],
+            )
+        )
+        function = lambda_.Function(
+            self,
+            "Provisioner",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            handler="handler.handler",
+            code=lambda_.Code.from_asset(str(asset_path("lambda", "grafana")), exclude=["__pycache__", "*.pyc"]),
+            role=role,
+            log_group=log_group,
+            timeout=Duration.minutes(5),
+            description=f"Provisions the Grafana data sources and dashboards of cluster {cluster_name}",
+        )
+        self.provisioning = CustomResource(
+            self,
+            "Provisioning",
+            service_token=function.function_arn,
+            resource_type="Custom::GrafanaProvisioning",
+            properties={
+                "WorkspaceId": workspace.attr_id,
+                "WorkspaceEndpoint": workspace.attr_endpoint,
+                "PrometheusUrl": self.workspace.attr_prometheus_endpoint,
+                "Region": stack.region,
+                "PrometheusDataSourceUid": PROMETHEUS_UID,
+                "CloudWatchDataSourceUid": CLOUDWATCH_UID,
+                "Dashboards": stack.to_json_string(boards),
+            },
         )
 
     def _grafana(self, cluster_name: str, auth: str) -> grafana.CfnWorkspace:

@@ -178,6 +178,7 @@ class TrainingClusterStack(Stack):
             cluster_name=self.config.name,
             topic=self.events_topic,
             topic_key=self.events_key,
+            file_system_id=self.file_system.file_system_id if self.file_system else None,
             options=ObservabilityOptions(grafana=settings.grafana, grafana_auth=settings.grafana_auth),
         )
 
