@@ -110,3 +110,23 @@ def test_config_warnings_become_cdk_warnings(twenty: Synthesized) -> None:
         entry["data"] for entries in metadata.values() for entry in entries if entry["type"] == "aws:cdk:warning"
     ]
     assert any("instance_groups[0].placement_group: EFA without a cluster placement group" in str(w) for w in warnings)
+
+
+def test_cloudwatch_dashboard_shows_fleets_and_file_system(default_cluster: Synthesized) -> None:
+    dashboards = default_cluster.resources("AWS::CloudWatch::Dashboard")
+    body = json.dumps(
+        [d["Properties"] for d in dashboards.values() if d["Properties"]["DashboardName"] == "demo-cluster"]
+    )
+    for metric in (
+        "GroupInServiceInstances",
+        "DataReadBytes",
+        "DataWriteBytes",
+        "MetadataOperations",
+        "FreeDataStorageCapacity",
+    ):
+        assert metric in body
+    assert default_cluster.stack.file_system is not None
+    assert (
+        default_cluster.stack.resolve(default_cluster.stack.file_system.metric_free_data_storage_capacity().statistic)
+        == "Minimum"
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 import jsii
-from aws_cdk import RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_fsx as fsx
 from aws_cdk import aws_kms as kms
@@ -136,6 +137,28 @@ class LustreFileSystem(Construct):
     @property
     def mount_name(self) -> str:
         return self.resource.mount_name
+
+    def metric(self, metric_name: str, *, statistic: str = "Sum", period: Duration | None = None) -> cloudwatch.Metric:
+        """A CloudWatch metric of this file system (namespace ``AWS/FSx``), five-minute periods by default."""
+        return cloudwatch.Metric(
+            namespace="AWS/FSx",
+            metric_name=metric_name,
+            dimensions_map={"FileSystemId": self.file_system_id},
+            statistic=statistic,
+            period=period or Duration.minutes(5),
+        )
+
+    def metric_data_read_bytes(self) -> cloudwatch.Metric:
+        return self.metric("DataReadBytes")
+
+    def metric_data_write_bytes(self) -> cloudwatch.Metric:
+        return self.metric("DataWriteBytes")
+
+    def metric_metadata_operations(self) -> cloudwatch.Metric:
+        return self.metric("MetadataOperations")
+
+    def metric_free_data_storage_capacity(self) -> cloudwatch.Metric:
+        return self.metric("FreeDataStorageCapacity", statistic="Minimum")
 
     def allow_clients(self, clients: ec2.IConnectable) -> None:
         """Let ``clients`` mount the file system: Lustre ports in both directions."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Acknowledgment, Annotations, Aws, CfnOutput, RemovalPolicy, Stack, Tags, Validations
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -74,6 +75,7 @@ class TrainingClusterStack(Stack):
         self.fleets: dict[str, Fleet] = {group.name: self._fleet(group) for group in config.instance_groups}
         self.auto_repair = self._auto_repair()
         self.observability = self._observability()
+        self.dashboard = self._dashboard()
         self._outputs()
 
     def _network(self) -> ClusterNetwork:
@@ -210,6 +212,37 @@ class TrainingClusterStack(Stack):
                 policy=policy,
             ),
         )
+
+    def _dashboard(self) -> cloudwatch.Dashboard:
+        """A CloudWatch dashboard of the fleets and the file system (auto-repair has its own)."""
+        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{self.config.name}-cluster")
+        in_service = [
+            cloudwatch.Metric(
+                namespace="AWS/AutoScaling",
+                metric_name="GroupInServiceInstances",
+                dimensions_map={"AutoScalingGroupName": fleet.auto_scaling_group.auto_scaling_group_name},
+                statistic="Minimum",
+                label=name,
+            )
+            for name, fleet in self.fleets.items()
+        ]
+        dashboard.add_widgets(cloudwatch.GraphWidget(title="Nodes in service", left=in_service, width=24))
+        if self.file_system is not None:
+            fs = self.file_system
+            dashboard.add_widgets(
+                cloudwatch.GraphWidget(
+                    title="FSx throughput (bytes per 5 min)",
+                    left=[fs.metric_data_read_bytes(), fs.metric_data_write_bytes()],
+                    width=8,
+                ),
+                cloudwatch.GraphWidget(
+                    title="FSx metadata operations", left=[fs.metric_metadata_operations()], width=8
+                ),
+                cloudwatch.GraphWidget(
+                    title="FSx free capacity", left=[fs.metric_free_data_storage_capacity()], width=8
+                ),
+            )
+        return dashboard
 
     def _outputs(self) -> None:
         CfnOutput(self, "VpcId", value=self.network.vpc.vpc_id)
