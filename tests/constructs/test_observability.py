@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import health_agent
 import pytest
 import yaml
 from syrupy.assertion import SnapshotAssertion
 
+import health_agent
 from conftest import ROOT, Synthesized, mask_asset_hashes, minimal_config
 from training_cluster import ClusterConfig
 from training_cluster.constructs.observability import alert_manager_config, alert_rules, dashboards
@@ -210,3 +210,18 @@ def test_dashboards_are_provisioned_by_a_custom_resource(default_cluster: Synthe
 
 def test_no_grafana_no_provisioning(variants: dict[str, Synthesized]) -> None:
     variants["no-grafana"].template.resource_count_is("Custom::GrafanaProvisioning", 0)
+
+
+def test_nodes_run_the_collectors_and_may_write_metrics(default_cluster: Synthesized) -> None:
+    fleet = default_cluster.stack.fleets["gpu"]
+    assert "metrics" in fleet.bootstrap.stage_names
+    settings = fleet.bootstrap.environment
+    assert settings["EXPECTED_GPUS"] == "8" and settings["SCRAPE_INTERVAL_SECONDS"] == "15"
+    statements = [
+        s
+        for p in default_cluster.resources_of(fleet.role).values()
+        if p["Type"] == "AWS::IAM::Policy"
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    (write,) = [s for s in statements if s["Action"] == "aps:RemoteWrite"]
+    assert write["Resource"] == {"Fn::GetAtt": [next(iter(default_cluster.resources("AWS::APS::Workspace"))), "Arn"]}

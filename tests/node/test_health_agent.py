@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import health_agent
 import pytest
+
+import health_agent
 from health_agent import Agent, Failure, Reporter, Settings
 
 DATA = Path(__file__).parent / "data"

@@ -10,11 +10,11 @@ from typing import Any
 from unittest import mock
 
 import boto3
-import handler
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+import handler
 from auto_repair.aws import Clients
 from auto_repair.repair import Repairer
 from auto_repair.settings import Settings

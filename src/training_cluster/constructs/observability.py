@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Literal
@@ -14,13 +15,22 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .._assets import asset_path
 from .._nag import acknowledge
+from .fleet import Fleet
 
 ALERT_RULES = "alert_rules.yaml"
+COLLECTOR_STAGE = """set -euo pipefail
+# Metrics collectors: fetched as one asset, installed by node/observability/collectors.sh.
+mkdir -p /opt/training-cluster/observability
+aws s3 cp --only-show-errors "$COLLECTORS_S3_URI" /tmp/training-cluster-collectors.zip
+python3 -m zipfile -e /tmp/training-cluster-collectors.zip /opt/training-cluster/observability
+bash /opt/training-cluster/observability/collectors.sh
+"""
 DASHBOARDS = ("overview", "gpu", "efa", "fsx", "repair")
 PROMETHEUS_UID = "training-cluster-prometheus"
 CLOUDWATCH_UID = "training-cluster-cloudwatch"
@@ -142,6 +152,34 @@ class Observability(Construct):
         if options.grafana:
             self.grafana = self._grafana(cluster_name, options.grafana_auth)
             self._provision(cluster_name, self.grafana, dashboards(cluster_name, file_system_id))
+
+    def add_nodes(self, *, fleets: Mapping[str, Fleet], scrape_interval_seconds: int = 15) -> None:
+        """Run the metrics collectors on every node of ``fleets`` (a bootstrap stage): node_exporter,
+        the DCGM exporter on GPU nodes, the Neuron monitor on Trainium, and Prometheus in agent mode
+        writing here. The collectors' files ship as one asset (``node/observability``)."""
+        collectors = s3_assets.Asset(
+            self, "Collectors", path=str(asset_path("node", "observability")), exclude=["__pycache__", "*.pyc"]
+        )
+        region = Stack.of(self).region
+        for fleet in fleets.values():
+            self.grant_remote_write(fleet.role)
+            fleet.role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[collectors.bucket.arn_for_objects(collectors.s3_object_key)],
+                )
+            )
+            settings = {
+                "COLLECTORS_S3_URI": collectors.s3_object_url,
+                "PROMETHEUS_REMOTE_WRITE_URL": self.remote_write_url,
+                "AWS_REGION_NAME": region,
+                "SCRAPE_INTERVAL_SECONDS": str(scrape_interval_seconds),
+                "EXPECTED_GPUS": str(fleet.instance_type.gpus),
+                "EXPECTED_NEURON_DEVICES": str(fleet.instance_type.neuron_devices),
+            }
+            for key, value in settings.items():
+                fleet.bootstrap.set(key, value)
+            fleet.bootstrap.add_stage("metrics", COLLECTOR_STAGE)
 
     @property
     def remote_write_url(self) -> str:

@@ -174,7 +174,7 @@ class TrainingClusterStack(Stack):
         settings = self.config.observability
         if not settings.prometheus:
             return None
-        return Observability(
+        observability = Observability(
             self,
             "Observability",
             cluster_name=self.config.name,
@@ -183,6 +183,8 @@ class TrainingClusterStack(Stack):
             file_system_id=self.file_system.file_system_id if self.file_system else None,
             options=ObservabilityOptions(grafana=settings.grafana, grafana_auth=settings.grafana_auth),
         )
+        observability.add_nodes(fleets=self.fleets, scrape_interval_seconds=settings.scrape_interval_seconds)
+        return observability
 
     def _subscribe(self) -> None:
         """E-mail addresses from the config (the repair notifications and the alerts share the topic)."""
