@@ -211,3 +211,15 @@ def test_ledger_and_evidence_are_kept(default_cluster: Synthesized) -> None:
 def test_config_checks_match_the_policy() -> None:
     """Every health check the config lets users override is one the control plane knows."""
     assert set(typing.get_args(HealthCheck)) == set(CHECKS)
+
+
+def test_circuit_breaker_alarm_notifies(default_cluster: Synthesized) -> None:
+    (alarm,) = default_cluster.resources("AWS::CloudWatch::Alarm").values()
+    props = alarm["Properties"]
+    assert (props["MetricName"], props["Namespace"], props["Threshold"]) == (
+        "CircuitBreakerOpened",
+        "TrainingCluster/Repair",
+        1,
+    )
+    assert {d["Name"]: d["Value"] for d in props["Dimensions"]} == {"Cluster": "demo", "InstanceGroup": "gpu"}
+    assert props["AlarmActions"] == [{"Ref": next(iter(default_cluster.resources("AWS::SNS::Topic")))}]

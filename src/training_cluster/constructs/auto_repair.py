@@ -12,6 +12,7 @@ from types import ModuleType
 
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -139,6 +140,7 @@ class AutoRepair(Construct):
         for name, fleet in fleets.items():
             self._install_agent(cluster_name, name, fleet, agent, options, transient, lustre_mount_path)
         self.dashboard = self._dashboard(cluster_name, list(fleets))
+        self.breaker_alarms = self._breaker_alarms(cluster_name, list(fleets), topic)
 
     def _function(
         self, cluster_name: str, asg_names: Mapping[str, str], topic: sns.ITopic, options: AutoRepairOptions
@@ -324,6 +326,31 @@ class AutoRepair(Construct):
         )
         fleet.bootstrap.set("HEALTH_AGENT_S3_URI", agent.s3_object_url)
         fleet.bootstrap.add_stage("health-agent", _agent_stage(json.dumps(settings, sort_keys=True)))
+
+    def _breaker_alarms(self, cluster_name: str, groups: Sequence[str], topic: sns.ITopic) -> list[cloudwatch.Alarm]:
+        """An alarm per group while its circuit breaker has opened (the metric lives in CloudWatch,
+        so the alert does too), notifying ``topic``."""
+        alarms = []
+        for group in groups:
+            alarm = cloudwatch.Alarm(
+                self,
+                f"BreakerOpen{''.join(p.capitalize() for p in group.split('-'))}",
+                alarm_description=f"Auto-repair stopped for instance group {group}: reset the breaker when safe",
+                metric=cloudwatch.Metric(
+                    namespace=REPAIR_NAMESPACE,
+                    metric_name="CircuitBreakerOpened",
+                    dimensions_map={"Cluster": cluster_name, "InstanceGroup": group},
+                    statistic="Sum",
+                    period=Duration.minutes(1),
+                ),
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+            alarms.append(alarm)
+        return alarms
 
     def _dashboard(self, cluster_name: str, groups: Sequence[str]) -> cloudwatch.Dashboard:
         def repair(metric: str, statistic: str = "Sum") -> list[cloudwatch.IMetric]:
