@@ -26,6 +26,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from .._assets import asset_path
+from .._lambda import python_function
 from .._nag import acknowledge
 from .fleet import Fleet
 
@@ -145,11 +146,6 @@ class AutoRepair(Construct):
     def _function(
         self, cluster_name: str, asg_names: Mapping[str, str], topic: sns.ITopic, options: AutoRepairOptions
     ) -> lambda_.Function:
-        log_group = logs.LogGroup(
-            self, "Logs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
-        )
-        role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
-        log_group.grant_write(role)
         environment = {
             "CLUSTER_NAME": cluster_name,
             "LEDGER_TABLE": self.table.table_name,
@@ -163,14 +159,13 @@ class AutoRepair(Construct):
             "UNHEALTHY_THRESHOLD_PERCENT": str(options.unhealthy_threshold_percent),
             "REBOOT_BEFORE_REPLACE": str(options.reboot_before_replace).lower(),
         }
-        return lambda_.Function(
+        return python_function(
             self,
             "Function",
-            runtime=lambda_.Runtime.PYTHON_3_14,
-            handler="handler.handler",
-            code=lambda_.Code.from_asset(str(asset_path("lambda", "repair")), exclude=["__pycache__", "*.pyc"]),
-            role=role,
-            log_group=log_group,
+            code="repair",
+            role_id="Role",
+            logs_id="Logs",
+            log_retention=logs.RetentionDays.THREE_MONTHS,
             timeout=Duration.minutes(5),
             memory_size=256,
             reserved_concurrent_executions=1,  # one decision at a time: the safety limits count correctly

@@ -13,13 +13,13 @@ from aws_cdk import aws_aps as aps
 from aws_cdk import aws_grafana as grafana
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .._assets import asset_path
+from .._lambda import python_function
 from .._nag import acknowledge
 from .fleet import Fleet
 
@@ -194,12 +194,19 @@ class Observability(Construct):
     def _provision(self, cluster_name: str, workspace: grafana.CfnWorkspace, boards: list[dict[str, Any]]) -> None:
         """Data sources and dashboards through the Grafana HTTP API: a custom resource."""
         stack = Stack.of(self)
-        log_group = logs.LogGroup(
-            self, "ProvisionerLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+        function = python_function(
+            self,
+            "Provisioner",
+            code="grafana",
+            role_id="ProvisionerRole",
+            logs_id="ProvisionerLogs",
+            log_retention=logs.RetentionDays.ONE_MONTH,
+            timeout=Duration.minutes(5),
+            description=f"Provisions the Grafana data sources and dashboards of cluster {cluster_name}",
         )
-        role = iam.Role(self, "ProvisionerRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
-        log_group.grant_write(role)
-        role.add_to_policy(
+        role = function.role
+        assert role is not None
+        role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=[
                     "grafana:CreateWorkspaceServiceAccount",
@@ -211,17 +218,6 @@ class Observability(Construct):
                     f"arn:{Aws.PARTITION}:grafana:{Aws.REGION}:{Aws.ACCOUNT_ID}:/workspaces/{workspace.attr_id}"
                 ],
             )
-        )
-        function = lambda_.Function(
-            self,
-            "Provisioner",
-            runtime=lambda_.Runtime.PYTHON_3_14,
-            handler="handler.handler",
-            code=lambda_.Code.from_asset(str(asset_path("lambda", "grafana")), exclude=["__pycache__", "*.pyc"]),
-            role=role,
-            log_group=log_group,
-            timeout=Duration.minutes(5),
-            description=f"Provisions the Grafana data sources and dashboards of cluster {cluster_name}",
         )
         self.provisioning = CustomResource(
             self,
