@@ -15,7 +15,6 @@ counted in CloudWatch.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -27,11 +26,10 @@ from botocore.exceptions import ClientError
 from .aws import Clients, with_retries
 from .ledger import Ledger
 from .policy import Action, most_severe
+from .report import Reporter
 from .settings import Settings
 from .signals import Failure, Signal
 
-NAMESPACE = "TrainingCluster/Repair"
-ACTION_SOURCE = "training-cluster.repair"
 EVIDENCE_COMMANDS = [
     "journalctl -k --no-pager -n 5000 || dmesg",
     "nvidia-smi -q || true",
@@ -62,6 +60,7 @@ class Repairer:
         self.clock = clock
         self.sleep = sleep
         self.ledger = Ledger(clients.table(settings.table_name), clock)
+        self.report = Reporter(settings, clients, self.ledger, clock=clock, sleep=sleep)
         self._sizes: dict[str, int] = {}  # desired capacity per group, read once per invocation
         # Set by an orchestrator integration (Slurm): called with (instance id, incident id).
         self.drain_hook: Callable[[str, str], None] | None = None
@@ -133,7 +132,7 @@ class Repairer:
         if no_capacity:
             until = self.clock() + self.settings.capacity_backoff_seconds
             self.ledger.set_group(group, capacity_backoff_until=str(until))
-        self._notify(
+        self.report.notify(
             f"{'No capacity' if no_capacity else 'Launch failed'} in instance group {group}",
             f"Auto Scaling group {asg_name} could not launch an instance: {message}\n"
             + (
@@ -146,7 +145,7 @@ class Repairer:
 
     def reset_breaker(self, group: str) -> None:
         self.ledger.reset_breaker(group)
-        self._notify(f"Auto-repair resumed for instance group {group}", "The circuit breaker was reset by hand.")
+        self.report.notify(f"Auto-repair resumed for instance group {group}", "The circuit breaker was reset by hand.")
 
     # steps
     def _open(self, signal: Signal, group: str) -> Outcome | tuple[Action, str]:
@@ -162,13 +161,13 @@ class Repairer:
         seen = {"instance_id": signal.instance_id, "instance_group": group, "source": signal.source, "signal": reasons}
         if action == "observe":
             self.ledger.record(incident_id, "observed", **seen)
-            self._metric("Observations", group)
+            self.report.metric("Observations", group)
             return Outcome(signal.instance_id, "observed", "observe", incident_id)
         if self.ledger.open_incident(signal.instance_id, incident_id, group, action, signal.boot_id):
             self.ledger.mark_unhealthy(group, signal.instance_id, True)
             self.ledger.record(incident_id, "signal", **seen)
             self.ledger.record(incident_id, "decision", action=action)
-            self._metric("Incidents", group)
+            self.report.metric("Incidents", group)
             return action, incident_id
         # An incident is open already: a copy of its event, or a worse fault on the same node.
         open_id = str(state.get("incident_id", "")) or str(self.ledger.instance(signal.instance_id).get("incident_id"))
@@ -189,18 +188,18 @@ class Repairer:
             limit = self.settings.unhealthy_threshold_percent
             reason = f"{len(unhealthy)} of {size} nodes unhealthy at once (limit {limit:g}%)"
             if self.ledger.open_breaker(group, reason):
-                self._notify(
+                self.report.notify(
                     f"Auto-repair stopped for instance group {group}",
                     f"{reason}. No node of the group is rebooted or replaced until the breaker is reset "
                     f'(invoke the repair function with {{"reset_circuit_breaker": "{group}"}}). '
                     f"Unhealthy: {', '.join(sorted(unhealthy))}.",
                 )
-                self._metric("CircuitBreakerOpened", group)
+                self.report.metric("CircuitBreakerOpened", group)
             self.ledger.record(incident_id, "suppressed", reason=f"circuit breaker open: {reason}")
             return Outcome(instance_id, "suppressed", action, incident_id)
         if self.settings.dry_run:
             self.ledger.record(incident_id, "dry-run", action=action)
-            self._announce(instance_id, group, action, incident_id, dry_run=True)
+            self.report.announce(instance_id, group, action, incident_id, dry_run=True)
             return Outcome(instance_id, "dry-run", action, incident_id)
         if action == "reboot":
             return self._reboot(instance_id, group, incident_id)
@@ -210,9 +209,9 @@ class Repairer:
         self._call(self.clients.ec2.reboot_instances, InstanceIds=[instance_id])
         self.ledger.set_instance(instance_id, last_reboot_at=str(self.clock()))
         self.ledger.record(incident_id, "action", action="reboot")
-        self._metric("Reboots", group)
-        self._time_to_action(incident_id, group)
-        self._announce(instance_id, group, "reboot", incident_id)
+        self.report.metric("Reboots", group)
+        self.report.time_since_first_signal(incident_id, group)
+        self.report.announce(instance_id, group, "reboot", incident_id)
         return Outcome(instance_id, "rebooted", "reboot", incident_id)
 
     def _replace(self, instance_id: str, group: str, incident_id: str) -> Outcome:
@@ -239,9 +238,9 @@ class Repairer:
             raise
         self.ledger.set_instance(instance_id, replace_started_at=str(self.clock()))
         self.ledger.record(incident_id, "action", action="replace")
-        self._metric("Replacements", group)
-        self._time_to_action(incident_id, group)
-        self._announce(instance_id, group, "replace", incident_id)
+        self.report.metric("Replacements", group)
+        self.report.time_since_first_signal(incident_id, group)
+        self.report.announce(instance_id, group, "replace", incident_id)
         return Outcome(instance_id, "replaced", "replace", incident_id)
 
     def _drain(self, instance_id: str, incident_id: str) -> None:
@@ -298,7 +297,7 @@ class Repairer:
             return Outcome(instance_id, "ignored")
         self.ledger.mark_unhealthy(group, instance_id, False)
         self.ledger.record(incident_id, "closed", outcome="recovered")
-        self._time_to_action(incident_id, group, "SecondsToRepair")
+        self.report.time_since_first_signal(incident_id, group, "SecondsToRepair")
         return Outcome(instance_id, "closed", None, incident_id)
 
     def _terminated(self, instance_id: str, group: str) -> Outcome:
@@ -308,7 +307,7 @@ class Repairer:
         if incident_id is None:
             return Outcome(instance_id, "ignored")
         self.ledger.record(incident_id, "closed", outcome="replaced" if replaced else "terminated")
-        self._time_to_action(incident_id, group, "SecondsToRepair")
+        self.report.time_since_first_signal(incident_id, group, "SecondsToRepair")
         if replaced:
             self._repeated_replacements(group)
             return Outcome(instance_id, "closed", "replace", incident_id)
@@ -342,7 +341,7 @@ class Repairer:
         recent.append(now)
         self.ledger.set_group(group, recent_replacements=[str(t) for t in recent])
         if len(recent) == self.settings.repeated_replacements:
-            self._notify(
+            self.report.notify(
                 f"Instance group {group} keeps losing nodes",
                 f"{len(recent)} nodes of {group} were replaced within {self.settings.recurrence_window_seconds} s. "
                 "The fault may sit in the capacity the replacements come from (the same slot or host); "
@@ -393,57 +392,3 @@ class Repairer:
     def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
         """An AWS call, retried with jitter when throttled."""
         return with_retries(lambda: method(**kwargs), sleep=self.sleep)
-
-    # telling people
-    def _time_to_action(self, incident_id: str, group: str, metric: str = "SecondsToAction") -> None:
-        """Seconds since the incident's first signal: to the action, or (SecondsToRepair) to its end."""
-        story = self.ledger.story(incident_id)
-        first = min(float(s["at"]) for s in story)
-        self._metric(metric, group, self.clock() - first, unit="Seconds")
-
-    def _announce(self, instance_id: str, group: str, action: str, incident_id: str, dry_run: bool = False) -> None:
-        detail = {
-            "cluster": self.settings.cluster,
-            "instance_group": group,
-            "instance_id": instance_id,
-            "action": action,
-            "incident_id": incident_id,
-            "dry_run": dry_run,
-        }
-        self._call(
-            self.clients.events.put_events,
-            Entries=[
-                {
-                    "Source": ACTION_SOURCE,
-                    "DetailType": "Repair Action",
-                    "Detail": json.dumps(detail),
-                    "EventBusName": self.settings.event_bus,
-                }
-            ],
-        )
-        verb = {"reboot": "Rebooting", "replace": "Replacing"}[action]
-        self._notify(
-            f"{'[dry run] ' if dry_run else ''}{verb} {instance_id} in {group}",
-            json.dumps(
-                {
-                    **detail,
-                    "story": [
-                        {k: v for k, v in s.items() if k not in ("pk", "sk")} for s in self.ledger.story(incident_id)
-                    ],
-                },
-                indent=2,
-                default=str,
-            ),
-        )
-
-    def _notify(self, subject: str, message: str) -> None:
-        subject = f"[{self.settings.cluster}] {subject}"[:100]
-        self._call(self.clients.sns.publish, TopicArn=self.settings.topic_arn, Subject=subject, Message=message)
-
-    def _metric(self, name: str, group: str, value: float = 1.0, unit: str = "Count") -> None:
-        dimensions = [{"Name": "Cluster", "Value": self.settings.cluster}, {"Name": "InstanceGroup", "Value": group}]
-        self._call(
-            self.clients.cloudwatch.put_metric_data,
-            Namespace=NAMESPACE,
-            MetricData=[{"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}],
-        )

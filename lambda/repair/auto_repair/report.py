@@ -1,0 +1,89 @@
+"""Telling people what the control plane did: SNS notifications, EventBridge events, CloudWatch metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .aws import Clients, with_retries
+from .ledger import Ledger
+from .settings import Settings
+
+NAMESPACE = "TrainingCluster/Repair"
+ACTION_SOURCE = "training-cluster.repair"
+
+
+class Reporter:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: Clients,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.ledger = ledger
+        self.clock = clock
+        self.sleep = sleep
+
+    def call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
+        """An AWS call, retried with jitter when throttled."""
+        return with_retries(lambda: method(**kwargs), sleep=self.sleep)
+
+    def time_since_first_signal(self, incident_id: str, group: str, metric: str = "SecondsToAction") -> None:
+        """Seconds since the incident's first signal: to the action, or (SecondsToRepair) to its end."""
+        story = self.ledger.story(incident_id)
+        first = min(float(s["at"]) for s in story)
+        self.metric(metric, group, self.clock() - first, unit="Seconds")
+
+    def announce(self, instance_id: str, group: str, action: str, incident_id: str, dry_run: bool = False) -> None:
+        detail = {
+            "cluster": self.settings.cluster,
+            "instance_group": group,
+            "instance_id": instance_id,
+            "action": action,
+            "incident_id": incident_id,
+            "dry_run": dry_run,
+        }
+        self.call(
+            self.clients.events.put_events,
+            Entries=[
+                {
+                    "Source": ACTION_SOURCE,
+                    "DetailType": "Repair Action",
+                    "Detail": json.dumps(detail),
+                    "EventBusName": self.settings.event_bus,
+                }
+            ],
+        )
+        verb = {"reboot": "Rebooting", "replace": "Replacing"}[action]
+        self.notify(
+            f"{'[dry run] ' if dry_run else ''}{verb} {instance_id} in {group}",
+            json.dumps(
+                {
+                    **detail,
+                    "story": [
+                        {k: v for k, v in s.items() if k not in ("pk", "sk")} for s in self.ledger.story(incident_id)
+                    ],
+                },
+                indent=2,
+                default=str,
+            ),
+        )
+
+    def notify(self, subject: str, message: str) -> None:
+        subject = f"[{self.settings.cluster}] {subject}"[:100]
+        self.call(self.clients.sns.publish, TopicArn=self.settings.topic_arn, Subject=subject, Message=message)
+
+    def metric(self, name: str, group: str, value: float = 1.0, unit: str = "Count") -> None:
+        dimensions = [{"Name": "Cluster", "Value": self.settings.cluster}, {"Name": "InstanceGroup", "Value": group}]
+        self.call(
+            self.clients.cloudwatch.put_metric_data,
+            Namespace=NAMESPACE,
+            MetricData=[{"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}],
+        )
