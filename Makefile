@@ -21,17 +21,20 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	$(BIN)/npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# promtool and amtool check the alert rules and the alert manager and collector configuration.
-# They come from Debian's packages: installed here when missing (as root, with apt).
+# Real tools from Debian's packages: promtool and amtool check the alert rules, the alert route and
+# the collector configuration; munge and Slurm run the scheduler tests. Installed here when
+# missing (as root, with apt).
+DEBIAN_TOOLS := prometheus prometheus-alertmanager munge slurmctld slurmd slurm-client
 tools:
-	@missing=""; for t in promtool amtool; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in promtool amtool munged slurmctld slurmd scontrol sbatch; do \
+	  command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's prometheus and prometheus-alertmanager packages for:$$missing"; \
+	    echo "installing Debian's $(DEBIAN_TOOLS) for:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus prometheus-alertmanager >/dev/null; \
+	      $(DEBIAN_TOOLS) >/dev/null; \
 	  else \
-	    echo "error:$$missing not found: install Debian's prometheus and prometheus-alertmanager packages" >&2; \
+	    echo "error:$$missing not found: install Debian's $(DEBIAN_TOOLS)" >&2; \
 	    exit 1; \
 	  fi; \
 	fi

@@ -25,7 +25,7 @@ from training_cluster import ClusterConfig, TrainingClusterStack
 
 ROOT = Path(__file__).resolve().parents[1]
 # Code that runs outside synthesis is imported as it runs there: the Lambda asset root and node/.
-sys.path[:0] = [str(ROOT / "lambda" / "repair"), str(ROOT / "node"), str(ROOT / "node" / "observability")]
+sys.path[:0] = [str(ROOT / "lambda" / "repair")] + [str(ROOT / "node" / d) for d in ("", "observability", "slurm")]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
 ASSET_HASH = re.compile(r"[0-9a-f]{64}")

@@ -1,0 +1,19 @@
+#!/bin/bash
+# Slurm's HealthCheckProgram on a compute node: run the health agent's quick check and drain
+# this node, with the check's reason, when it fails. Resuming is left to people and to repair.
+set -uo pipefail
+
+AGENT=${HEALTH_AGENT:-/opt/training-cluster/health_agent.py}
+CONFIG=${HEALTH_AGENT_CONFIG:-/etc/training-cluster/health-agent.json}
+NODE=${SLURMD_NODENAME:-$(hostname -s)}
+
+failures=$(python3 "$AGENT" --config "$CONFIG" --once) || {
+  echo "health check could not run: $AGENT exited with $?" >&2
+  exit 1
+}
+reason=$(printf '%s' "$failures" | python3 -c 'import json,sys; print("; ".join(f["message"] for f in json.load(sys.stdin))[:120])')
+if [[ -n $reason ]]; then
+  scontrol update nodename="$NODE" state=drain reason="health: $reason"
+  exit 1
+fi
+exit 0
