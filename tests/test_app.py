@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,17 @@ instance_groups:
 """
 
 
-def cdk(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+@dataclass
+class CliRun:
+    outdir: Path
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CliRun]:
+    """The real `cdk synth` of every example and of a bad config, run side by side (they are
+    independent processes, and each takes seconds)."""
     binary = ROOT / "node_modules" / ".bin" / "cdk"
     if not binary.exists():
         pytest.fail("the pinned CDK CLI is missing: run `make test`, which installs it")
@@ -35,39 +46,50 @@ def cdk(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         "CDK_DISABLE_CLI_TELEMETRY": "true",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    return subprocess.run(
-        [str(binary), "synth", "--quiet", "--no-notices", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = tmp_path_factory.mktemp("bad") / "bad.yaml"
+    bad.write_text(BAD_CONFIG)
+    # examples/default.yaml is what the app builds without -c config: synthesized that way.
+    configs = {p.name: [] if p.name == "default.yaml" else ["-c", f"config={p.relative_to(ROOT)}"] for p in EXAMPLES}
+    configs["bad"] = ["-c", f"config={bad}"]
+    started = {}
+    for name, config in configs.items():
+        outdir = tmp_path_factory.mktemp("cdk-out")
+        process = subprocess.Popen(
+            [str(binary), "synth", "--quiet", "--no-notices", *config, "-o", str(outdir)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started[name] = (outdir, process)
+    runs = {}
+    for name, (outdir, process) in started.items():
+        _, stderr = process.communicate(timeout=300)
+        runs[name] = CliRun(outdir, process.returncode, stderr)
+    return runs
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_cdk_synth_of_every_example(example: Path, tmp_path: Path) -> None:
-    # examples/default.yaml is what the app builds without -c config: synthesized that way.
-    config = [] if example.name == "default.yaml" else ["-c", f"config={example.relative_to(ROOT)}"]
-    result = cdk(*config, "-o", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+def test_cdk_synth_of_every_example(example: Path, cli_runs: dict[str, CliRun]) -> None:
+    run = cli_runs[example.name]
+    assert run.returncode == 0, run.stderr
+    manifest = json.loads((run.outdir / "manifest.json").read_text())
     (stack,) = [k for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack"]
-    template = json.loads((tmp_path / f"{stack}.template.json").read_text())
+    template = json.loads((run.outdir / f"{stack}.template.json").read_text())
     assert "AWS::AutoScaling::AutoScalingGroup" in {r["Type"] for r in template["Resources"].values()}
     assert stack == f"{yaml.safe_load(example.read_text())['name']}-training-cluster"
 
 
 @pytest.mark.slow
-def test_cdk_synth_of_a_bad_config_prints_only_the_problems(tmp_path: Path) -> None:
-    config = tmp_path / "bad.yaml"
-    config.write_text(BAD_CONFIG)
-    result = cdk("-c", f"config={config}", "-o", str(tmp_path / "out"))
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert "name: must be lower case letters" in result.stderr
-    assert "instance_groups[0].count: input should be greater than or equal to 1 (got 0)" in result.stderr
+def test_cdk_synth_of_a_bad_config_prints_only_the_problems(cli_runs: dict[str, CliRun]) -> None:
+    run = cli_runs["bad"]
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr
+    assert "name: must be lower case letters" in run.stderr
+    assert "instance_groups[0].count: input should be greater than or equal to 1 (got 0)" in run.stderr
+    assert not list(run.outdir.glob("*.template.json"))
 
 
 def test_python_app_with_a_bad_config_exits_2_without_a_traceback(tmp_path: Path) -> None:
