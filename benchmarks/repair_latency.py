@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "lambda" / "repair"), str(ROOT / "tests" / "lambda_repair"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "lambda" / "repair"), str(ROOT / "tests")]
 
 from moto import mock_aws  # noqa: E402
 

@@ -11,7 +11,7 @@ from botocore.stub import Stubber
 from auto_repair.aws import with_retries
 from auto_repair.policy import Policy
 from auto_repair.signals import AGENT_SOURCE, Failure, Signal, from_event
-from repair_world import SESSION, World, aws, make_world, world
+from repair_world import SESSION, World, aws, impaired, make_world, world
 
 __all__ = ["aws", "world"]  # fixtures
 
@@ -185,22 +185,6 @@ def test_three_failing_with_one_replacement_at_a_time(aws: None) -> None:
         replaced += 1
     assert all(world.state(i) in ("shutting-down", "terminated") for i in bad)
     assert len(world.instances()) == 8
-
-
-def impaired(instance_ids: list[str]) -> Any:
-    def describe_instance_status(**kwargs: Any) -> dict[str, Any]:
-        return {
-            "InstanceStatuses": [
-                {
-                    "InstanceId": i,
-                    "InstanceStatus": {"Status": "impaired" if i in instance_ids else "ok"},
-                    "SystemStatus": {"Status": "ok"},
-                }
-                for i in kwargs["InstanceIds"]
-            ]
-        }
-
-    return describe_instance_status
 
 
 def test_failed_status_check_replaces(world: World) -> None:

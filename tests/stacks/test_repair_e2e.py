@@ -20,6 +20,7 @@ from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
 from conftest import Synthesized, minimal_config
 from offline_deploy import deploy
+from repair_world import impaired
 from training_cluster import ClusterConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # moto names each type it skips
@@ -122,19 +123,6 @@ def xid(code: int) -> dict[str, Any]:
 
 
 SWEEP = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
-
-
-def impaired(bad: list[str]) -> Callable[..., dict[str, Any]]:
-    def describe(**kwargs: Any) -> dict[str, Any]:
-        status = {i: "impaired" if i in bad else "ok" for i in kwargs["InstanceIds"]}
-        return {
-            "InstanceStatuses": [
-                {"InstanceId": i, "InstanceStatus": {"Status": s}, "SystemStatus": {"Status": "ok"}}
-                for i, s in status.items()
-            ]
-        }
-
-    return describe
 
 
 def test_the_deployed_function_is_configured_for_this_cluster(deployed: Deployed) -> None:

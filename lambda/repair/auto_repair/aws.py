@@ -39,12 +39,18 @@ class Clients:
 
 
 def with_retries(
-    call: Callable[[], T], *, attempts: int = 5, base_seconds: float = 0.2, sleep: Callable[[float], None] = time.sleep
+    method: Callable[..., T],
+    /,
+    *,
+    attempts: int = 5,
+    base_seconds: float = 0.2,
+    sleep: Callable[[float], None] = time.sleep,
+    **params: Any,
 ) -> T:
-    """Run ``call``, retrying throttling errors with exponential backoff and full jitter."""
+    """``method(**params)``, retrying throttling errors with exponential backoff and full jitter."""
     for attempt in range(attempts):
         try:
-            return call()
+            return method(**params)
         except ClientError as error:
             if error.response["Error"]["Code"] not in THROTTLING or attempt == attempts - 1:
                 raise

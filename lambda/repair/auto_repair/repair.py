@@ -101,8 +101,9 @@ class Repairer:
         signals: list[Signal] = []
         ids = [m["InstanceId"] for _, members in groups.values() for m in members]
         for start in range(0, len(ids), 100):
-            statuses = self._call(
+            statuses = with_retries(
                 self.clients.ec2.describe_instance_status,
+                sleep=self.sleep,
                 InstanceIds=ids[start : start + 100],
                 IncludeAllInstances=True,
             )["InstanceStatuses"]
@@ -206,7 +207,7 @@ class Repairer:
         return self._replace(instance_id, group, incident_id)
 
     def _reboot(self, instance_id: str, group: str, incident_id: str) -> Outcome:
-        self._call(self.clients.ec2.reboot_instances, InstanceIds=[instance_id])
+        with_retries(self.clients.ec2.reboot_instances, sleep=self.sleep, InstanceIds=[instance_id])
         self.ledger.set_instance(instance_id, last_reboot_at=str(self.clock()))
         self.ledger.record(incident_id, "action", action="reboot")
         self.report.metric("Reboots", group)
@@ -227,8 +228,9 @@ class Repairer:
         self._drain(instance_id, incident_id)
         self._capture_evidence(instance_id, incident_id)
         try:
-            self._call(
+            with_retries(
                 self.clients.autoscaling.terminate_instance_in_auto_scaling_group,
+                sleep=self.sleep,
                 InstanceId=instance_id,
                 ShouldDecrementDesiredCapacity=False,
             )
@@ -354,9 +356,9 @@ class Repairer:
         found: dict[str, str] = {}
         for start in range(0, len(instance_ids), 50):
             chunk = instance_ids[start : start + 50]
-            for item in self._call(self.clients.autoscaling.describe_auto_scaling_instances, InstanceIds=chunk)[
-                "AutoScalingInstances"
-            ]:
+            for item in with_retries(
+                self.clients.autoscaling.describe_auto_scaling_instances, sleep=self.sleep, InstanceIds=chunk
+            )["AutoScalingInstances"]:
                 group = self.settings.groups.get(item["AutoScalingGroupName"])
                 if group is not None:
                     found[item["InstanceId"]] = group
@@ -371,8 +373,10 @@ class Repairer:
         names = list(self.settings.groups)
         result: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         for start in range(0, len(names), 50):
-            response = self._call(
-                self.clients.autoscaling.describe_auto_scaling_groups, AutoScalingGroupNames=names[start : start + 50]
+            response = with_retries(
+                self.clients.autoscaling.describe_auto_scaling_groups,
+                sleep=self.sleep,
+                AutoScalingGroupNames=names[start : start + 50],
             )
             for asg in response["AutoScalingGroups"]:
                 result[asg["AutoScalingGroupName"]] = (
@@ -385,10 +389,8 @@ class Repairer:
     def _group_size(self, group: str) -> int:
         if group not in self._sizes:
             asg = next(a for a, g in self.settings.groups.items() if g == group)
-            response = self._call(self.clients.autoscaling.describe_auto_scaling_groups, AutoScalingGroupNames=[asg])
+            response = with_retries(
+                self.clients.autoscaling.describe_auto_scaling_groups, sleep=self.sleep, AutoScalingGroupNames=[asg]
+            )
             self._sizes[group] = int(response["AutoScalingGroups"][0]["DesiredCapacity"])
         return max(1, self._sizes[group])
-
-    def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
-        """An AWS call, retried with jitter when throttled."""
-        return with_retries(lambda: method(**kwargs), sleep=self.sleep)

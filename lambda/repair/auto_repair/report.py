@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .aws import Clients, with_retries
 from .ledger import Ledger
@@ -31,10 +30,6 @@ class Reporter:
         self.clock = clock
         self.sleep = sleep
 
-    def call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
-        """An AWS call, retried with jitter when throttled."""
-        return with_retries(lambda: method(**kwargs), sleep=self.sleep)
-
     def time_since_first_signal(self, incident_id: str, group: str, metric: str = "SecondsToAction") -> None:
         """Seconds since the incident's first signal: to the action, or (SecondsToRepair) to its end."""
         story = self.ledger.story(incident_id)
@@ -50,8 +45,9 @@ class Reporter:
             "incident_id": incident_id,
             "dry_run": dry_run,
         }
-        self.call(
+        with_retries(
             self.clients.events.put_events,
+            sleep=self.sleep,
             Entries=[
                 {
                     "Source": ACTION_SOURCE,
@@ -78,12 +74,19 @@ class Reporter:
 
     def notify(self, subject: str, message: str) -> None:
         subject = f"[{self.settings.cluster}] {subject}"[:100]
-        self.call(self.clients.sns.publish, TopicArn=self.settings.topic_arn, Subject=subject, Message=message)
+        with_retries(
+            self.clients.sns.publish,
+            sleep=self.sleep,
+            TopicArn=self.settings.topic_arn,
+            Subject=subject,
+            Message=message,
+        )
 
     def metric(self, name: str, group: str, value: float = 1.0, unit: str = "Count") -> None:
         dimensions = [{"Name": "Cluster", "Value": self.settings.cluster}, {"Name": "InstanceGroup", "Value": group}]
-        self.call(
+        with_retries(
             self.clients.cloudwatch.put_metric_data,
+            sleep=self.sleep,
             Namespace=NAMESPACE,
             MetricData=[{"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}],
         )

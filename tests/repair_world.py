@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +123,24 @@ def make_world(sizes: dict[str, int]) -> World:
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
     clients = Clients(region=REGION, session=SESSION)
     return World(clock=Clock(), clients=clients, groups=groups, topic_arn=topic, queue_url=queue)
+
+
+def impaired(bad: list[str]) -> Callable[..., dict[str, Any]]:
+    """A stand-in for EC2 DescribeInstanceStatus (moto reports every check as ok): ``bad`` fail."""
+
+    def describe_instance_status(**kwargs: Any) -> dict[str, Any]:
+        return {
+            "InstanceStatuses": [
+                {
+                    "InstanceId": i,
+                    "InstanceStatus": {"Status": "impaired" if i in bad else "ok"},
+                    "SystemStatus": {"Status": "ok"},
+                }
+                for i in kwargs["InstanceIds"]
+            ]
+        }
+
+    return describe_instance_status
 
 
 @pytest.fixture
