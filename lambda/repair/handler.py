@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from auto_repair.aws import Clients
+from auto_repair.drain import RunCommandDrain
 from auto_repair.repair import Outcome, Repairer
 from auto_repair.settings import Settings
 from auto_repair.signals import from_event
@@ -24,8 +25,16 @@ _repairer: Repairer | None = None
 def repairer() -> Repairer:
     global _repairer
     if _repairer is None:
-        _repairer = Repairer(Settings.from_env(os.environ), Clients())
+        _repairer = make_repairer(Settings.from_env(os.environ), Clients())
     return _repairer
+
+
+def make_repairer(settings: Settings, clients: Clients) -> Repairer:
+    """The control plane, with the orchestrator's drain hook when the cluster has one."""
+    r = Repairer(settings, clients)
+    if settings.drain_group and settings.drain_command:
+        r.drain_hook = RunCommandDrain(clients, controller_group=settings.drain_group, command=settings.drain_command)
+    return r
 
 
 def handler(event: dict[str, Any], context: Any = None, *, use: Repairer | None = None) -> dict[str, Any]:

@@ -1,8 +1,34 @@
 #!/bin/bash
-# The orchestrator hook for a node about to be rebooted or replaced (run on the controller):
-# mark it down so that its jobs are requeued now, with the repair's reason.
-#     slurm-drain.sh NODE REASON
+# The orchestrator hook auto-repair runs on the controller (SSM Run Command) before it reboots or
+# replaces a node: take the node down so that its jobs go back to the queue now, with the
+# repair's reason. Before a replacement, also delete the node: the replacement registers under
+# its own instance id and no ghost of the old one stays behind.
+#     slurm-drain.sh NODE reboot|replace REASON
 set -euo pipefail
-node=${1:?node name}
-reason=${2:?reason}
-scontrol update nodename="$node" state=down reason="repair: ${reason:0:120}"
+node=${1:?node name (its instance id)}
+action=${2:?reboot or replace}
+reason=${3:?reason}
+case $action in
+  reboot | replace) ;;
+  *)
+    echo "action must be reboot or replace, got $action" >&2
+    exit 2
+    ;;
+esac
+if ! scontrol show node "$node" >/dev/null 2>&1; then
+  echo "$node is not a Slurm node: nothing to drain"
+  exit 0
+fi
+scontrol update nodename="$node" state=down reason="repair ($action): ${reason:0:100}"
+echo "$node is down: its jobs are requeued"
+if [[ $action == replace ]]; then
+  # A node is deleted once its jobs have left it; requeueing takes a moment.
+  for _ in $(seq "${DELETE_ATTEMPTS:-20}"); do
+    if scontrol delete nodename="$node" 2>/dev/null; then
+      echo "$node deleted"
+      exit 0
+    fi
+    sleep 1
+  done
+  echo "$node could not be deleted yet; slurm-reap.sh deletes it once its instance is gone" >&2
+fi

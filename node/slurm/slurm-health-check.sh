@@ -1,11 +1,12 @@
 #!/bin/bash
-# Slurm's HealthCheckProgram on a compute node: run the health agent's quick check and drain
-# this node, with the check's reason, when it fails. Resuming is left to people and to repair.
+# Slurm's HealthCheckProgram on a compute node: run the health agent's quick check and drain this
+# node, with the check's reason, when it fails. When the check passes again (after a reboot, say)
+# a node this check drained is resumed; nodes drained by people or by repair are left alone.
 set -uo pipefail
 
 AGENT=${HEALTH_AGENT:-/opt/training-cluster/health_agent.py}
 CONFIG=${HEALTH_AGENT_CONFIG:-/etc/training-cluster/health-agent.json}
-NODE=${SLURMD_NODENAME:-$(hostname -s)}
+NODE=${SLURMD_NODENAME:-$(cat /var/lib/cloud/data/instance-id 2>/dev/null || hostname -s)}
 
 failures=$(python3 "$AGENT" --config "$CONFIG" --once) || {
   echo "health check could not run: $AGENT exited with $?" >&2
@@ -15,5 +16,8 @@ reason=$(printf '%s' "$failures" | python3 -c 'import json,sys; print("; ".join(
 if [[ -n $reason ]]; then
   scontrol update nodename="$NODE" state=drain reason="health: $reason"
   exit 1
+fi
+if scontrol show node "$NODE" 2>/dev/null | grep -q 'Reason=health: '; then
+  scontrol update nodename="$NODE" state=resume
 fi
 exit 0

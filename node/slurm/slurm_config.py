@@ -1,27 +1,67 @@
 #!/usr/bin/env python3
 """Render the cluster's Slurm configuration (standard library only).
 
-The controller renders ``slurm.conf`` and ``gres.conf`` with this code at boot, and the project's
-tests render them with the same code to run a real Slurm. Compute nodes are dynamic
-(``slurmd -Z``) and configless: they register with their instance group as a feature, and each
+The controller renders ``slurm.conf``, ``gres.conf``, ``cgroup.conf`` and ``slurmdbd.conf`` with
+this code at boot, compute nodes take their ``slurmd --conf`` line from it, and the project's tests
+render with the same code to run a real Slurm. Compute nodes are dynamic (``slurmd -Z``) and
+configless: each registers under its instance id with its instance group as a feature, and each
 partition is the node sets of its instance groups. Jobs on a node that goes down are requeued.
 
-    slurm_config.py --cluster demo --controller ip-10-0-128-5 --group gpu:8 --group login:0 \\
-        --partition gpu=gpu [--state-dir /fsx/slurm/state] > /etc/slurm/slurm.conf
+The layout (``SLURM_LAYOUT`` in the node's settings) is JSON written at synthesis::
+
+    {"cluster": "demo", "accounting": true,
+     "groups": [{"name": "gpu", "gpus": 8, "memory_mib": 2097152}],
+     "partitions": {"gpu": ["gpu"]}}
+
+    slurm_config.py render --layout FILE --controller HOST(ADDRESS) --state-dir DIR --out-dir /etc/slurm
+    slurm_config.py node-conf --layout FILE --group gpu
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SYSTEM_MEMORY_MIB = 1024  # kept back for the operating system and daemons on top of the 5% below
 
 
 @dataclass(frozen=True)
 class Group:
     name: str
     gpus: int = 0
+    memory_mib: int = 0  # the catalog's figure; 0: let slurmd report what it finds
+
+
+@dataclass(frozen=True)
+class Layout:
+    cluster: str
+    groups: tuple[Group, ...]
+    partitions: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    accounting: bool = False
+
+    @classmethod
+    def from_json(cls, text: str) -> Layout:
+        data: dict[str, Any] = json.loads(text)
+        groups = tuple(Group(g["name"], int(g.get("gpus", 0)), int(g.get("memory_mib", 0))) for g in data["groups"])
+        return cls(
+            cluster=data["cluster"],
+            groups=groups,
+            partitions=data.get("partitions") or {g.name: [g.name] for g in groups},
+            accounting=bool(data.get("accounting", False)),
+        )
+
+    def group(self, name: str) -> Group:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(
+            f"no instance group {name!r} in the Slurm layout; groups: {', '.join(g.name for g in self.groups)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -32,6 +72,12 @@ class Paths:
     run_dir: str = "/run/slurm"
     health_check: str = "/opt/training-cluster/hooks/slurm-health-check"
     munge_socket: str = "/run/munge/munge.socket.2"
+
+
+def usable_memory_mib(nominal_mib: int) -> int:
+    """What Slurm may hand out: the catalog's memory less what the kernel keeps (a few percent)
+    and a reserve for the system. Below what the node reports, so it never registers as invalid."""
+    return max(0, int(nominal_mib * 0.95) - SYSTEM_MEMORY_MIB)
 
 
 def render_slurm_conf(
@@ -45,8 +91,14 @@ def render_slurm_conf(
     node_port: int = 6818,
     max_nodes: int = 4096,
     user: str = "slurm",
+    accounting_host: str | None = None,
+    cgroups: bool = True,
 ) -> str:
-    """``slurm.conf``: configless, dynamic nodes, one node set per instance group."""
+    """``slurm.conf``: configless, dynamic nodes, one node set per instance group.
+
+    ``controller`` is ``HOSTNAME`` or ``HOSTNAME(ADDRESS)``: the controller's short host name (which
+    slurmctld checks) and the address nodes reach it at. ``cgroups`` off only where cgroups cannot
+    be delegated (the tests' containers)."""
     known = {g.name for g in groups}
     for partition, members in partitions.items():
         unknown = sorted(set(members) - known)
@@ -74,9 +126,9 @@ def render_slurm_conf(
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory",
         "GresTypes=gpu",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "MpiDefault=none",
+        "ProctrackType=proctrack/cgroup" if cgroups else "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/cgroup,task/affinity" if cgroups else "TaskPlugin=task/none",
+        "MpiDefault=none",  # jobs choose: srun --mpi=pmix
         "SchedulerType=sched/backfill",
         # A node that fails takes its jobs down with it: they go back to the queue and start again
         # (from their last checkpoint) on the replacement, or on the node once it is back.
@@ -86,6 +138,12 @@ def render_slurm_conf(
         "HealthCheckInterval=60",
         "HealthCheckNodeState=ANY,CYCLE",
     ]
+    if accounting_host:
+        lines += [
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            f"AccountingStorageHost={accounting_host}",
+            "JobAcctGatherType=jobacct_gather/cgroup" if cgroups else "JobAcctGatherType=jobacct_gather/linux",
+        ]
     for group in groups:
         lines.append(f"Nodeset={group.name} Feature={group.name}")
     for index, (partition, members) in enumerate(partitions.items()):
@@ -95,8 +153,14 @@ def render_slurm_conf(
 
 
 def node_conf(group: Group) -> str:
-    """What a compute node passes to ``slurmd -Z --conf``: its group as a feature, its GPUs."""
-    return f"Feature={group.name}" + (f" Gres=gpu:{group.gpus}" if group.gpus else "")
+    """What a compute node passes to ``slurmd -Z --conf``: its group as a feature, its GPUs and
+    the memory Slurm may allocate, from the catalog."""
+    parts = [f"Feature={group.name}"]
+    if group.gpus:
+        parts.append(f"Gres=gpu:{group.gpus}")
+    if group.memory_mib:
+        parts.append(f"RealMemory={usable_memory_mib(group.memory_mib)}")
+    return " ".join(parts)
 
 
 def render_gres_conf() -> str:
@@ -104,29 +168,81 @@ def render_gres_conf() -> str:
     return "AutoDetect=nvml\n"
 
 
+def render_cgroup_conf() -> str:
+    """``cgroup.conf``: jobs see only the cores, memory and GPUs they were given."""
+    return "ConstrainCores=yes\nConstrainDevices=yes\nConstrainRAMSpace=yes\n"
+
+
+def render_slurmdbd_conf(*, paths: Paths = Paths(), user: str = "slurm", database: str = "slurm_acct_db") -> str:
+    """``slurmdbd.conf`` for MariaDB on the controller, reached over its local socket with the
+    socket's own authentication (the ``slurm`` account has no password to keep)."""
+    return (
+        "\n".join(
+            [
+                "AuthType=auth/munge",
+                f"AuthInfo=socket={paths.munge_socket}",
+                "DbdHost=localhost",
+                f"SlurmUser={user}",
+                f"PidFile={paths.run_dir}/slurmdbd.pid",
+                f"LogFile={paths.log_dir}/slurmdbd.log",
+                "StorageType=accounting_storage/mysql",
+                "StorageHost=localhost",
+                f"StorageUser={user}",
+                f"StorageLoc={database}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def render(layout: Layout, *, controller: str, paths: Paths, **options: Any) -> dict[str, str]:
+    """Every file the controller serves, by name. ``options`` go to :func:`render_slurm_conf`."""
+    files = {
+        "slurm.conf": render_slurm_conf(
+            cluster=layout.cluster,
+            controller=controller,
+            groups=layout.groups,
+            partitions=layout.partitions,
+            paths=paths,
+            accounting_host=_address(controller) if layout.accounting else None,
+            **options,
+        ),
+        "gres.conf": render_gres_conf(),
+        "cgroup.conf": render_cgroup_conf(),
+    }
+    if layout.accounting:
+        files["slurmdbd.conf"] = render_slurmdbd_conf(paths=paths)
+    return files
+
+
+def _address(controller: str) -> str:
+    """``host(address)`` -> ``address``; ``host`` -> ``host``."""
+    host, _, address = controller.partition("(")
+    return address.rstrip(")") or host
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cluster", required=True)
-    parser.add_argument("--controller", required=True)
-    parser.add_argument("--group", action="append", default=[], help="NAME:GPUS, once per instance group")
-    parser.add_argument("--partition", action="append", default=[], help="NAME=GROUP[,GROUP...]")
-    parser.add_argument("--state-dir", default=Paths.state_dir)
-    parser.add_argument("--gres", action="store_true", help="print gres.conf instead")
+    commands = parser.add_subparsers(dest="command", required=True)
+    render_cmd = commands.add_parser("render", help="write the controller's configuration files")
+    render_cmd.add_argument("--layout", required=True, type=Path)
+    render_cmd.add_argument("--controller", required=True, help="HOSTNAME or HOSTNAME(ADDRESS)")
+    render_cmd.add_argument("--state-dir", default=Paths.state_dir)
+    render_cmd.add_argument("--out-dir", required=True, type=Path)
+    node_cmd = commands.add_parser("node-conf", help="print a compute node's slurmd --conf line")
+    node_cmd.add_argument("--layout", required=True, type=Path)
+    node_cmd.add_argument("--group", required=True)
     args = parser.parse_args(argv)
-    if args.gres:
-        sys.stdout.write(render_gres_conf())
+    layout = Layout.from_json(args.layout.read_text(encoding="utf-8"))
+    if args.command == "node-conf":
+        print(node_conf(layout.group(args.group)))
         return 0
-    groups = [Group(name, int(gpus)) for name, _, gpus in (g.partition(":") for g in args.group)]
-    partitions = {name: members.split(",") for name, _, members in (p.partition("=") for p in args.partition)}
-    sys.stdout.write(
-        render_slurm_conf(
-            cluster=args.cluster,
-            controller=args.controller,
-            groups=groups,
-            partitions=partitions or {g.name: [g.name] for g in groups},
-            paths=Paths(state_dir=args.state_dir),
-        )
-    )
+    for name, text in render(layout, controller=args.controller, paths=Paths(state_dir=args.state_dir)).items():
+        target = args.out_dir / name
+        staged = target.with_suffix(".tmp")
+        staged.write_text(text, encoding="utf-8")
+        staged.chmod(0o600 if name == "slurmdbd.conf" else 0o644)
+        staged.replace(target)
     return 0
 
 

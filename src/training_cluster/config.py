@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import catalog
 from .errors import ConfigError, Finding, field_path, show
@@ -24,7 +24,10 @@ NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 EfaMode = Literal["auto", "on", "off"]
 CapacityType = Literal["on-demand", "reservation", "capacity-block"]
 LustreDeploymentType = Literal["SCRATCH_2", "PERSISTENT_1", "PERSISTENT_2"]
-OperatingSystem = Literal["ubuntu-22.04", "amazon-linux-2023"]
+OperatingSystem = Literal["ubuntu-22.04", "ubuntu-24.04", "amazon-linux-2023"]
+
+SLURM_OS: OperatingSystem = "ubuntu-24.04"
+"""Slurm nodes run Ubuntu 24.04, whose archive has Slurm 23.11 (dynamic nodes, configless)."""
 
 DEFAULT_THROUGHPUT_MBPS_PER_TIB: dict[str, int | None] = {
     "SCRATCH_2": None,
@@ -111,7 +114,8 @@ class InstanceGroupConfig(_Section):
     root_volume_gib: Annotated[int, Field(ge=40, le=16384)] = 500
     os: OperatingSystem = "ubuntu-22.04"
     """The operating system of the group's AMI: picks the default AMI, the root device name and
-    how the Lustre client installs."""
+    how the Lustre client installs. Default ``ubuntu-22.04``; ``ubuntu-24.04`` when the cluster
+    runs Slurm (its archive has the Slurm the nodes install)."""
     image_id: Annotated[str, Field(pattern=r"^ami-[0-9a-f]{8,17}$")] | None = None
     """Default: the Deep Learning Base OSS Nvidia Driver AMI for ``os`` (the Deep Learning Base
     Neuron AMI on Trainium and Inferentia), resolved at deploy time from its SSM public parameter."""
@@ -231,6 +235,48 @@ class ObservabilityConfig(_Section):
     """How often each node's collector scrapes its exporters."""
 
 
+SLURM_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class OrchestratorConfig(_Section):
+    """The scheduler. Omit the section for none; write it (even empty) for Slurm."""
+
+    type: Literal["slurm", "none"] = "slurm"
+    """``slurm``: a controller, optional login nodes, and every instance group as Slurm compute
+    nodes; ``none``: the instance groups alone (EKS comes later)."""
+    controller_instance_type: str = "m7i.4xlarge"
+    """The controller runs slurmctld and slurmdbd (and the accounting database with ``local``)."""
+    login_nodes: Annotated[int, Field(ge=0, le=10)] = 1
+    """Login nodes where users submit jobs; reached through SSM Session Manager."""
+    login_instance_type: str = "m7i.2xlarge"
+    accounting: Literal["local", "off"] = "local"
+    """``local``: slurmdbd and MariaDB on the controller, the database kept on the file system;
+    ``off``: no job accounting."""
+    partitions: (
+        dict[Annotated[str, Field(pattern=SLURM_NAME_PATTERN)], Annotated[list[str], Field(min_length=1)]] | None
+    ) = None
+    """Partition name -> instance group names; the first is the default partition. Default: one
+    partition per instance group, named after it."""
+    users: dict[
+        Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")], Annotated[int, Field(ge=2000, le=59999)]
+    ] = {}
+    """Cluster users and their uids, the same on every node, homes on the file system:
+    ``{alice: 2001}``. Jobs run as these users (Slurm needs a user to exist, with one uid, on every node)."""
+    containers: bool = False
+    """Install enroot and pyxis on compute nodes so jobs can run container images
+    (``srun --container-image=...``)."""
+    ssh_key_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    """An EC2 key pair for the login and controller nodes. Default: none; use Session Manager
+    (and its SSH port forwarding) instead."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.type == "slurm"
+
+    def partition_map(self, groups: list[str]) -> dict[str, list[str]]:
+        return dict(self.partitions) if self.partitions else {g: [g] for g in groups}
+
+
 class ClusterConfig(_Section):
     """A whole cluster. The key names are the user's contract."""
 
@@ -244,6 +290,25 @@ class ClusterConfig(_Section):
     storage: StorageConfig = StorageConfig()
     auto_repair: AutoRepairConfig = AutoRepairConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    orchestrator: OrchestratorConfig = OrchestratorConfig(type="none")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _slurm_os(cls, data: Any) -> Any:
+        """With Slurm, a group that does not name its ``os`` runs Ubuntu 24.04."""
+        if not isinstance(data, Mapping):
+            return data
+        orchestrator = data.get("orchestrator")
+        slurm = isinstance(orchestrator, Mapping) and orchestrator.get("type", "slurm") == "slurm"
+        groups = data.get("instance_groups")
+        if not slurm or not isinstance(groups, list):
+            return data
+        return {
+            **data,
+            "instance_groups": [
+                {**g, "os": SLURM_OS} if isinstance(g, Mapping) and "os" not in g else g for g in groups
+            ],
+        }
 
     @classmethod
     def from_dict(

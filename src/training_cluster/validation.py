@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from . import catalog
-from .config import ClusterConfig, InstanceGroupConfig, LustreConfig
+from .config import SLURM_OS, ClusterConfig, InstanceGroupConfig, LustreConfig
 from .errors import Finding
 
 RESERVATION_ID = "cr-0123456789abcdef0"
@@ -35,6 +35,7 @@ def check(config: ClusterConfig) -> list[Finding]:
         *_groups(config),
         *(_lustre(config.storage.lustre) if config.storage.lustre else ()),
         *_subnet_capacity(config),
+        *_orchestrator(config),
     ]
 
 
@@ -250,6 +251,58 @@ def lustre_ip_addresses(lustre: LustreConfig) -> int:
     return storage_servers + metadata_servers
 
 
+SLURM_RESERVED_GROUP_NAMES = ("controller", "login")
+
+
+def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
+    orchestrator = config.orchestrator
+    if not orchestrator.enabled:
+        return
+    for key in ("controller_instance_type", "login_instance_type"):
+        name = getattr(orchestrator, key)
+        info = catalog.get(name)
+        if info is None or "x86_64" not in info.architectures or info.accelerator != "none":
+            close = difflib.get_close_matches(name, catalog.instance_types(), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            yield Finding(
+                path=f"orchestrator.{key}",
+                message="must be an x86_64 CPU instance type from the catalog, such as m7i.4xlarge "
+                f"(got {name!r}{hint if info is None else ''})",
+            )
+    for i, group in enumerate(config.instance_groups):
+        if group.name in SLURM_RESERVED_GROUP_NAMES:
+            yield Finding(
+                path=f"instance_groups[{i}].name",
+                message=f"{group.name!r} is the name of the Slurm {group.name} group; "
+                f"with orchestrator slurm, groups cannot be named {' or '.join(SLURM_RESERVED_GROUP_NAMES)}",
+            )
+        if group.os != SLURM_OS:
+            yield Finding(
+                path=f"instance_groups[{i}].os",
+                message=f"Slurm nodes run {SLURM_OS} (its archive has Slurm 23.11 with dynamic nodes; Ubuntu 22.04 has "
+                f"21.08 without them and Amazon Linux 2023 has none); allowed with orchestrator slurm: {SLURM_OS} "
+                f"(got {group.os!r})",
+            )
+    names = [g.name for g in config.instance_groups]
+    for partition, members in (orchestrator.partitions or {}).items():
+        for member in members:
+            if member not in names:
+                yield Finding(
+                    path=f"orchestrator.partitions.{partition}",
+                    message=f"no instance group named {member!r}; instance groups: {', '.join(names)}",
+                )
+    if config.storage.lustre is None:
+        yield Finding(
+            path="orchestrator.type",
+            message="Slurm keeps its state, the accounting database and users' homes on the file system: "
+            "add storage.lustre, or set orchestrator.type: none",
+        )
+    uids = Counter(orchestrator.users.values())
+    for user, uid in orchestrator.users.items():
+        if uids[uid] > 1:
+            yield Finding(path=f"orchestrator.users.{user}", message=f"uid {uid} is given to more than one user")
+
+
 def group_ip_addresses(group: InstanceGroupConfig) -> int:
     """Addresses one instance of the group takes: its interfaces that carry an IP address."""
     if not group.efa_enabled:
@@ -259,6 +312,8 @@ def group_ip_addresses(group: InstanceGroupConfig) -> int:
 
 def compute_subnet_addresses_needed(config: ClusterConfig) -> int:
     fleet = sum(group_ip_addresses(g) * g.count for g in config.instance_groups)
+    if config.orchestrator.enabled:
+        fleet += 1 + config.orchestrator.login_nodes  # the controller and login nodes: one ENA interface each
     lustre = lustre_ip_addresses(config.storage.lustre) if config.storage.lustre else 0
     endpoints = (
         INTERFACE_ENDPOINTS if config.network.interface_endpoints and not config.network.uses_existing_vpc else 0

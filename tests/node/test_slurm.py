@@ -1,15 +1,18 @@
-"""A real Slurm (Debian's slurmctld, slurmd and munge) on localhost, configured by
-node/slurm/slurm_config.py: a dynamic node registers configless, a job runs, the health check
-drains the failing node with its reason, the repair hook takes it down and the job is requeued,
-the node comes back and the job finishes from its checkpoint."""
+"""A real Slurm (Debian's slurmctld, slurmd and munge) on this machine, configured by
+node/slurm/slurm_config.py as the controller renders it: two dynamic nodes register configless
+(the second in its own network namespace, as a second machine would), a job runs on both, the
+health check drains a failing node with its reason, the repair hook takes it down and deletes it,
+the job is requeued, a replacement registers, and the job finishes from its checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -22,6 +25,14 @@ from conftest import ROOT
 
 SLURM = ROOT / "node" / "slurm"
 CONTROLLER_PORT, NODE_PORT = 16817, 16818
+NAMESPACE, HOST_IP, NAMESPACE_IP = "tc-slurm", "10.231.0.1", "10.231.0.2"
+NODE_A, NODE_B, NODE_C = "i-0aaaaaaaaaaaaaaa1", "i-0bbbbbbbbbbbbbbb2", "i-0ccccccccccccccc3"
+LAYOUT = {
+    "cluster": "demo",
+    "accounting": False,
+    "groups": [{"name": "gpu", "gpus": 0, "memory_mib": 8192}],
+    "partitions": {"train": ["gpu"]},
+}
 pytestmark = pytest.mark.slow
 
 
@@ -34,16 +45,37 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def sh(*command: str) -> None:
+    subprocess.run(list(command), check=True, capture_output=True)
+
+
 class Slurm:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf")}
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.env = {**os.environ, "SLURM_CONF": str(root / "etc" / "slurm.conf")}
+        self.daemons: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, *command: str) -> None:
-        self.processes.append(
-            subprocess.Popen(list(command), env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
+    def start(self, name: str, *command: str) -> None:
+        log = (self.root / "log" / f"{name}.out").open("wb")
+        self.daemons[name] = subprocess.Popen(list(command), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_node(self, name: str, *, namespace: bool) -> None:
+        """``slurmd -Z`` as compute nodes run it: named after the instance, configless, with the
+        group's ``--conf`` line from the layout."""
+        conf = slurm_config.node_conf(slurm_config.Layout.from_json(json.dumps(LAYOUT)).group("gpu"))
+        server = f"{HOST_IP}:{CONTROLLER_PORT}"
+        # nsenter joins only the network namespace (ip netns exec would also remount /sys).
+        prefix = ["nsenter", f"--net=/run/netns/{NAMESPACE}"] if namespace else []
+        self.start(name, *prefix, "slurmd", "-D", "-Z", "-N", name, "--conf", conf, "--conf-server", server)
+        wait_for(f"{name} to register", lambda: "State=IDLE" in self.node(name))
+
+    def stop(self, name: str) -> None:
+        process = self.daemons.pop(name)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
     def run(self, *command: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -56,45 +88,62 @@ class Slurm:
     def job(self, job_id: str) -> str:
         return self.run("scontrol", "show", "job", job_id).stdout
 
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    def idle_nodes(self) -> list[str]:
+        return sorted(self.run("sinfo", "-h", "-N", "-t", "idle", "-o", "%N").stdout.split())
+
+
+def network_namespace() -> Iterator[None]:
+    """A second machine's network: a namespace joined to this one by a veth pair."""
+    subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True)
+    subprocess.run(["ip", "link", "del", "tc-veth0"], capture_output=True)
+    sh("ip", "netns", "add", NAMESPACE)
+    try:
+        sh("ip", "link", "add", "tc-veth0", "type", "veth", "peer", "name", "tc-veth1")
+        sh("ip", "link", "set", "tc-veth1", "netns", NAMESPACE)
+        sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", "tc-veth0")
+        sh("ip", "link", "set", "tc-veth0", "up")
+        inside = ["ip", "netns", "exec", NAMESPACE]
+        sh(*inside, "ip", "addr", "add", f"{NAMESPACE_IP}/24", "dev", "tc-veth1")
+        sh(*inside, "ip", "link", "set", "tc-veth1", "up")
+        sh(*inside, "ip", "link", "set", "lo", "up")
+        yield
+    finally:
+        subprocess.run(["ip", "link", "del", "tc-veth0"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True)
 
 
 @pytest.fixture
 def slurm(tmp_path: Path) -> Iterator[Slurm]:
-    for tool in ("munged", "slurmctld", "slurmd", "scontrol", "sbatch"):
+    for tool in ("munged", "slurmctld", "slurmd", "scontrol", "sbatch", "ip"):
         assert shutil.which(tool), f"{tool} comes from Debian's munge and slurm packages, which make test installs"
-    for d in ("state", "spool", "log", "run"):
+    for d in ("etc", "state", "log", "run"):
         (tmp_path / d).mkdir()
+    # Two slurmd on one file system: one spool each, under a short path (step sockets live there
+    # and a socket path has at most 108 characters).
+    spool = Path(tempfile.mkdtemp(prefix="tcs-"))
     paths = slurm_config.Paths(
         state_dir=str(tmp_path / "state"),
-        spool_dir=str(tmp_path / "spool"),
+        spool_dir=f"{spool}/%n",
         log_dir=str(tmp_path / "log"),
         run_dir=str(tmp_path / "run"),
         health_check=str(SLURM / "slurm-health-check.sh"),
     )
-    conf = slurm_config.render_slurm_conf(
-        cluster="demo",
-        controller="localhost",
-        groups=[slurm_config.Group("gpu")],
-        partitions={"train": ["gpu"]},
-        paths=paths,
-        controller_port=CONTROLLER_PORT,
-        node_port=NODE_PORT,
-        max_nodes=8,
-        user="root",
+    # The files the controller writes, rendered by the code it runs; this machine cannot delegate
+    # cgroups to slurmd, so the test turns them off.
+    layout = slurm_config.Layout.from_json(json.dumps(LAYOUT))
+    files = slurm_config.render(layout, controller=f"localhost({HOST_IP})", paths=paths, cgroups=False)
+    conf = files["slurm.conf"].replace("SlurmUser=slurm", "SlurmUser=root")
+    conf = conf.replace("SlurmctldPort=6817", f"SlurmctldPort={CONTROLLER_PORT}").replace(
+        "SlurmdPort=6818", f"SlurmdPort={NODE_PORT}"
     )
-    (tmp_path / "slurm.conf").write_text(conf.replace("CR_Core_Memory", "CR_Core"))
+    conf = conf.replace("slurmd.pid", "slurmd-%n.pid").replace("slurmd.log", "slurmd-%n.log")
+    (tmp_path / "etc" / "slurm.conf").write_text(conf)
     key = tmp_path / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     Path("/run/munge").mkdir(exist_ok=True)
+    namespace = network_namespace()
+    next(namespace)
     cluster = Slurm(tmp_path)
     subprocess.run(
         ["munged", "--force", f"--key-file={key}", f"--log-file={tmp_path / 'munged.log'}",
@@ -102,82 +151,114 @@ def slurm(tmp_path: Path) -> Iterator[Slurm]:
         check=True,
     )  # fmt: skip
     try:
-        cluster.start("slurmctld", "-D", "-f", str(tmp_path / "slurm.conf"))
+        cluster.start("slurmctld", "slurmctld", "-D", "-f", str(tmp_path / "etc" / "slurm.conf"))
         wait_for("slurmctld", lambda: cluster.run("scontrol", "ping").stdout.count("UP") == 1)
-        cluster.start(
-            "slurmd", "-D", "-Z", "-N", "node-a",
-            "--conf", slurm_config.node_conf(slurm_config.Group("gpu")),
-            "--conf-server", f"localhost:{CONTROLLER_PORT}",
-        )  # fmt: skip
-        wait_for("node-a to register", lambda: "State=IDLE" in cluster.node("node-a"))
+        cluster.start_node(NODE_A, namespace=False)
+        cluster.start_node(NODE_B, namespace=True)
         yield cluster
     finally:
-        cluster.stop()
+        for name in reversed(list(cluster.daemons)):
+            cluster.stop(name)
         pid = (tmp_path / "munged.pid").read_text().strip() if (tmp_path / "munged.pid").exists() else ""
         if pid:
             os.kill(int(pid), signal.SIGTERM)
+        namespace.close()
+        shutil.rmtree(spool, ignore_errors=True)
 
 
-def test_rendered_config(tmp_path: Path) -> None:
-    conf = slurm_config.render_slurm_conf(
-        cluster="demo",
-        controller="ip-10-0-128-5",
-        groups=[slurm_config.Group("gpu", 8), slurm_config.Group("spare", 8)],
-        partitions={"train": ["gpu", "spare"]},
+def test_rendered_config() -> None:
+    layout = slurm_config.Layout.from_json(
+        json.dumps({**LAYOUT, "accounting": True, "groups": [{"name": "gpu", "gpus": 8, "memory_mib": 2097152}]})
     )
-    assert "SlurmctldParameters=enable_configless" in conf and "JobRequeue=1" in conf
-    assert "Nodeset=gpu Feature=gpu" in conf and "PartitionName=train Nodes=gpu,spare Default=YES" in conf
-    assert slurm_config.node_conf(slurm_config.Group("gpu", 8)) == "Feature=gpu Gres=gpu:8"
+    files = slurm_config.render(layout, controller="ip-10-0-128-5(10.0.128.5)", paths=slurm_config.Paths())
+    conf = files["slurm.conf"]
+    assert "SlurmctldHost=ip-10-0-128-5(10.0.128.5)" in conf and "SlurmctldParameters=enable_configless" in conf
+    assert "JobRequeue=1" in conf and "ReturnToService=2" in conf
+    assert "Nodeset=gpu Feature=gpu" in conf and "PartitionName=train Nodes=gpu Default=YES" in conf
+    assert "AccountingStorageHost=10.0.128.5" in conf and "ProctrackType=proctrack/cgroup" in conf
+    assert "StorageType=accounting_storage/mysql" in files["slurmdbd.conf"]
+    assert files["gres.conf"] == "AutoDetect=nvml\n" and "ConstrainDevices=yes" in files["cgroup.conf"]
+    # A p5.48xlarge: 8 GPUs and its memory less the kernel's share and a system reserve.
+    assert slurm_config.node_conf(layout.group("gpu")) == "Feature=gpu Gres=gpu:8 RealMemory=1991270"
     with pytest.raises(ValueError, match="partition x names unknown instance groups: nope"):
         slurm_config.render_slurm_conf(
             cluster="d", controller="c", groups=[slurm_config.Group("gpu")], partitions={"x": ["nope"]}
         )
+    with pytest.raises(KeyError, match="no instance group 'cpu'"):
+        layout.group("cpu")
 
 
-def test_a_failed_node_drains_requeues_its_job_and_the_job_finishes(slurm: Slurm, tmp_path: Path) -> None:
-    node_info = slurm.node("node-a")
-    assert "AvailableFeatures=gpu" in node_info and "Partitions=train" in node_info
+def test_the_cli_writes_the_files_the_controller_serves(tmp_path: Path) -> None:
+    (tmp_path / "layout.json").write_text(json.dumps(LAYOUT))
+    script = str(SLURM / "slurm_config.py")
+    out = tmp_path / "etc"
+    out.mkdir()
+    subprocess.run(
+        ["python3", script, "render", "--layout", str(tmp_path / "layout.json"), "--controller", "ctl(10.0.0.9)",
+         "--state-dir", "/fsx/.slurm/demo/state", "--out-dir", str(out)],
+        check=True,
+    )  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["cgroup.conf", "gres.conf", "slurm.conf"]
+    assert "StateSaveLocation=/fsx/.slurm/demo/state" in (out / "slurm.conf").read_text()
+    line = subprocess.run(
+        ["python3", script, "node-conf", "--layout", str(tmp_path / "layout.json"), "--group", "gpu"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert line == "Feature=gpu RealMemory=6758\n"
+
+
+def test_two_dynamic_nodes_register_configless_with_their_group(slurm: Slurm) -> None:
+    for name, address in ((NODE_A, HOST_IP), (NODE_B, NAMESPACE_IP)):
+        info = slurm.node(name)
+        assert "AvailableFeatures=gpu" in info and "Partitions=train" in info and "RealMemory=6758" in info
+        assert f"NodeAddr={address} " in info  # the address it registered from: no DNS needed
+    assert slurm.idle_nodes() == [NODE_A, NODE_B]
+
+
+def test_a_failed_node_drains_requeues_and_the_job_finishes_on_its_replacement(slurm: Slurm, tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoint"
     script = tmp_path / "train.sh"
-    # A training job that checkpoints each step and, when requeued, resumes from its checkpoint.
+    # A two-node training job that checkpoints each step and, when requeued, resumes from there.
     script.write_text(
         "#!/bin/bash\n"
         f"step=$(cat {checkpoint} 2>/dev/null || echo 0)\n"
-        f'echo "start at step $step (restart ${{SLURM_RESTART_COUNT:-0}})" >> {tmp_path}/runs.log\n'
+        f'echo "start at step $step (restart ${{SLURM_RESTART_COUNT:-0}}) on $SLURM_JOB_NODELIST" >> {tmp_path}/runs.log\n'
         "while ((step < 6)); do sleep 1; step=$((step + 1)); "
         f"echo $step > {checkpoint}; done\n"
     )
     script.chmod(0o755)
     submitted = slurm.run(
-        "sbatch", "--parsable", "--requeue", "-p", "train", "-o", str(tmp_path / "job.out"), str(script)
+        "sbatch", "--parsable", "--requeue", "-N", "2", "-p", "train", "-o", str(tmp_path / "job.out"), str(script)
     )
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.strip()
     wait_for("the job to run", lambda: "JobState=RUNNING" in slurm.job(job))
     wait_for("a checkpoint", lambda: checkpoint.exists())
 
-    # The health check fails (the agent reports a missing GPU): the node drains with the reason.
+    # The health check on node B fails (the agent reports a missing GPU): B drains with the reason.
     agent = tmp_path / "agent.py"
     agent.write_text(
         'import json\nprint(json.dumps([{"check": "gpu_count", "code": None, "message": "7 of 8 GPUs visible"}]))\n'
     )
     check = slurm.run(
-        str(SLURM / "slurm-health-check.sh"), extra_env={"HEALTH_AGENT": str(agent), "SLURMD_NODENAME": "node-a"}
+        str(SLURM / "slurm-health-check.sh"), extra_env={"HEALTH_AGENT": str(agent), "SLURMD_NODENAME": NODE_B}
     )
     assert check.returncode == 1
-    assert "Reason=health: 7 of 8 GPUs visible" in slurm.node("node-a")
-    assert "DRAIN" in slurm.node("node-a")
+    assert "Reason=health: 7 of 8 GPUs visible" in slurm.node(NODE_B) and "DRAIN" in slurm.node(NODE_B)
 
-    # Auto-repair's orchestrator hook before a reboot or replacement: down, and the job is requeued.
-    down = slurm.run(str(SLURM / "slurm-drain.sh"), "node-a", "xid 79: replace")
+    # Auto-repair's hook on the controller before replacing B: down (the job is requeued), deleted.
+    down = slurm.run(str(SLURM / "slurm-drain.sh"), NODE_B, "replace", "xid 79: replace")
     assert down.returncode == 0, down.stderr
+    assert f"{NODE_B} deleted" in down.stdout
     wait_for(
         "the job to be requeued", lambda: "Restarts=1" in slurm.job(job) and "JobState=RUNNING" not in slurm.job(job)
     )
-    assert "Reason=repair: xid 79: replace" in slurm.node("node-a")
+    assert slurm.run("scontrol", "show", "node", NODE_B).returncode != 0  # no ghost left behind
+    slurm.stop(NODE_B)  # the instance is terminated
 
-    # The node is back (rebooted, or its replacement registered): the job runs again to the end.
-    slurm.run("scontrol", "update", "nodename=node-a", "state=resume")
+    # The replacement boots and registers under its own instance id: the partition is whole again.
+    slurm.start_node(NODE_C, namespace=True)
+    assert slurm.idle_nodes() == [NODE_A, NODE_C]
     # Slurm holds a requeued batch job for about two minutes (Reason=BeginTime); the test moves its
     # start to now rather than wait.
     eligible = re.search(r"EligibleTime=(\S+)", slurm.job(job))
@@ -186,20 +267,53 @@ def test_a_failed_node_drains_requeues_its_job_and_the_job_finishes(slurm: Slurm
     slurm.run("scontrol", "update", f"jobid={job}", "starttime=now")
     wait_for("the job to complete", lambda: "JobState=COMPLETED" in slurm.job(job), timeout=60)
     runs = (tmp_path / "runs.log").read_text().splitlines()
-    assert runs[0] == "start at step 0 (restart 0)"
-    assert (
-        runs[-1].startswith("start at step ")
-        and runs[-1].endswith("(restart 1)")
-        and runs[-1] != "start at step 0 (restart 1)"
-    )
+    assert runs[0] == f"start at step 0 (restart 0) on {slurm_nodelist(NODE_A, NODE_B)}"
+    assert re.fullmatch(rf"start at step [1-5] \(restart 1\) on {re.escape(slurm_nodelist(NODE_A, NODE_C))}", runs[-1])
     assert checkpoint.read_text().strip() == "6"
 
 
-def test_a_healthy_node_passes_the_check(slurm: Slurm, tmp_path: Path) -> None:
-    agent = tmp_path / "agent.py"
-    agent.write_text("print('[]')\n")
-    check = slurm.run(
-        str(SLURM / "slurm-health-check.sh"), extra_env={"HEALTH_AGENT": str(agent), "SLURMD_NODENAME": "node-a"}
-    )
-    assert check.returncode == 0, check.stderr
-    assert "State=IDLE" in slurm.node("node-a")
+def slurm_nodelist(*names: str) -> str:
+    return ",".join(sorted(names))
+
+
+def test_the_health_check_resumes_a_node_it_drained_and_nothing_else(slurm: Slurm, tmp_path: Path) -> None:
+    healthy = tmp_path / "healthy.py"
+    healthy.write_text("print('[]')\n")
+    env = {"HEALTH_AGENT": str(healthy), "SLURMD_NODENAME": NODE_A}
+    slurm.run(str(SLURM / "slurm-agent-drain.sh"), "xid 48: double-bit ECC error", extra_env=env)
+    assert "Reason=health: xid 48: double-bit ECC error" in slurm.node(NODE_A)
+    assert slurm.run(str(SLURM / "slurm-health-check.sh"), extra_env=env).returncode == 0
+    info = slurm.node(NODE_A)
+    assert "State=IDLE" in info and "DRAIN" not in info and "Reason=" not in info
+    # A node a person drained stays drained.
+    slurm.run("scontrol", "update", f"nodename={NODE_A}", "state=drain", "reason=maintenance")
+    assert slurm.run(str(SLURM / "slurm-health-check.sh"), extra_env=env).returncode == 0
+    assert "Reason=maintenance" in slurm.node(NODE_A)
+
+
+def test_the_reaper_deletes_down_nodes_whose_instances_are_gone(slurm: Slurm, tmp_path: Path) -> None:
+    for name in (NODE_A, NODE_B):
+        slurm.run("scontrol", "update", f"nodename={name}", "state=down", "reason=lost")
+    # EC2 knows only node A's instance (still running); node B's is gone.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "aws"
+    fake.write_text(f'#!/bin/bash\necho "$*" >> {tmp_path}/aws.log\nprintf "{NODE_A}\\n"\n')
+    fake.chmod(0o755)
+    reaped = slurm.run(str(SLURM / "slurm-reap.sh"), extra_env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert reaped.returncode == 0, reaped.stderr
+    assert reaped.stdout.strip() == f"deleted {NODE_B}: its instance is gone"
+    assert f"Values={NODE_A},{NODE_B}" in (tmp_path / "aws.log").read_text()
+    assert slurm.run("scontrol", "show", "node", NODE_B).returncode != 0
+    assert "Reason=lost" in slurm.node(NODE_A)
+
+
+def test_the_controller_keeps_its_jobs_across_a_restart(slurm: Slurm, tmp_path: Path) -> None:
+    held = slurm.run("sbatch", "--parsable", "--hold", "-p", "train", "--wrap", "true")
+    assert held.returncode == 0, held.stderr
+    job = held.stdout.strip()
+    slurm.stop("slurmctld")
+    slurm.start("slurmctld", "slurmctld", "-D", "-f", str(tmp_path / "etc" / "slurm.conf"))
+    wait_for("slurmctld", lambda: slurm.run("scontrol", "ping").stdout.count("UP") == 1)
+    assert "JobState=PENDING" in slurm.job(job) and "Reason=JobHeldUser" in slurm.job(job)
+    assert sorted(slurm.run("sinfo", "-h", "-N", "-o", "%N").stdout.split()) == [NODE_A, NODE_B]

@@ -15,6 +15,7 @@ counted in CloudWatch.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -29,6 +30,8 @@ from .policy import Action, most_severe
 from .report import Reporter
 from .settings import Settings
 from .signals import Failure, Signal
+
+log = logging.getLogger("training-cluster.repair")
 
 EVIDENCE_COMMANDS = [
     "journalctl -k --no-pager -n 5000 || dmesg",
@@ -62,13 +65,16 @@ class Repairer:
         self.ledger = Ledger(clients.table(settings.table_name), clock)
         self.report = Reporter(settings, clients, self.ledger, clock=clock, sleep=sleep)
         self._sizes: dict[str, int] = {}  # desired capacity per group, read once per invocation
-        # Set by an orchestrator integration (Slurm): called with (instance id, incident id).
-        self.drain_hook: Callable[[str, str], None] | None = None
+        # Set by an orchestrator integration (Slurm): called with (instance id, action, reason)
+        # before a reboot or replacement; returns what it did, for the ledger.
+        self.drain_hook: Callable[[str, Action, str], str] | None = None
+        self._reasons: dict[str, str] = {}  # incident id -> the signal's reasons, this invocation
 
     # entry points
     def new_invocation(self) -> None:
         """Forget what was read from AWS in an earlier invocation of a warm function."""
         self._sizes = {}
+        self._reasons = {}
 
     def handle(self, signals: Iterable[Signal]) -> list[Outcome]:
         """Act on signals; all of them count towards the circuit breaker before any acts."""
@@ -164,6 +170,7 @@ class Repairer:
             self.ledger.record(incident_id, "observed", **seen)
             self.report.metric("Observations", group)
             return Outcome(signal.instance_id, "observed", "observe", incident_id)
+        self._reasons[incident_id] = reasons
         if self.ledger.open_incident(signal.instance_id, incident_id, group, action, signal.boot_id):
             self.ledger.mark_unhealthy(group, signal.instance_id, True)
             self.ledger.record(incident_id, "signal", **seen)
@@ -174,6 +181,7 @@ class Repairer:
         open_id = str(state.get("incident_id", "")) or str(self.ledger.instance(signal.instance_id).get("incident_id"))
         if action == "replace" and self.ledger.escalate(signal.instance_id, open_id, "replace"):
             self.ledger.record(open_id, "decision", action="replace", signal=reasons, note="escalated from reboot")
+            self._reasons[open_id] = reasons
             return "replace", open_id
         self.ledger.record(open_id, "duplicate", source=signal.source, signal=reasons)
         return Outcome(signal.instance_id, "duplicate", action, open_id)
@@ -207,6 +215,7 @@ class Repairer:
         return self._replace(instance_id, group, incident_id)
 
     def _reboot(self, instance_id: str, group: str, incident_id: str) -> Outcome:
+        self._drain(instance_id, incident_id, "reboot")
         with_retries(self.clients.ec2.reboot_instances, sleep=self.sleep, InstanceIds=[instance_id])
         self.ledger.set_instance(instance_id, last_reboot_at=str(self.clock()))
         self.ledger.record(incident_id, "action", action="reboot")
@@ -225,7 +234,7 @@ class Repairer:
                 incident_id, "deferred", reason=f"{self.settings.max_parallel_replacements} replacement(s) in flight"
             )
             return Outcome(instance_id, "deferred", "replace", incident_id)
-        self._drain(instance_id, incident_id)
+        self._drain(instance_id, incident_id, "replace")
         self._capture_evidence(instance_id, incident_id)
         try:
             with_retries(
@@ -245,13 +254,20 @@ class Repairer:
         self.report.announce(instance_id, group, "replace", incident_id)
         return Outcome(instance_id, "replaced", "replace", incident_id)
 
-    def _drain(self, instance_id: str, incident_id: str) -> None:
-        """The orchestrator hook: take the node out of scheduling before it goes. Without an
-        orchestrator (the default until one is configured) there is nothing to drain."""
+    def _drain(self, instance_id: str, incident_id: str, action: Action) -> None:
+        """The orchestrator hook: take the node out of scheduling (its jobs back to the queue)
+        before it goes. Without an orchestrator there is nothing to drain. A hook that fails is
+        recorded and the repair goes on: a broken scheduler must not keep a failed node."""
         if self.drain_hook is None:
             return
-        self.drain_hook(instance_id, incident_id)
-        self.ledger.record(incident_id, "drained")
+        reason = f"{action}: {self._reasons.get(incident_id, 'auto-repair')}"
+        try:
+            result = self.drain_hook(instance_id, action, reason)
+        except Exception as error:  # any failure of the hook is recorded, never raised
+            log.warning("drain hook failed for %s: %s", instance_id, error)
+            self.ledger.record(incident_id, "drain", result="failed", error=str(error)[:500])
+            return
+        self.ledger.record(incident_id, "drain", result=result)
 
     def _capture_evidence(self, instance_id: str, incident_id: str) -> None:
         """Kernel log, nvidia-smi and DCGM output to S3 through SSM, waiting a bounded time."""

@@ -26,6 +26,8 @@ class Settings:
     capacity_backoff_seconds: int = 600
     evidence_wait_seconds: int = 20  # bounded: evidence never holds up a repair for long
     repeated_replacements: int = 3
+    drain_group: str | None = None  # the orchestrator controller's Auto Scaling group
+    drain_command: str | None = None  # run there before a reboot or replacement: COMMAND NODE ACTION REASON
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -44,4 +46,6 @@ class Settings:
             recurrence_window_seconds=int(env.get("RECURRENCE_WINDOW_SECONDS", "3600")),
             capacity_backoff_seconds=int(env.get("CAPACITY_BACKOFF_SECONDS", "600")),
             evidence_wait_seconds=int(env.get("EVIDENCE_WAIT_SECONDS", "20")),
+            drain_group=env.get("DRAIN_GROUP") or None,
+            drain_command=env.get("DRAIN_COMMAND") or None,
         )

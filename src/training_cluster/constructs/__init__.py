@@ -5,6 +5,7 @@ from .fleet import Fleet, FleetCapacity
 from .lustre import LustreFileSystem
 from .network import ClusterNetwork
 from .observability import Observability, ObservabilityOptions
+from .slurm import Slurm, SlurmOptions
 
 __all__ = [
     "AutoRepair",
@@ -15,4 +16,6 @@ __all__ = [
     "LustreFileSystem",
     "Observability",
     "ObservabilityOptions",
+    "Slurm",
+    "SlurmOptions",
 ]

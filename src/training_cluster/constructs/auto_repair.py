@@ -143,6 +143,13 @@ class AutoRepair(Construct):
         self.dashboard = self._dashboard(cluster_name, list(fleets))
         self.breaker_alarms = self._breaker_alarms(cluster_name, list(fleets), topic)
 
+    def set_drain_command(self, controller: Fleet, command: str) -> None:
+        """The orchestrator hook: before a reboot or replacement, run ``command NODE ACTION REASON``
+        through SSM Run Command on ``controller``'s node (Slurm: ``slurm-drain.sh``). The
+        function may send commands to cluster instances already."""
+        self.function.add_environment("DRAIN_GROUP", controller.auto_scaling_group.auto_scaling_group_name)
+        self.function.add_environment("DRAIN_COMMAND", command)
+
     def _function(
         self, cluster_name: str, asg_names: Mapping[str, str], topic: sns.ITopic, options: AutoRepairOptions
     ) -> lambda_.Function:

@@ -17,18 +17,26 @@ from .. import catalog
 from .._nag import SSM_MANAGED_POLICY, acknowledge
 from ..node_bootstrap import NodeBootstrap
 
-OperatingSystem = Literal["ubuntu-22.04", "amazon-linux-2023"]
+OperatingSystem = Literal["ubuntu-22.04", "ubuntu-24.04", "amazon-linux-2023"]
 
 DEFAULT_HEALTH_CHECK_GRACE_PERIOD = Duration.minutes(15)
-ROOT_DEVICE = {"ubuntu-22.04": "/dev/sda1", "amazon-linux-2023": "/dev/xvda"}
+ROOT_DEVICE = {"ubuntu-22.04": "/dev/sda1", "ubuntu-24.04": "/dev/sda1", "amazon-linux-2023": "/dev/xvda"}
+CPU_IMAGE_PARAMETER = {
+    "ubuntu-22.04": "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id",
+    "ubuntu-24.04": "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
+    "amazon-linux-2023": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+}
 
 
 def default_image_parameter(instance_type: str, os: OperatingSystem) -> str:
     """The SSM public parameter of the default AMI: the Deep Learning Base AMI with the OSS Nvidia
-    driver, or the Deep Learning Base Neuron AMI on Trainium and Inferentia."""
+    driver, the Deep Learning Base Neuron AMI on Trainium and Inferentia, or the distribution's
+    own image on CPU types (controller, login)."""
     info = catalog.get(instance_type)
     if info is not None and info.accelerator == "neuron":
         return f"/aws/service/neuron/dlami/base/{os}/latest/image_id"
+    if info is not None and info.accelerator == "none":
+        return CPU_IMAGE_PARAMETER[os]
     return f"/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-{os}/latest/ami-id"
 
 
@@ -107,6 +115,7 @@ class Fleet(Construct):
         role: iam.IRole | None = None,
         notification_topic: sns.ITopic | None = None,
         health_check_grace_period: Duration | None = None,
+        key_pair_name: str | None = None,
     ) -> None:
         """
         :param subnet: the compute subnet every node of the group launches into.
@@ -123,6 +132,7 @@ class Fleet(Construct):
         :param notification_topic: receives the group's launch and terminate events (and launch errors).
         :param health_check_grace_period: how long a new node may boot before EC2 health checks
             count; default 15 minutes (the bootstrap installs the Lustre client and mounts it).
+        :param key_pair_name: an EC2 key pair for SSH; default none (Session Manager).
         """
         super().__init__(scope, construct_id)
         info = catalog.get(instance_type)
@@ -174,6 +184,7 @@ class Fleet(Construct):
             role=self.role,
             user_data=ec2.UserData.custom(Lazy.string(_UserDataText(self.bootstrap))),
             require_imdsv2=True,
+            key_pair=ec2.KeyPair.from_key_pair_name(self, "KeyPair", key_pair_name) if key_pair_name else None,
             instance_metadata_tags=True,
             placement_group=self.placement_group,
             block_devices=[

@@ -14,12 +14,13 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from ..config import ClusterConfig, InstanceGroupConfig
+from ..config import SLURM_OS, ClusterConfig, InstanceGroupConfig
 from ..constructs.auto_repair import AutoRepair, AutoRepairOptions
 from ..constructs.fleet import Fleet, FleetCapacity
 from ..constructs.lustre import LustreFileSystem
 from ..constructs.network import ClusterNetwork
 from ..constructs.observability import Observability, ObservabilityOptions
+from ..constructs.slurm import Slurm, SlurmOptions
 from ..node_bootstrap import NodeBootstrap
 
 TAG_CLUSTER = "training-cluster:cluster"
@@ -72,9 +73,12 @@ class TrainingClusterStack(Stack):
             )
             self.file_system.allow_clients(self.network)
 
-        self.fleets: dict[str, Fleet] = {group.name: self._fleet(group) for group in config.instance_groups}
+        self.compute_fleets: dict[str, Fleet] = {group.name: self._fleet(group) for group in config.instance_groups}
+        self.fleets: dict[str, Fleet] = {**self.compute_fleets, **self._slurm_fleets()}
+        """Every fleet: the instance groups, and Slurm's controller and login groups."""
         self.auto_repair = self._auto_repair()
         self.observability = self._observability()
+        self.slurm = self._slurm()
         self.dashboard = self._dashboard()
         self._outputs()
 
@@ -126,7 +130,55 @@ class TrainingClusterStack(Stack):
         )
         return key, sns.Topic(self, "Events", master_key=key, enforce_ssl=True)
 
-    def _fleet(self, group: InstanceGroupConfig) -> Fleet:
+    def _slurm_fleets(self) -> dict[str, Fleet]:
+        """The controller and login groups: CPU nodes, one ENA interface, no placement group."""
+        orchestrator = self.config.orchestrator
+        if not orchestrator.enabled:
+            return {}
+        groups = [("controller", orchestrator.controller_instance_type, 1)]
+        if orchestrator.login_nodes:
+            groups.append(("login", orchestrator.login_instance_type, orchestrator.login_nodes))
+        return {
+            name: self._fleet(
+                InstanceGroupConfig(
+                    name=name,
+                    instance_type=instance_type,
+                    count=count,
+                    efa="off",
+                    placement_group=False,
+                    os=SLURM_OS,
+                    root_volume_gib=100,
+                ),
+                key_pair_name=orchestrator.ssh_key_name,
+            )
+            for name, instance_type, count in groups
+        }
+
+    def _slurm(self) -> Slurm | None:
+        orchestrator = self.config.orchestrator
+        if not orchestrator.enabled:
+            return None
+        assert self.file_system is not None  # validation requires one with Slurm
+        slurm = Slurm(
+            self,
+            "Slurm",
+            cluster_name=self.config.name,
+            controller=self.fleets["controller"],
+            login=self.fleets.get("login"),
+            compute=self.compute_fleets,
+            file_system_mount_path=self.file_system.mount_path,
+            options=SlurmOptions(
+                accounting=orchestrator.accounting == "local",
+                partitions=orchestrator.partitions,
+                users=orchestrator.users,
+                containers=orchestrator.containers,
+            ),
+        )
+        if self.auto_repair is not None:
+            self.auto_repair.set_drain_command(slurm.controller, slurm.drain_command)
+        return slurm
+
+    def _fleet(self, group: InstanceGroupConfig, *, key_pair_name: str | None = None) -> Fleet:
         bootstrap = NodeBootstrap()
         bootstrap.set("CLUSTER_NAME", self.config.name)
         bootstrap.set("INSTANCE_GROUP", group.name)
@@ -155,6 +207,7 @@ class TrainingClusterStack(Stack):
             root_volume_size_gib=group.root_volume_gib,
             bootstrap=bootstrap,
             notification_topic=self.events_topic,
+            key_pair_name=key_pair_name,
         )
         if group.lifecycle_script is not None:
             script = s3_assets.Asset(fleet, "LifecycleScript", path=str(group.lifecycle_script))
@@ -259,6 +312,14 @@ class TrainingClusterStack(Stack):
             CfnOutput(self, "RepairFunctionName", value=self.auto_repair.function.function_name)
             CfnOutput(self, "RepairLedgerTableName", value=self.auto_repair.table.table_name)
             CfnOutput(self, "EvidenceBucketName", value=self.auto_repair.evidence_bucket.bucket_name)
+        if self.slurm is not None:
+            CfnOutput(self, "SlurmMungeKeySecretArn", value=self.slurm.munge_key.secret_arn)
+            CfnOutput(
+                self,
+                "SlurmControllerAddressParameter",
+                value=self.slurm.controller_address.parameter_name,
+                description="The controller's private address, written by the controller at boot",
+            )
         if self.observability is not None:
             CfnOutput(self, "PrometheusRemoteWriteUrl", value=self.observability.remote_write_url)
             if self.observability.grafana is not None:

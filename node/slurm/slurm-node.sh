@@ -1,0 +1,270 @@
+#!/bin/bash
+# Slurm on a cluster node, by role (a bootstrap stage; safe to run again):
+#   controller  slurmctld (state on the file system), slurmdbd and MariaDB for accounting, the
+#               controller's DNS record, the ghost-node reaper; renders the configuration that
+#               compute nodes fetch (configless) with slurm_config.py
+#   compute     slurmd as a dynamic node named after the instance id, with its group's feature,
+#               GPUs and memory; Slurm's health check and the health agent's drain hook
+#   login       Slurm's commands, reading the controller's slurm.conf from the file system
+# Every role: Ubuntu's Slurm packages, the munge key from Secrets Manager, the cluster's users
+# with their homes on the file system.
+set -Eeuo pipefail
+
+: "${CLUSTER_NAME:?}" "${SLURM_ROLE:?}" "${SLURM_LAYOUT:?}" "${SLURM_CONTROLLER_PARAMETER:?}"
+: "${SLURM_MUNGE_SECRET_ARN:?}" "${FSX_MOUNT_PATH:?}"
+SLURM_DIR=${SLURM_DIR:-/opt/training-cluster/slurm}
+HOOK_DIR=${HOOK_DIR:-/opt/training-cluster/hooks}
+ETC=${SLURM_ETC_DIR:-/etc/slurm}
+MUNGE_KEY=${MUNGE_KEY:-/etc/munge/munge.key}
+SYSTEMD_DIR=${TRAINING_CLUSTER_SYSTEMD_DIR:-/etc/systemd/system}
+MYSQL_CONF_DIR=${MYSQL_CONF_DIR:-/etc/mysql/mariadb.conf.d}
+TMPFILES_DIR=${TMPFILES_DIR:-/etc/tmpfiles.d}
+INSTANCE_ID_FILE=${INSTANCE_ID_FILE:-/var/lib/cloud/data/instance-id}
+SHARED=$FSX_MOUNT_PATH/.slurm/$CLUSTER_NAME  # state, accounting database, configuration for login nodes
+HOMES=$FSX_MOUNT_PATH/home
+MYSQL_UID=850  # fixed, so that a replacement controller owns the database files on the file system
+SLURM_UID=64030  # Debian's and Ubuntu's slurm account
+
+log() { printf '%s slurm (%s): %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SLURM_ROLE" "$*"; }
+retry() {
+  local n=1
+  until "$@"; do
+    ((n < 5)) || return 1
+    sleep $((n * 5))
+    n=$((n + 1))
+  done
+}
+imds() {
+  local token
+  token=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)
+  curl -fsS -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
+}
+layout_file() {
+  local file=$SLURM_DIR/layout.json
+  printf '%s\n' "$SLURM_LAYOUT" >"$file"
+  echo "$file"
+}
+systemd_dropin() { # UNIT TEXT: a drop-in that orders UNIT after the file system and restarts it
+  mkdir -p "$SYSTEMD_DIR/$1.d"
+  printf '%s\n' "$2" >"$SYSTEMD_DIR/$1.d/training-cluster.conf"
+}
+wait_for_mount() { # the file system's systemd unit mounts it at every boot; units wait for it
+  printf '%s' "ExecStartPre=/bin/sh -c 'until mountpoint -q $FSX_MOUNT_PATH; do sleep 5; done'"
+}
+
+install_packages() {
+  export DEBIAN_FRONTEND=noninteractive
+  local packages=(munge slurm-client)
+  case $SLURM_ROLE in
+    controller)
+      packages+=(slurmctld)
+      if [[ ${SLURM_ACCOUNTING:-false} == true ]]; then
+        getent group mysql >/dev/null || groupadd --system --gid "$MYSQL_UID" mysql
+        getent passwd mysql >/dev/null ||
+          useradd --system --uid "$MYSQL_UID" --gid mysql --home-dir /nonexistent --shell /bin/false mysql
+        packages+=(slurmdbd mariadb-server)
+      fi
+      ;;
+    compute)
+      packages+=(slurmd)
+      # GPUs through NVML (gres.conf AutoDetect=nvml), where the archive has the plugin.
+      if [[ ${SLURM_GPUS:-0} != 0 ]] && apt-cache show slurm-wlm-nvml-plugin >/dev/null 2>&1; then
+        packages+=(slurm-wlm-nvml-plugin)
+      fi
+      ;;
+    login) ;;
+    *)
+      log "unknown SLURM_ROLE $SLURM_ROLE (controller, compute or login)"
+      return 1
+      ;;
+  esac
+  retry apt-get update -q
+  retry apt-get install -y -q --no-install-recommends "${packages[@]}"
+  [[ $(id -u slurm) == "$SLURM_UID" ]] || log "warning: the slurm account has uid $(id -u slurm), not $SLURM_UID"
+}
+
+install_munge_key() {
+  local key
+  key=$(retry aws secretsmanager get-secret-value --secret-id "$SLURM_MUNGE_SECRET_ARN" \
+    --query SecretString --output text)
+  [[ ${#key} -ge 32 ]] || {
+    log "the munge key from $SLURM_MUNGE_SECRET_ARN is too short"
+    return 1
+  }
+  install -d -m 0700 "$(dirname "$MUNGE_KEY")"
+  (
+    umask 077
+    printf '%s' "$key" >"$MUNGE_KEY.tmp"
+  )
+  chown munge:munge "$MUNGE_KEY.tmp"
+  chmod 0400 "$MUNGE_KEY.tmp"
+  mv -f "$MUNGE_KEY.tmp" "$MUNGE_KEY"
+  chown munge:munge "$(dirname "$MUNGE_KEY")"
+  systemctl enable munge
+  systemctl restart munge
+}
+
+create_users() { # SLURM_USERS="alice:2001 bob:2002": one uid everywhere, homes on the file system
+  local entry name uid
+  mkdir -p "$HOMES"
+  for entry in ${SLURM_USERS:-}; do
+    name=${entry%%:*}
+    uid=${entry##*:}
+    getent group "$name" >/dev/null || groupadd --gid "$uid" "$name"
+    getent passwd "$name" >/dev/null ||
+      useradd --uid "$uid" --gid "$uid" --home-dir "$HOMES/$name" --no-create-home --shell /bin/bash "$name"
+    if [[ ! -d $HOMES/$name ]]; then
+      mkdir -p "$HOMES/$name"
+      cp -rT /etc/skel "$HOMES/$name" 2>/dev/null || true
+      chown -R "$uid:$uid" "$HOMES/$name"
+      chmod 0750 "$HOMES/$name"
+    fi
+  done
+}
+
+controller() {
+  local host address layout
+  host=$(hostname -s)
+  address=$(imds local-ipv4)
+  layout=$(layout_file)
+  install -d -o slurm -g slurm "$SHARED" "$SHARED/state" "$SHARED/etc" /var/log/slurm
+  printf 'd /run/slurm 0755 slurm slurm -\n' >"$TMPFILES_DIR/training-cluster-slurm.conf"
+  install -d -o slurm -g slurm /run/slurm
+  # Nodes find the controller through an SSM parameter this controller keeps current, so a
+  # replacement controller takes over without reconfiguring any node by hand.
+  retry aws ssm put-parameter --name "$SLURM_CONTROLLER_PARAMETER" --value "$address" --type String --overwrite \
+    >/dev/null
+  python3 "$SLURM_DIR/slurm_config.py" render --layout "$layout" --controller "$host($address)" \
+    --state-dir "$SHARED/state" --out-dir "$ETC"
+  if [[ ${SLURM_CONTAINERS:-false} == true ]]; then
+    # Optional: nodes without pyxis (login, CPU groups) still start.
+    printf 'optional /usr/local/lib/slurm/spank_pyxis.so\n' >"$ETC/plugstack.conf"
+  fi
+  cp "$ETC/slurm.conf" "$SHARED/etc/slurm.conf.tmp"
+  mv -f "$SHARED/etc/slurm.conf.tmp" "$SHARED/etc/slurm.conf"
+
+  if [[ ${SLURM_ACCOUNTING:-false} == true ]]; then
+    chown slurm:slurm "$ETC/slurmdbd.conf"
+    install -d -o mysql -g mysql "$SHARED/mysql"
+    cat >"$MYSQL_CONF_DIR/99-training-cluster.cnf" <<CNF
+[mysqld]
+# The accounting database lives on the file system, so a replacement controller keeps it.
+datadir = $SHARED/mysql
+innodb_use_native_aio = 0
+innodb_buffer_pool_size = 1G
+innodb_lock_wait_timeout = 900
+CNF
+    systemd_dropin mariadb.service "[Service]
+$(wait_for_mount)
+Restart=always
+RestartSec=10"
+    if [[ ! -d $SHARED/mysql/mysql ]]; then
+      mariadb-install-db --user=mysql --datadir="$SHARED/mysql" >/dev/null
+    fi
+    systemctl daemon-reload
+    systemctl enable mariadb
+    systemctl restart mariadb
+    mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED VIA unix_socket;
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+    systemd_dropin slurmdbd.service "[Unit]
+After=mariadb.service
+[Service]
+Restart=always
+RestartSec=10"
+    systemctl daemon-reload
+    systemctl enable slurmdbd
+    systemctl restart slurmdbd
+    retry sacctmgr --immediate show cluster "$CLUSTER_NAME" --noheader --parsable2 >/dev/null
+    if [[ -z $(sacctmgr --noheader --parsable2 show cluster "$CLUSTER_NAME" format=cluster) ]]; then
+      sacctmgr --immediate add cluster "$CLUSTER_NAME"
+    fi
+  fi
+
+  systemd_dropin slurmctld.service "[Unit]
+After=training-cluster-lustre.service slurmdbd.service munge.service
+StartLimitIntervalSec=0
+[Service]
+$(wait_for_mount)
+Restart=always
+RestartSec=10"
+  cat >"$SYSTEMD_DIR/training-cluster-slurm-reap.service" <<UNIT
+[Unit]
+Description=Delete Slurm nodes whose instances are gone
+[Service]
+Type=oneshot
+ExecStart=$SLURM_DIR/slurm-reap.sh
+UNIT
+  cat >"$SYSTEMD_DIR/training-cluster-slurm-reap.timer" <<UNIT
+[Unit]
+Description=Delete Slurm nodes whose instances are gone, every 5 minutes
+[Timer]
+OnBootSec=5min
+OnUnitActiveSec=5min
+[Install]
+WantedBy=timers.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable slurmctld training-cluster-slurm-reap.timer
+  systemctl restart slurmctld
+  systemctl start training-cluster-slurm-reap.timer
+  # Registered nodes (a replacement controller's predecessor had them) get the new configuration.
+  retry scontrol ping >/dev/null
+  scontrol reconfigure
+  log "slurmctld up at $host ($address)"
+}
+
+compute() {
+  local node conf layout
+  node=$(cat "$INSTANCE_ID_FILE")
+  layout=$(layout_file)
+  conf=$(python3 "$SLURM_DIR/slurm_config.py" node-conf --layout "$layout" --group "$INSTANCE_GROUP")
+  install -d "$HOOK_DIR" /var/log/slurm /var/spool/slurmd
+  install -m 0755 "$SLURM_DIR/slurm-health-check.sh" "$HOOK_DIR/slurm-health-check"
+  install -m 0755 "$SLURM_DIR/slurm-agent-drain.sh" "$HOOK_DIR/drain"
+  printf 'd /run/slurm 0755 root root -\n' >"$TMPFILES_DIR/training-cluster-slurm.conf"
+  install -d /run/slurm
+  # Configless: slurmd fetches slurm.conf and the rest from the controller and registers this
+  # node under its instance id; slurmd-start.sh finds the controller (see controller()).
+  systemd_dropin slurmd.service "[Unit]
+ConditionPathExists=
+After=training-cluster-lustre.service munge.service
+StartLimitIntervalSec=0
+[Service]
+Environment=SLURMD_NODENAME=$node AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION
+Environment=SLURM_CONTROLLER_PARAMETER=$SLURM_CONTROLLER_PARAMETER
+Environment=\"SLURMD_CONF=$conf\"
+ExecStart=
+ExecStart=$SLURM_DIR/slurmd-start.sh
+$(wait_for_mount)
+Restart=always
+RestartSec=10"
+  if [[ ${SLURM_CONTAINERS:-false} == true ]]; then
+    bash "$SLURM_DIR/containers.sh"
+  fi
+  systemctl daemon-reload
+  systemctl enable slurmd
+  systemctl restart slurmd
+  log "slurmd up as $node ($conf)"
+}
+
+login() {
+  # Slurm's commands read the controller's configuration, shared on the file system.
+  local waited=0
+  until [[ -s $SHARED/etc/slurm.conf ]]; do
+    ((waited < ${CONTROLLER_WAIT_SECONDS:-1800})) || {
+      log "the controller has not written $SHARED/etc/slurm.conf"
+      return 1
+    }
+    sleep 10
+    waited=$((waited + 10))
+  done
+  mkdir -p "$ETC"
+  ln -sfn "$SHARED/etc/slurm.conf" "$ETC/slurm.conf"
+  log "login node ready: sinfo, sbatch and srun read $SHARED/etc/slurm.conf"
+}
+
+export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-$(imds placement/region)}
+install_packages
+install_munge_key
+create_users
+"$SLURM_ROLE"

@@ -1,0 +1,168 @@
+"""Slurm on the cluster's fleets: a controller, optional login nodes and dynamic compute nodes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from .._assets import asset_path
+from .._nag import acknowledge
+from .fleet import Fleet
+
+SLURM_DIR = "/opt/training-cluster/slurm"
+DRAIN_COMMAND = f"{SLURM_DIR}/slurm-drain.sh"
+MUNGE_KEY_LENGTH = 1024
+STAGE = f"""set -euo pipefail
+# Slurm: its scripts fetched as one asset, installed by node/slurm/slurm-node.sh for this node's role.
+mkdir -p {SLURM_DIR}
+aws s3 cp --only-show-errors "$SLURM_S3_URI" /tmp/training-cluster-slurm.zip
+python3 -m zipfile -e /tmp/training-cluster-slurm.zip {SLURM_DIR}
+chmod 0755 {SLURM_DIR}/*.sh
+bash {SLURM_DIR}/slurm-node.sh
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlurmOptions:
+    """How Slurm runs. Defaults as in the config's ``orchestrator`` section."""
+
+    accounting: bool = True
+    """slurmdbd and MariaDB on the controller, the database on the file system."""
+    partitions: Mapping[str, Sequence[str]] | None = None
+    """Partition name -> compute fleet names; the first is the default. Default: one per fleet."""
+    users: Mapping[str, int] = field(default_factory=dict)
+    """User name -> uid, created on every node with a home under ``<mount>/home``."""
+    containers: bool = False
+    """enroot and pyxis on the compute nodes."""
+
+
+class Slurm(Construct):
+    """Slurm on fleets that exist already: ``controller`` (one node), ``login`` and ``compute``.
+
+    - The munge key is generated at deploy time into Secrets Manager; every Slurm node reads it.
+    - The controller publishes its address in an SSM parameter; compute nodes read it when slurmd
+      starts, so a replaced controller is found again. Its state and accounting database live on
+      the file system, so a reboot or replacement keeps every job.
+    - Compute nodes are dynamic and configless: they register at boot under their instance id,
+      with their group as a feature and their GPUs and memory from the catalog.
+    - Login nodes read the controller's ``slurm.conf`` from the file system.
+
+    Add the fleets' other node software (health agent, metrics) before this construct: its
+    bootstrap stage runs last, so Slurm's health check finds the agent installed.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster_name: str,
+        controller: Fleet,
+        compute: Mapping[str, Fleet],
+        login: Fleet | None = None,
+        file_system_mount_path: str,
+        options: SlurmOptions = SlurmOptions(),
+    ) -> None:
+        """
+        :param controller: a fleet of one CPU node on Ubuntu 24.04.
+        :param compute: the compute fleets by instance group name (Ubuntu 24.04).
+        :param login: login nodes (Ubuntu 24.04), if any.
+        :param file_system_mount_path: where the file system is mounted on every node (its
+            bootstrap mounts it before the Slurm stage runs).
+        """
+        super().__init__(scope, construct_id)
+        if controller.count != 1:
+            raise ValueError(f"the Slurm controller fleet has one node, not {controller.count}")
+        if not compute:
+            raise ValueError("Slurm needs at least one compute fleet")
+        partitions = dict(options.partitions) if options.partitions else {name: [name] for name in compute}
+        for partition, members in partitions.items():
+            unknown = sorted(set(members) - set(compute))
+            if unknown:
+                raise ValueError(f"partition {partition} names unknown compute fleets: {', '.join(unknown)}")
+        self.controller = controller
+        self.login = login
+        self.compute = dict(compute)
+        self.layout = {
+            "cluster": cluster_name,
+            "accounting": options.accounting,
+            "groups": [
+                {"name": name, "gpus": fleet.instance_type.gpus, "memory_mib": fleet.instance_type.memory_mib}
+                for name, fleet in compute.items()
+            ],
+            "partitions": partitions,
+        }
+
+        self.munge_key = secretsmanager.Secret(
+            self,
+            "MungeKey",
+            description=f"Munge key of the Slurm cluster {cluster_name}: every Slurm node authenticates with it",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=MUNGE_KEY_LENGTH, exclude_punctuation=True
+            ),
+        )
+        acknowledge(
+            self.munge_key,
+            "SMG4",
+            "a munge key cannot rotate under a running cluster: every daemon must restart with the new key at once",
+        )
+        self.controller_address = ssm.StringParameter(
+            self,
+            "ControllerAddress",
+            parameter_name=f"/training-cluster/{cluster_name}/slurm/controller-address",
+            string_value="pending",
+            description="The Slurm controller's private address; the controller writes it at boot",
+        )
+        scripts = s3_assets.Asset(
+            self, "Scripts", path=str(asset_path("node", "slurm")), exclude=["__pycache__", "*.pyc"]
+        )
+        users = " ".join(f"{name}:{uid}" for name, uid in sorted(options.users.items()))
+        settings = {
+            "SLURM_S3_URI": scripts.s3_object_url,
+            "SLURM_LAYOUT": json.dumps(self.layout, sort_keys=True, separators=(",", ":")),
+            "SLURM_CONTROLLER_PARAMETER": self.controller_address.parameter_name,
+            "SLURM_MUNGE_SECRET_ARN": self.munge_key.secret_arn,
+            "SLURM_ACCOUNTING": str(options.accounting).lower(),
+            "SLURM_CONTAINERS": str(options.containers).lower(),
+            "SLURM_USERS": users,
+            "FSX_MOUNT_PATH": file_system_mount_path,
+        }
+        roles: list[tuple[str, Fleet]] = [("controller", controller)]
+        roles += [("login", login)] if login is not None else []
+        roles += [("compute", fleet) for fleet in compute.values()]
+        for role, fleet in roles:
+            for key, value in settings.items():
+                fleet.bootstrap.set(key, value)
+            fleet.bootstrap.set("SLURM_ROLE", role)
+            fleet.bootstrap.set("SLURM_GPUS", str(fleet.instance_type.gpus))
+            fleet.bootstrap.add_stage("slurm", STAGE)
+            self.munge_key.grant_read(fleet.role)
+            fleet.role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"], resources=[scripts.bucket.arn_for_objects(scripts.s3_object_key)]
+                )
+            )
+            if role == "compute":
+                self.controller_address.grant_read(fleet.role)
+        self.controller_address.grant_write(controller.role)
+        # The reaper asks EC2 which nodes' instances are gone; DescribeInstances takes no resource.
+        controller.role.add_to_principal_policy(iam.PolicyStatement(actions=["ec2:DescribeInstances"], resources=["*"]))
+        acknowledge(
+            controller.role,
+            "IAM5[Resource::*]",
+            "ec2:DescribeInstances (read only) does not support resource-level permissions",
+        )
+        # Every Slurm node talks to every other (slurmctld 6817, slurmd 6818, slurmdbd 6819, srun's
+        # ports): they share the cluster's security group, which allows all traffic within itself.
+
+    @property
+    def drain_command(self) -> str:
+        """What auto-repair runs on the controller before a reboot or replacement."""
+        return DRAIN_COMMAND
