@@ -15,6 +15,7 @@ from auto_repair.aws import Clients
 from auto_repair.policy import Policy
 from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
+from auto_repair.signals import AGENT_SOURCE
 
 REGION = "us-east-1"
 # One session for every test: botocore then reads each service model once, not once per mock.
@@ -141,6 +142,33 @@ def impaired(bad: list[str]) -> Callable[..., dict[str, Any]]:
         }
 
     return describe_instance_status
+
+
+def agent_event(
+    instance_id: str, *failures: dict[str, Any], state: str = "unhealthy", boot: str = "boot-1"
+) -> dict[str, Any]:
+    """An event as node/health_agent.py sends it."""
+    return {
+        "source": AGENT_SOURCE,
+        "detail-type": "Node Health Changed",
+        "detail": {
+            "cluster": "demo",
+            "instance_id": instance_id,
+            "instance_group": "gpu",
+            "boot_id": boot,
+            "state": state,
+            "failures": list(failures),
+        },
+    }
+
+
+def xid(code: int) -> dict[str, Any]:
+    return {"check": "xid", "code": str(code), "message": f"NVRM: Xid (PCI:0000:53:00): {code}, pid=1234"}
+
+
+def story(world: World, incident_id: str | None) -> list[str]:
+    assert incident_id is not None
+    return [s["step"] for s in world.repairer().ledger.story(incident_id)]
 
 
 @pytest.fixture

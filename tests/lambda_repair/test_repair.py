@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from unittest import mock
 
 import pytest
@@ -10,37 +9,10 @@ from botocore.stub import Stubber
 
 from auto_repair.aws import with_retries
 from auto_repair.policy import Policy
-from auto_repair.signals import AGENT_SOURCE, Failure, Signal, from_event
-from repair_world import SESSION, World, aws, impaired, make_world, world
+from auto_repair.signals import Failure, Signal, from_event
+from repair_world import SESSION, World, agent_event, aws, impaired, make_world, story, world, xid
 
 __all__ = ["aws", "world"]  # fixtures
-
-
-def agent_event(
-    instance_id: str, *failures: dict[str, Any], state: str = "unhealthy", boot: str = "boot-1"
-) -> dict[str, Any]:
-    """An event as node/health_agent.py sends it."""
-    return {
-        "source": AGENT_SOURCE,
-        "detail-type": "Node Health Changed",
-        "detail": {
-            "cluster": "demo",
-            "instance_id": instance_id,
-            "instance_group": "gpu",
-            "boot_id": boot,
-            "state": state,
-            "failures": list(failures),
-        },
-    }
-
-
-def xid(code: int) -> dict[str, Any]:
-    return {"check": "xid", "code": str(code), "message": f"NVRM: Xid (PCI:0000:53:00): {code}, pid=1234"}
-
-
-def story(world: World, incident_id: str | None) -> list[str]:
-    assert incident_id is not None
-    return [s["step"] for s in world.repairer().ledger.story(incident_id)]
 
 
 def test_replace_class_xid_replaces_the_node_through_its_group(world: World) -> None:
@@ -56,13 +28,41 @@ def test_replace_class_xid_replaces_the_node_through_its_group(world: World) -> 
 
 
 def test_the_orchestrator_drains_before_the_node_goes(world: World) -> None:
+    bad, rebooted = world.instances()[:2]
+    repairer = world.repairer(unhealthy_threshold_percent=50)
+    drained: list[tuple[str, str, str, str]] = []
+
+    def hook(instance: str, action: str, reason: str) -> str:
+        drained.append((instance, action, reason, world.state(instance)))
+        return "drained on i-controller"
+
+    repairer.drain_hook = hook
+    (replaced,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+    (reboot,) = repairer.handle(from_event(agent_event(rebooted, xid(62))))
+    assert (replaced.result, reboot.result) == ("replaced", "rebooted")
+    # Drained while still running, with the action and the signal's reason.
+    assert drained == [
+        (bad, "replace", "replace: xid 79: NVRM: Xid (PCI:0000:53:00): 79, pid=1234", "running"),
+        (rebooted, "reboot", "reboot: xid 62: NVRM: Xid (PCI:0000:53:00): 62, pid=1234", "running"),
+    ]
+    assert story(world, replaced.incident_id) == ["signal", "decision", "drain", "evidence", "action"]
+    assert story(world, reboot.incident_id) == ["signal", "decision", "drain", "action"]
+    (step,) = [s for s in repairer.ledger.story(replaced.incident_id) if s["step"] == "drain"]
+    assert step["result"] == "drained on i-controller"
+
+
+def test_a_failing_drain_hook_is_recorded_and_the_repair_goes_on(world: World) -> None:
     bad = world.instances()[0]
     repairer = world.repairer()
-    drained: list[tuple[str, str, str]] = []
-    repairer.drain_hook = lambda instance, incident: drained.append((instance, incident, world.state(instance)))
+
+    def broken(instance: str, action: str, reason: str) -> str:
+        raise RuntimeError("no controller in service")
+
+    repairer.drain_hook = broken
     (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
-    assert drained == [(bad, outcome.incident_id, "running")]  # drained while still running
-    assert story(world, outcome.incident_id) == ["signal", "decision", "drained", "evidence", "action"]
+    assert outcome.result == "replaced" and world.state(bad) in ("shutting-down", "terminated")
+    (step,) = [s for s in repairer.ledger.story(outcome.incident_id) if s["step"] == "drain"]
+    assert (step["result"], step["error"]) == ("failed", "no controller in service")
 
 
 def test_evidence_goes_to_s3_through_run_command(world: World) -> None:

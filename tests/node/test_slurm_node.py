@@ -1,0 +1,198 @@
+"""node/slurm/slurm-node.sh, the Slurm bootstrap stage, run under bash for each role with
+stand-ins for the package manager, AWS, systemd and the instance metadata service; and
+slurmd-start.sh finding the controller."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+SLURM = ROOT / "node" / "slurm"
+LAYOUT = {
+    "cluster": "demo",
+    "accounting": True,
+    "groups": [{"name": "gpu", "gpus": 8, "memory_mib": 2097152}],
+    "partitions": {"gpu": ["gpu"]},
+}
+MUNGE_KEY = "k" * 1024
+STAND_INS = {
+    # curl is only used for the instance metadata service here.
+    "curl": 'case "$*" in *api/token*) echo token;; *local-ipv4*) echo 10.0.128.7;; *region*) echo us-east-1;; '
+    "*) exit 22;; esac",
+    "aws": f'echo "aws $*" >>"$FAKE_LOG"; case "$*" in *get-secret-value*) printf %s "{MUNGE_KEY}";; esac',
+    "hostname": "echo ip-10-0-128-7",
+    "id": 'case "$*" in "-u slurm") echo 64030;; *) exec /usr/bin/id "$@";; esac',
+    "getent": "exit 2",
+    "sacctmgr": 'echo "sacctmgr $*" >>"$FAKE_LOG"',
+    # install -d [-o U -g G] DIR...: the directories, without owners; install -m MODE SRC DST: a copy.
+    "install": "args=(); mode=; dirs=; while (($#)); do case $1 in -d) dirs=1;; -o|-g) shift;; -m) shift; mode=$1;; "
+    '*) args+=("$1");; esac; shift; done; if [[ -n $dirs ]]; then for d in "${args[@]}"; do '
+    '[[ $d == /var/* || $d == /run/* ]] || mkdir -p "$d"; done; else cp "${args[0]}" "${args[1]}"; '
+    '[[ -z $mode ]] || chmod "$mode" "${args[1]}"; fi',
+}
+LOGGED = ("apt-get", "apt-cache", "systemctl", "chown", "groupadd", "useradd", "mariadb", "mariadb-install-db",
+          "scontrol", "bash")  # fmt: skip
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    for d in ("bin", "slurm", "hooks", "etc", "munge", "systemd", "mysql", "tmpfiles", "fsx"):
+        (tmp_path / d).mkdir()
+    for script in SLURM.iterdir():
+        if script.is_file():
+            shutil.copy(script, tmp_path / "slurm" / script.name)
+    for name, body in STAND_INS.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+    for name in LOGGED:
+        (bin_dir / name).write_text(f'#!/bin/bash\necho "{name} $*" >>"$FAKE_LOG"\n')
+    for item in bin_dir.iterdir():
+        item.chmod(0o755)
+    (tmp_path / "instance-id").write_text("i-0abc\n")
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(tmp_path / "calls.log"),
+        "CLUSTER_NAME": "demo",
+        "INSTANCE_GROUP": "gpu",
+        "SLURM_LAYOUT": json.dumps(LAYOUT),
+        "SLURM_CONTROLLER_PARAMETER": "/training-cluster/demo/slurm/controller-address",
+        "SLURM_MUNGE_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:munge",
+        "SLURM_ACCOUNTING": "true",
+        "SLURM_USERS": "alice:2001 bob:2002",
+        "SLURM_GPUS": "8",
+        "FSX_MOUNT_PATH": str(tmp_path / "fsx"),
+        "SLURM_DIR": str(tmp_path / "slurm"),
+        "HOOK_DIR": str(tmp_path / "hooks"),
+        "SLURM_ETC_DIR": str(tmp_path / "etc"),
+        "MUNGE_KEY": str(tmp_path / "munge" / "munge.key"),
+        "TRAINING_CLUSTER_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "MYSQL_CONF_DIR": str(tmp_path / "mysql"),
+        "TMPFILES_DIR": str(tmp_path / "tmpfiles"),
+        "INSTANCE_ID_FILE": str(tmp_path / "instance-id"),
+        "CONTROLLER_WAIT_SECONDS": "0",
+    }
+
+
+def run(env: dict[str, str], role: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/bin/bash", str(SLURM / "slurm-node.sh")],
+        env={**env, "SLURM_ROLE": role, **extra},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def calls(env: dict[str, str]) -> list[str]:
+    return Path(env["FAKE_LOG"]).read_text().splitlines()
+
+
+def test_the_controller_renders_slurm_publishes_its_address_and_starts(node: dict[str, str], tmp_path: Path) -> None:
+    result = run(node, "controller", SLURM_CONTAINERS="true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    fsx = tmp_path / "fsx"
+    conf = (tmp_path / "etc" / "slurm.conf").read_text()
+    assert "SlurmctldHost=ip-10-0-128-7(10.0.128.7)" in conf
+    assert f"StateSaveLocation={fsx}/.slurm/demo/state" in conf and "AccountingStorageHost=10.0.128.7" in conf
+    assert (fsx / ".slurm" / "demo" / "etc" / "slurm.conf").read_text() == conf  # for login nodes
+    assert (tmp_path / "etc" / "plugstack.conf").read_text() == "optional /usr/local/lib/slurm/spank_pyxis.so\n"
+    assert "StorageType=accounting_storage/mysql" in (tmp_path / "etc" / "slurmdbd.conf").read_text()
+    assert f"datadir = {fsx}/.slurm/demo/mysql" in (tmp_path / "mysql" / "99-training-cluster.cnf").read_text()
+    key = tmp_path / "munge" / "munge.key"
+    assert key.read_text() == MUNGE_KEY and stat.S_IMODE(key.stat().st_mode) == 0o400
+    log = calls(node)
+    assert (
+        "aws secretsmanager get-secret-value --secret-id arn:aws:secretsmanager:us-east-1:111122223333:secret:munge "
+        "--query SecretString --output text" in log
+    )
+    assert (
+        "aws ssm put-parameter --name /training-cluster/demo/slurm/controller-address --value 10.0.128.7 "
+        "--type String --overwrite" in log
+    )
+    assert any(c.startswith("apt-get install") and "slurmctld" in c and "slurmdbd" in c for c in log)
+    assert f"mariadb-install-db --user=mysql --datadir={fsx}/.slurm/demo/mysql" in log
+    assert "sacctmgr --immediate add cluster demo" in log
+    assert log.index("systemctl restart slurmdbd") < log.index("systemctl restart slurmctld")
+    assert log[-1] == "scontrol reconfigure"  # nodes of a replaced controller get its new address
+    dropin = (tmp_path / "systemd" / "slurmctld.service.d" / "training-cluster.conf").read_text()
+    assert f"until mountpoint -q {fsx}" in dropin and "Restart=always" in dropin
+    assert "OnUnitActiveSec=5min" in (tmp_path / "systemd" / "training-cluster-slurm-reap.timer").read_text()
+    assert (
+        "useradd --uid 2001 --gid 2001 --home-dir " + f"{fsx}/home/alice --no-create-home --shell /bin/bash alice"
+        in log
+    )
+    assert (fsx / "home" / "alice").is_dir() and (fsx / "home" / "bob").is_dir()
+
+
+def test_a_compute_node_runs_slurmd_as_a_dynamic_node_of_its_group(node: dict[str, str], tmp_path: Path) -> None:
+    result = run(node, "compute")
+    assert result.returncode == 0, result.stdout + result.stderr
+    dropin = (tmp_path / "systemd" / "slurmd.service.d" / "training-cluster.conf").read_text()
+    assert "Environment=SLURMD_NODENAME=i-0abc AWS_DEFAULT_REGION=us-east-1" in dropin
+    assert 'Environment="SLURMD_CONF=Feature=gpu Gres=gpu:8 RealMemory=1991270"' in dropin
+    assert f"ExecStart=\nExecStart={tmp_path}/slurm/slurmd-start.sh" in dropin
+    assert "ConditionPathExists=\n" in dropin  # configless: no local slurm.conf to wait for
+    assert os.access(tmp_path / "hooks" / "slurm-health-check", os.X_OK)
+    assert (tmp_path / "hooks" / "drain").read_text() == (SLURM / "slurm-agent-drain.sh").read_text()
+    log = calls(node)
+    assert any(c.startswith("apt-get install") and " slurmd" in c for c in log)
+    assert "systemctl restart slurmd" in log and not any("slurmctld" in c for c in log)
+    assert not (tmp_path / "etc" / "slurm.conf").exists()
+
+
+def test_a_login_node_reads_the_controllers_configuration(node: dict[str, str], tmp_path: Path) -> None:
+    assert run(node, "login").returncode == 1  # the controller has not written it yet
+    shared = tmp_path / "fsx" / ".slurm" / "demo" / "etc"
+    shared.mkdir(parents=True)
+    (shared / "slurm.conf").write_text("ClusterName=demo\n")
+    result = run(node, "login")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "etc" / "slurm.conf").resolve() == shared / "slurm.conf"
+    assert any(c.startswith("apt-get install") and c.endswith("munge slurm-client") for c in calls(node))
+
+
+def test_an_unknown_role_fails(node: dict[str, str]) -> None:
+    result = run(node, "scheduler")
+    assert result.returncode != 0 and "unknown SLURM_ROLE scheduler" in result.stdout
+
+
+def test_slurmd_waits_for_the_controller_to_publish_its_address(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # The parameter reads "pending" until the controller writes its address.
+    (bin_dir / "aws").write_text(
+        f"#!/bin/bash\nn=$(cat {tmp_path}/n 2>/dev/null || echo 0); echo $((n + 1)) > {tmp_path}/n\n"
+        "((n < 2)) && echo pending || echo 10.0.128.7\n"
+    )
+    (bin_dir / "sleep").write_text("#!/bin/bash\n")
+    (bin_dir / "slurmd").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
+    for item in bin_dir.iterdir():
+        item.chmod(0o755)
+    result = subprocess.run(
+        ["/bin/bash", str(SLURM / "slurmd-start.sh")],
+        env={
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "SLURMD": str(bin_dir / "slurmd"),
+            "SLURM_CONTROLLER_PARAMETER": "/training-cluster/demo/slurm/controller-address",
+            "SLURMD_NODENAME": "i-0abc",
+            "SLURMD_CONF": "Feature=gpu Gres=gpu:8",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "-D", "-s", "-Z", "-N", "i-0abc", "--conf-server", "10.0.128.7:6817", "--conf", "Feature=gpu Gres=gpu:8",
+    ]  # fmt: skip
+    assert result.stderr.count("waiting for the controller") == 2
