@@ -156,11 +156,45 @@ def twenty_groups() -> ClusterConfig:
     return ClusterConfig.from_dict(minimal_config(name="twenty", instance_groups=groups))
 
 
+def slurm_rds() -> ClusterConfig:
+    """Slurm in a new VPC with its accounting in RDS and every Slurm option away from its default."""
+    return ClusterConfig.from_dict(
+        minimal_config(
+            name="slurm-rds",
+            instance_groups=[
+                {"name": "gpu", "instance_type": "p5.48xlarge", "count": 2},
+                {"name": "l40s", "instance_type": "g6e.48xlarge", "count": 2},
+            ],
+            orchestrator={
+                "controller_instance_type": "m7i.8xlarge",
+                "login_nodes": 2,
+                "login_instance_type": "m7i.xlarge",
+                "accounting": "rds",
+                "accounting_instance_class": "db.r7g.large",
+                "partitions": {"train": ["gpu"], "all": ["gpu", "l40s"]},
+                "users": {"alice": 2001},
+                "containers": True,
+                "ssh_key_name": "ops",
+            },
+        )
+    )
+
+
 # Every config the gates (cfn-lint, cdk-nag) check: the examples and the test variants.
 GATED: dict[str, Callable[[], ClusterConfig]] = {
     **{p.name: (lambda p=p: ClusterConfig.from_yaml(p)) for p in EXAMPLES},  # type: ignore[misc]
     "lean.yaml": lambda: ClusterConfig.from_yaml(ROOT / "tests" / "configs" / "lean.yaml"),
     "twenty-groups": twenty_groups,
+    "slurm-rds": slurm_rds,
 }
 
-__all__ = ["EXAMPLES", "GATED", "ROOT", "Synthesized", "mask_asset_hashes", "minimal_config", "twenty_groups"]
+__all__ = [
+    "EXAMPLES",
+    "GATED",
+    "ROOT",
+    "Synthesized",
+    "mask_asset_hashes",
+    "minimal_config",
+    "slurm_rds",
+    "twenty_groups",
+]

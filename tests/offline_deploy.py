@@ -23,7 +23,9 @@ NOT_MODELED = {
     "AWS::APS::Workspace",
     "AWS::APS::RuleGroupsNamespace",
     "AWS::Grafana::Workspace",
+    "AWS::SecretsManager::Secret",
 }
+REF_IS_ARN = {"AWS::SecretsManager::Secret"}
 
 
 def _zip_folder(folder: Path) -> bytes:
@@ -62,13 +64,16 @@ def deploy(template: dict[str, Any], outdir: Path, artifact_id: str, region: str
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::KMS::Key":
             resource["Properties"].pop("Tags", None)  # moto's KMS reads CloudFormation tags under other key names
+        if resource["Type"] == "AWS::SSM::Parameter":
+            resource["Properties"].pop("Tags", None)  # a map in CloudFormation; moto's SSM wants a list
     # Resources moto does not model are left out; references to them become placeholder strings.
     # So are CDK custom resources: their Lambda functions cannot run inside moto (it needs Docker).
     left_out = {
         k for k, v in template["Resources"].items() if v["Type"] in NOT_MODELED or v["Type"].startswith("Custom::")
     }
+    original = template["Resources"]
     template["Resources"] = {k: v for k, v in template["Resources"].items() if k not in left_out}
-    template = _replace_references(template, left_out)
+    template = _replace_references(template, {k for k in left_out if original[k]["Type"] in REF_IS_ARN}, left_out)
     for resource in template["Resources"].values():
         depends = resource.get("DependsOn")
         if depends:
@@ -83,8 +88,10 @@ def deploy(template: dict[str, Any], outdir: Path, artifact_id: str, region: str
     return artifact_id
 
 
-def _replace_references(value: Any, left_out: set[str]) -> Any:
+def _replace_references(value: Any, arns: set[str], left_out: set[str]) -> Any:
     if isinstance(value, dict):
+        if value.get("Ref") in arns:  # IAM policies want an ARN's shape
+            return f"arn:aws:placeholder:us-east-1:{ACCOUNT}:{value['Ref']}"
         if value.get("Ref") in left_out:
             return f"{value['Ref']}-placeholder"
         if "Fn::GetAtt" in value and value["Fn::GetAtt"][0] in left_out:
@@ -92,7 +99,7 @@ def _replace_references(value: Any, left_out: set[str]) -> Any:
             if attribute.endswith("Arn"):  # IAM policies want an ARN's shape
                 return f"arn:aws:placeholder:us-east-1:{ACCOUNT}:{logical_id}"
             return f"{logical_id}-{attribute}-placeholder"
-        return {k: _replace_references(v, left_out) for k, v in value.items()}
+        return {k: _replace_references(v, arns, left_out) for k, v in value.items()}
     if isinstance(value, list):
-        return [_replace_references(v, left_out) for v in value]
+        return [_replace_references(v, arns, left_out) for v in value]
     return value

@@ -35,6 +35,14 @@ def with_network(**overrides: Any) -> dict[str, Any]:
     return minimal_config(network=overrides)
 
 
+def with_slurm(orchestrator: dict[str, Any], **group_overrides: Any) -> dict[str, Any]:
+    return minimal_config(
+        instance_groups=[group(**group_overrides)],
+        storage={"lustre": {}},
+        orchestrator=orchestrator,
+    )
+
+
 EXISTING = {"vpc_id": "vpc-0123456789abcdef0", "subnet_id": "subnet-0123456789abcdef0"}
 
 # (config, field path, words the message must hold)
@@ -71,7 +79,7 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "greater than or equal to 40",
     ),
     "image id": (with_group(image_id="ubuntu"), "instance_groups[0].image_id", "AMI id such as ami-"),
-    "os": (with_group(os="centos-7"), "instance_groups[0].os", "'ubuntu-22.04' or 'amazon-linux-2023'"),
+    "os": (with_group(os="centos-7"), "instance_groups[0].os", "'ubuntu-22.04', 'ubuntu-24.04' or 'amazon-linux-2023'"),
     "group name": (with_group(name="GPU"), "instance_groups[0].name", "lower case letters"),
     "vpc cidr": (with_network(vpc_cidr="10.0.0.0/33"), "network.vpc_cidr", "not an IPv4 CIDR block"),
     "vpc cidr size": (with_network(vpc_cidr="10.0.0.0/8"), "network.vpc_cidr", "between /16 and /28"),
@@ -321,6 +329,57 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "network.compute_subnet_prefix_length",
         "needs 87 (fleet with 25% headroom for replacements, file system, endpoints, 5 AWS reserves); use /25 or larger",
     ),
+    "slurm os": (
+        with_slurm({}, os="ubuntu-22.04"),
+        "instance_groups[0].os",
+        "allowed with orchestrator slurm: ubuntu-24.04 (got 'ubuntu-22.04')",
+    ),
+    "slurm group name": (
+        with_slurm({}, name="login"),
+        "instance_groups[0].name",
+        "with orchestrator slurm, groups cannot be named controller or login",
+    ),
+    "slurm partition group": (
+        with_slurm({"partitions": {"train": ["gpu", "big"]}}),
+        "orchestrator.partitions.train",
+        "no instance group named 'big'; instance groups: gpu",
+    ),
+    "slurm partition name": (
+        with_slurm({"partitions": {"Train!": ["gpu"]}}),
+        "orchestrator.partitions",
+        "key 'Train!' string should match pattern",
+    ),
+    "slurm controller type": (
+        with_slurm({"controller_instance_type": "p5.48xlarge"}),
+        "orchestrator.controller_instance_type",
+        "must be an x86_64 CPU instance type from the catalog, such as m7i.4xlarge (got 'p5.48xlarge')",
+    ),
+    "slurm controller typo": (
+        with_slurm({"controller_instance_type": "m7i.4xlarg"}),
+        "orchestrator.controller_instance_type",
+        "did you mean m7i.4xlarge",
+    ),
+    "slurm without file system": (
+        minimal_config(orchestrator={}, storage={}),
+        "orchestrator.type",
+        "add storage.lustre, or set orchestrator.type: none",
+    ),
+    "slurm accounting word": (
+        with_slurm({"accounting": "yes"}),
+        "orchestrator.accounting",
+        "'local', 'rds' or 'off' (got 'yes')",
+    ),
+    "slurm user uid": (
+        with_slurm({"users": {"alice": 1000}}),
+        "orchestrator.users.alice",
+        "greater than or equal to 2000",
+    ),
+    "slurm shared uid": (
+        with_slurm({"users": {"alice": 2001, "bob": 2001}}),
+        "orchestrator.users.bob",
+        "uid 2001 is given to more than one user",
+    ),
+    "slurm type": (with_slurm({"type": "eks"}), "orchestrator.type", "'slurm' or 'none' (got 'eks')"),
 }
 
 

@@ -21,7 +21,11 @@ def test_readme_library_example_synthesizes(tmp_path: Path, monkeypatch: pytest.
     code = code.replace("app = App()", f"app = App(outdir={str(tmp_path / 'out')!r})")
     exec(compile(code, "README.md", "exec"), {})
     assert {"demo.template.json", "pieces.template.json"} <= set(os.listdir(tmp_path / "out"))
-    assert (tmp_path / "out" / "pieces.template.json").read_text().count('"efa-only"') == 32
+    pieces = (tmp_path / "out" / "pieces.template.json").read_text()
+    assert pieces.count('"efa-only"') == 32
+    # Slurm from the pieces: the munge key, and a controller that mounts the file system first.
+    assert '"AWS::SecretsManager::Secret"' in pieces and "SLURM_ROLE='controller'" in pieces
+    assert "FSX_MOUNT_PATH='/fsx'" in pieces and "CLUSTER_NAME='pieces'" in pieces
 
 
 def test_readme_config_reference_is_a_valid_config() -> None:

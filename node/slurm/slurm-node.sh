@@ -58,7 +58,9 @@ install_packages() {
   case $SLURM_ROLE in
     controller)
       packages+=(slurmctld)
-      if [[ ${SLURM_ACCOUNTING:-false} == true ]]; then
+      if [[ ${SLURM_ACCOUNTING:-false} == true && -n ${SLURM_DATABASE_SECRET_ARN:-} ]]; then
+        packages+=(slurmdbd)  # the database is in RDS
+      elif [[ ${SLURM_ACCOUNTING:-false} == true ]]; then
         getent group mysql >/dev/null || groupadd --system --gid "$MYSQL_UID" mysql
         getent passwd mysql >/dev/null ||
           useradd --system --uid "$MYSQL_UID" --gid mysql --home-dir /nonexistent --shell /bin/false mysql
@@ -134,8 +136,18 @@ controller() {
   # replacement controller takes over without reconfiguring any node by hand.
   retry aws ssm put-parameter --name "$SLURM_CONTROLLER_PARAMETER" --value "$address" --type String --overwrite \
     >/dev/null
+  local database=()
+  if [[ -n ${SLURM_DATABASE_SECRET_ARN:-} ]]; then
+    (
+      umask 077
+      retry aws secretsmanager get-secret-value --secret-id "$SLURM_DATABASE_SECRET_ARN" \
+        --query SecretString --output text >"$SLURM_DIR/database.json"
+    )
+    database=(--database "$SLURM_DIR/database.json")
+  fi
   python3 "$SLURM_DIR/slurm_config.py" render --layout "$layout" --controller "$host($address)" \
-    --state-dir "$SHARED/state" --out-dir "$ETC"
+    --state-dir "$SHARED/state" --out-dir "$ETC" "${database[@]}"
+  rm -f "$SLURM_DIR/database.json"
   if [[ ${SLURM_CONTAINERS:-false} == true ]]; then
     # Optional: nodes without pyxis (login, CPU groups) still start.
     printf 'optional /usr/local/lib/slurm/spank_pyxis.so\n' >"$ETC/plugstack.conf"
@@ -145,6 +157,8 @@ controller() {
 
   if [[ ${SLURM_ACCOUNTING:-false} == true ]]; then
     chown slurm:slurm "$ETC/slurmdbd.conf"
+  fi
+  if [[ ${SLURM_ACCOUNTING:-false} == true && -z ${SLURM_DATABASE_SECRET_ARN:-} ]]; then
     install -d -o mysql -g mysql "$SHARED/mysql"
     cat >"$MYSQL_CONF_DIR/99-training-cluster.cnf" <<CNF
 [mysqld]
@@ -166,6 +180,8 @@ RestartSec=10"
     systemctl restart mariadb
     mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED VIA unix_socket;
 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+  fi
+  if [[ ${SLURM_ACCOUNTING:-false} == true ]]; then
     systemd_dropin slurmdbd.service "[Unit]
 After=mariadb.service
 [Service]

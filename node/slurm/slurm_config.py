@@ -173,30 +173,47 @@ def render_cgroup_conf() -> str:
     return "ConstrainCores=yes\nConstrainDevices=yes\nConstrainRAMSpace=yes\n"
 
 
-def render_slurmdbd_conf(*, paths: Paths = Paths(), user: str = "slurm", database: str = "slurm_acct_db") -> str:
-    """``slurmdbd.conf`` for MariaDB on the controller, reached over its local socket with the
-    socket's own authentication (the ``slurm`` account has no password to keep)."""
-    return (
-        "\n".join(
-            [
-                "AuthType=auth/munge",
-                f"AuthInfo=socket={paths.munge_socket}",
-                "DbdHost=localhost",
-                f"SlurmUser={user}",
-                f"PidFile={paths.run_dir}/slurmdbd.pid",
-                f"LogFile={paths.log_dir}/slurmdbd.log",
-                "StorageType=accounting_storage/mysql",
-                "StorageHost=localhost",
-                f"StorageUser={user}",
-                f"StorageLoc={database}",
-            ]
-        )
-        + "\n"
-    )
+def render_slurmdbd_conf(
+    *, paths: Paths = Paths(), user: str = "slurm", database: Mapping[str, Any] | None = None
+) -> str:
+    """``slurmdbd.conf``. Without ``database``: MariaDB on the controller, reached over its local
+    socket with the socket's own authentication (the ``slurm`` account has no password to keep).
+    With it (the RDS secret: host, port, username, password): that database."""
+    lines = [
+        "AuthType=auth/munge",
+        f"AuthInfo=socket={paths.munge_socket}",
+        "DbdHost=localhost",
+        f"SlurmUser={user}",
+        f"PidFile={paths.run_dir}/slurmdbd.pid",
+        f"LogFile={paths.log_dir}/slurmdbd.log",
+        "StorageType=accounting_storage/mysql",
+        "StorageLoc=slurm_acct_db",
+    ]
+    if database is None:
+        lines += ["StorageHost=localhost", f"StorageUser={user}"]
+    else:
+        password = str(database["password"])
+        if not password.isalnum():  # slurmdbd.conf has no quoting: '#' would start a comment
+            raise ValueError("the database password must be letters and digits")
+        lines += [
+            f"StorageHost={database['host']}",
+            f"StoragePort={database['port']}",
+            f"StorageUser={database['username']}",
+            f"StoragePass={password}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
-def render(layout: Layout, *, controller: str, paths: Paths, **options: Any) -> dict[str, str]:
-    """Every file the controller serves, by name. ``options`` go to :func:`render_slurm_conf`."""
+def render(
+    layout: Layout,
+    *,
+    controller: str,
+    paths: Paths,
+    database: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, str]:
+    """Every file the controller serves (and ``slurmdbd.conf``), by name. ``database``: see
+    :func:`render_slurmdbd_conf`; ``options`` go to :func:`render_slurm_conf`."""
     files = {
         "slurm.conf": render_slurm_conf(
             cluster=layout.cluster,
@@ -211,7 +228,7 @@ def render(layout: Layout, *, controller: str, paths: Paths, **options: Any) -> 
         "cgroup.conf": render_cgroup_conf(),
     }
     if layout.accounting:
-        files["slurmdbd.conf"] = render_slurmdbd_conf(paths=paths)
+        files["slurmdbd.conf"] = render_slurmdbd_conf(paths=paths, database=database)
     return files
 
 
@@ -229,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     render_cmd.add_argument("--controller", required=True, help="HOSTNAME or HOSTNAME(ADDRESS)")
     render_cmd.add_argument("--state-dir", default=Paths.state_dir)
     render_cmd.add_argument("--out-dir", required=True, type=Path)
+    render_cmd.add_argument("--database", type=Path, help="the accounting database's secret (JSON), if remote")
     node_cmd = commands.add_parser("node-conf", help="print a compute node's slurmd --conf line")
     node_cmd.add_argument("--layout", required=True, type=Path)
     node_cmd.add_argument("--group", required=True)
@@ -237,9 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "node-conf":
         print(node_conf(layout.group(args.group)))
         return 0
-    for name, text in render(layout, controller=args.controller, paths=Paths(state_dir=args.state_dir)).items():
+    database = json.loads(args.database.read_text(encoding="utf-8")) if args.database else None
+    paths = Paths(state_dir=args.state_dir)
+    for name, text in render(layout, controller=args.controller, paths=paths, database=database).items():
         target = args.out_dir / name
         staged = target.with_suffix(".tmp")
+        staged.touch(mode=0o600)
         staged.write_text(text, encoding="utf-8")
         staged.chmod(0o600 if name == "slurmdbd.conf" else 0o644)
         staged.replace(target)

@@ -62,6 +62,11 @@ class NetworkConfig(_Section):
     """Interface endpoints for SSM and CloudWatch in a new VPC, so nodes reach them privately."""
     flow_logs: bool = True
     """VPC flow logs to CloudWatch Logs for a new VPC."""
+    database_subnet_ids: (
+        Annotated[list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]], Field(min_length=2)] | None
+    ) = None
+    """Subnets in two or more zones of your VPC for the Slurm accounting database
+    (``orchestrator.accounting: rds``). A new VPC gets two small isolated subnets of its own."""
 
     @field_validator("vpc_cidr", "subnet_cidr")
     @classmethod
@@ -249,9 +254,12 @@ class OrchestratorConfig(_Section):
     login_nodes: Annotated[int, Field(ge=0, le=10)] = 1
     """Login nodes where users submit jobs; reached through SSM Session Manager."""
     login_instance_type: str = "m7i.2xlarge"
-    accounting: Literal["local", "off"] = "local"
+    accounting: Literal["local", "rds", "off"] = "local"
     """``local``: slurmdbd and MariaDB on the controller, the database kept on the file system;
-    ``off``: no job accounting."""
+    ``rds``: slurmdbd on the controller, the database in Amazon RDS for MariaDB (in two small
+    subnets of a new VPC, or ``network.database_subnet_ids``); ``off``: no job accounting."""
+    accounting_instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = "db.t4g.medium"
+    """The RDS instance class with ``accounting: rds``."""
     partitions: (
         dict[Annotated[str, Field(pattern=SLURM_NAME_PATTERN)], Annotated[list[str], Field(min_length=1)]] | None
     ) = None
@@ -404,4 +412,5 @@ _PATTERN_HINTS = {
     "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     r"^[^@\s]+@[^@\s]+\.[^@\s]+$": "must be an e-mail address such as ops@example.com",
     r"^\d{1,3}$": "must be an XID number such as 79",
+    r"^db\.[a-z0-9]+\.[a-z0-9]+$": "must be an RDS instance class such as db.t4g.medium",
 }

@@ -46,6 +46,11 @@ class NodeBootstrap:
             raise ValueError(f"setting {key} must not contain quotes or newlines, got {value!r}")
         self._environment[key] = value
 
+    def set_default(self, key: str, value: str) -> None:
+        """Add a setting unless it is set already."""
+        if key not in self._environment:
+            self.set(key, value)
+
     def add_stage(self, name: str, script: str) -> None:
         """Add node software: a bash script run as root at boot, which must be safe to run twice."""
         if not _STAGE.match(name):

@@ -256,6 +256,11 @@ SLURM_RESERVED_GROUP_NAMES = ("controller", "login")
 
 def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
     orchestrator = config.orchestrator
+    if config.network.database_subnet_ids and not (orchestrator.enabled and orchestrator.accounting == "rds"):
+        yield Finding(
+            path="network.database_subnet_ids",
+            message="only used by the Slurm accounting database: set orchestrator.accounting: rds, or remove it",
+        )
     if not orchestrator.enabled:
         return
     for key in ("controller_instance_type", "login_instance_type"):
@@ -297,6 +302,19 @@ def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
             message="Slurm keeps its state, the accounting database and users' homes on the file system: "
             "add storage.lustre, or set orchestrator.type: none",
         )
+    if orchestrator.accounting == "rds":
+        if config.network.uses_existing_vpc and not config.network.database_subnet_ids:
+            yield Finding(
+                path="network.database_subnet_ids",
+                message="required with orchestrator.accounting: rds in your own VPC: two or more subnets in "
+                "different zones for the database",
+            )
+        elif not config.network.uses_existing_vpc and len(catalog.availability_zones(config.region)) < 2:
+            yield Finding(
+                path="orchestrator.accounting",
+                message=f"rds needs a second availability zone and the catalog knows none for {config.region}; "
+                "use local or off",
+            )
     uids = Counter(orchestrator.users.values())
     for user, uid in orchestrator.users.items():
         if uids[uid] > 1:

@@ -81,9 +81,16 @@ def test_function(default_cluster: Synthesized) -> None:
         "true",
     )
     asg = default_cluster.stack.resolve(default_cluster.stack.fleets["gpu"].auto_scaling_group.auto_scaling_group_name)
-    assert (
-        asg in env["AUTO_SCALING_GROUPS"]["Fn::Join"][1] and '":"gpu"}' in env["AUTO_SCALING_GROUPS"]["Fn::Join"][1][-1]
-    )
+    parts = env["AUTO_SCALING_GROUPS"]["Fn::Join"][1]
+    assert parts[parts.index(asg) + 1].startswith('":"gpu"')  # ASG name -> instance group
+    for name in ("controller", "login"):  # Slurm's groups are repaired like any other
+        other = default_cluster.stack.resolve(
+            default_cluster.stack.fleets[name].auto_scaling_group.auto_scaling_group_name
+        )
+        assert parts[parts.index(other) + 1].startswith(f'":"{name}"')
+    assert env["DRAIN_COMMAND"] == "/opt/training-cluster/slurm/slurm-drain.sh"
+    controller = default_cluster.stack.fleets["controller"].auto_scaling_group.auto_scaling_group_name
+    assert env["DRAIN_GROUP"] == default_cluster.stack.resolve(controller)
 
 
 def test_settings_from_the_config_reach_the_function_and_agent(tuned: Synthesized) -> None:
@@ -156,7 +163,8 @@ def test_reboot_and_run_command_only_on_this_clusters_instances(default_cluster:
         assert send.get("Condition") == tagged or "document/AWS-RunShellScript" in json.dumps(send["Resource"])
     (terminate,) = having("autoscaling:TerminateInstanceInAutoScalingGroup")
     asg = default_cluster.stack.resolve(default_cluster.stack.fleets["gpu"].auto_scaling_group.auto_scaling_group_name)
-    assert asg in terminate["Resource"]["Fn::Join"][1]
+    assert any(asg in resource["Fn::Join"][1] for resource in terminate["Resource"])
+    assert len(terminate["Resource"]) == len(default_cluster.stack.fleets)  # each group's own ASG, no wildcard
 
 
 def test_agent_settings_come_from_the_catalog(default_cluster: Synthesized, synth: Callable[..., Synthesized]) -> None:

@@ -108,13 +108,16 @@ def default_image(sy: Synthesized, group: str) -> str:
 def test_default_images_resolve_from_ssm_public_parameters(
     default_cluster: Synthesized, trn2: Synthesized, lean: Synthesized
 ) -> None:
+    # The default cluster runs Slurm: Ubuntu 24.04 unless a group names its os.
     assert default_image(default_cluster, "gpu") == (
-        "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+        "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"
+    )
+    assert default_image(default_cluster, "controller") == (
+        "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
     )
     assert default_image(trn2, "trainium") == "/aws/service/neuron/dlami/base/ubuntu-22.04/latest/image_id"
-    assert default_image(lean, "controller") == (
-        "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
-    )
+    # CPU groups get the distribution's own image, not the GPU one.
+    assert default_image(lean, "controller") == "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
     assert launch_data(lean, "l40s")["ImageId"] == "ami-0123456789abcdef0"
 
 
@@ -174,7 +177,7 @@ def test_nodes_can_use_session_manager(default_cluster: Synthesized) -> None:
 def test_user_data_writes_settings_and_runs_the_bootstrap(default_cluster: Synthesized) -> None:
     text = user_data(default_cluster, "gpu")
     assert text.startswith("#!/bin/bash\n")
-    assert "CLUSTER_NAME='demo'\n" in text and "INSTANCE_GROUP='gpu'\n" in text and "NODE_OS='ubuntu-22.04'\n" in text
+    assert "CLUSTER_NAME='demo'\n" in text and "INSTANCE_GROUP='gpu'\n" in text and "NODE_OS='ubuntu-24.04'\n" in text
     assert "FSX_DNS_NAME='<ref>.fsx.us-east-1.<ref>'\n" in text
     assert "FSX_MOUNT_NAME='<ref>'\n" in text and "FSX_MOUNT_PATH='/fsx'\n" in text
     bootstrap = (ROOT / "node" / "bootstrap.sh").read_text()

@@ -162,7 +162,7 @@ def _shellcheck(path: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "script",
-    [*sorted((ROOT / "node").glob("*.sh")), *sorted((ROOT / "examples").rglob("*.sh"))],
+    [*sorted((ROOT / "node").rglob("*.sh")), *sorted((ROOT / "examples").rglob("*.sh"))],
     ids=lambda p: p.name,
 )
 def test_scripts_pass_shellcheck(script: Path) -> None:
@@ -170,9 +170,12 @@ def test_scripts_pass_shellcheck(script: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_rendered_user_data_passes_shellcheck(default_cluster: Synthesized, tmp_path: Path) -> None:
-    data = next(iter(default_cluster.resources("AWS::EC2::LaunchTemplate").values()))["Properties"][
-        "LaunchTemplateData"
+@pytest.mark.parametrize("group", ["gpu", "controller", "login"])
+def test_rendered_user_data_passes_shellcheck(default_cluster: Synthesized, tmp_path: Path, group: str) -> None:
+    """Every role's user data (compute, Slurm controller, login), stages and all."""
+    templates = default_cluster.resources_of(default_cluster.stack.fleets[group])
+    (data,) = [
+        r["Properties"]["LaunchTemplateData"] for r in templates.values() if r["Type"] == "AWS::EC2::LaunchTemplate"
     ]
     parts = data["UserData"]["Fn::Base64"]["Fn::Join"][1]
     script = tmp_path / "user-data.sh"

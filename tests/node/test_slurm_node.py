@@ -27,7 +27,8 @@ STAND_INS = {
     # curl is only used for the instance metadata service here.
     "curl": 'case "$*" in *api/token*) echo token;; *local-ipv4*) echo 10.0.128.7;; *region*) echo us-east-1;; '
     "*) exit 22;; esac",
-    "aws": f'echo "aws $*" >>"$FAKE_LOG"; case "$*" in *get-secret-value*) printf %s "{MUNGE_KEY}";; esac',
+    "aws": f'echo "aws $*" >>"$FAKE_LOG"; case "$*" in *secret:database*) printf %s "$FAKE_DATABASE";; '
+    f'*get-secret-value*) printf %s "{MUNGE_KEY}";; esac',
     "hostname": "echo ip-10-0-128-7",
     "id": 'case "$*" in "-u slurm") echo 64030;; *) exec /usr/bin/id "$@";; esac',
     "getent": "exit 2",
@@ -131,6 +132,30 @@ def test_the_controller_renders_slurm_publishes_its_address_and_starts(node: dic
         in log
     )
     assert (fsx / "home" / "alice").is_dir() and (fsx / "home" / "bob").is_dir()
+
+
+def test_a_controller_with_rds_accounting_uses_the_database_secret(node: dict[str, str], tmp_path: Path) -> None:
+    database = {"host": "db.abc.us-east-1.rds.amazonaws.com", "port": 3306, "username": "slurm", "password": "S3cr3t"}
+    result = run(
+        node,
+        "controller",
+        SLURM_DATABASE_SECRET_ARN="arn:aws:secretsmanager:us-east-1:111122223333:secret:database",
+        FAKE_DATABASE=json.dumps(database),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    dbd = (tmp_path / "etc" / "slurmdbd.conf").read_text()
+    assert (
+        "StorageHost=db.abc.us-east-1.rds.amazonaws.com\nStoragePort=3306\nStorageUser=slurm\nStoragePass=S3cr3t" in dbd
+    )
+    assert stat.S_IMODE((tmp_path / "etc" / "slurmdbd.conf").stat().st_mode) == 0o600
+    assert not (tmp_path / "slurm" / "database.json").exists()  # the password stays in slurmdbd.conf only
+    log = calls(node)
+    (install,) = [c for c in log if c.startswith("apt-get install")]
+    assert "slurmdbd" in install and "mariadb-server" not in install
+    assert (
+        not any(c.startswith("mariadb") for c in log) and not (tmp_path / "mysql" / "99-training-cluster.cnf").exists()
+    )
+    assert log.index("systemctl restart slurmdbd") < log.index("systemctl restart slurmctld")
 
 
 def test_a_compute_node_runs_slurmd_as_a_dynamic_node_of_its_group(node: dict[str, str], tmp_path: Path) -> None:

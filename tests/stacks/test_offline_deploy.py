@@ -48,23 +48,30 @@ def test_fleets_launch_their_count_in_the_compute_subnet(
         g["AutoScalingGroupName"]: g
         for g in boto3.client("autoscaling", region_name=region).describe_auto_scaling_groups()["AutoScalingGroups"]
     }
-    for group in sy.config.instance_groups:
+    # The instance groups, and Slurm's controller and login groups where the cluster runs Slurm.
+    assert set(sy.stack.fleets) >= {g.name for g in sy.config.instance_groups}
+    for name, fleet in sy.stack.fleets.items():
         (asg_id,) = [
             k
-            for k in sy.logical_ids(sy.stack.fleets[group.name])
+            for k in sy.logical_ids(fleet)
             if sy.template_json["Resources"][k]["Type"] == "AWS::AutoScaling::AutoScalingGroup"
         ]
         asg = groups[resources[asg_id]["PhysicalResourceId"]]
-        assert len(asg["Instances"]) == group.count
+        assert len(asg["Instances"]) == fleet.count, name
         ids = [i["InstanceId"] for i in asg["Instances"]]
         instances = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
-        assert {(i["InstanceType"], i["SubnetId"]) for i in instances} == {(group.instance_type, subnet["SubnetId"])}
+        expected = {(fleet.instance_type.name, subnet["SubnetId"])}
+        assert {(i["InstanceType"], i["SubnetId"]) for i in instances} == expected
 
 
 def test_launch_template_keeps_the_efa_layout(aws: None, default_cluster: Synthesized) -> None:
     resources = create(default_cluster)
     ec2 = boto3.client("ec2", region_name="us-east-1")
-    (lt_id,) = [k for k, v in default_cluster.resources("AWS::EC2::LaunchTemplate").items()]
+    (lt_id,) = [
+        k
+        for k in default_cluster.logical_ids(default_cluster.stack.fleets["gpu"])
+        if default_cluster.template_json["Resources"][k]["Type"] == "AWS::EC2::LaunchTemplate"
+    ]
     versions = ec2.describe_launch_template_versions(LaunchTemplateId=resources[lt_id]["PhysicalResourceId"])
     interfaces = versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]["NetworkInterfaces"]
     assert len(interfaces) == 33

@@ -141,7 +141,10 @@ class AutoRepair(Construct):
         for name, fleet in fleets.items():
             self._install_agent(cluster_name, name, fleet, agent, options, transient, lustre_mount_path)
         self.dashboard = self._dashboard(cluster_name, list(fleets))
-        self.breaker_alarms = self._breaker_alarms(cluster_name, list(fleets), topic)
+        # A group of one node cannot trip the breaker (it needs more than one unhealthy node).
+        self.breaker_alarms = self._breaker_alarms(
+            cluster_name, [name for name, fleet in fleets.items() if fleet.count > 1], topic
+        )
 
     def set_drain_command(self, controller: Fleet, command: str) -> None:
         """The orchestrator hook: before a reboot or replacement, run ``command NODE ACTION REASON``

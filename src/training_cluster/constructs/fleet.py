@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import jsii
-from aws_cdk import Duration, IStableStringProducer, Lazy
+from aws_cdk import Duration, IStableStringProducer, Lazy, Stack
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -148,6 +148,11 @@ class Fleet(Construct):
         self.interfaces = info.efa_layout() if self.efa_enabled else info.efa_layout()[:1]
         self._connections = ec2.Connections(security_groups=[security_group])
         self.bootstrap = bootstrap or NodeBootstrap()
+        # What the bootstrap script needs, where the caller has not said: the stack's name as the
+        # cluster's, the construct id as the group's, and the AMI's operating system.
+        self.bootstrap.set_default("CLUSTER_NAME", Stack.of(self).stack_name)
+        self.bootstrap.set_default("INSTANCE_GROUP", construct_id.lower())
+        self.bootstrap.set_default("NODE_OS", os)
 
         if role is None:
             role = iam.Role(

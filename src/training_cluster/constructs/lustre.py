@@ -12,6 +12,8 @@ from aws_cdk import aws_fsx as fsx
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from ..node_bootstrap import NodeBootstrap
+
 LUSTRE_PORTS = (ec2.Port.tcp(988), ec2.Port.tcp_range(1018, 1023))
 
 _DEPLOYMENT_TYPES = {
@@ -165,3 +167,10 @@ class LustreFileSystem(Construct):
         for port in LUSTRE_PORTS:
             self.connections.allow_from(clients, port, "Lustre clients")
             clients.connections.allow_from(self.resource, port, "Lustre servers")
+
+    def mount_on(self, bootstrap: NodeBootstrap) -> None:
+        """Mount the file system at ``mount_path`` on the nodes that run ``bootstrap`` (a fleet's
+        ``bootstrap``): its first stages install the client and mount it before node software."""
+        bootstrap.set("FSX_DNS_NAME", self.dns_name)
+        bootstrap.set("FSX_MOUNT_NAME", self.mount_name)
+        bootstrap.set("FSX_MOUNT_PATH", self.mount_path)

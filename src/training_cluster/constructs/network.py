@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
+
 import jsii
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
@@ -54,6 +57,7 @@ class ClusterNetwork(Construct):
         if (vpc is None) != (compute_subnet is None):
             raise ValueError("give both vpc and compute_subnet to use your own network, or neither")
         self.availability_zone = availability_zone
+        self._vpc_cidr = None if vpc is not None else vpc_cidr
         if vpc is not None and compute_subnet is not None:
             self.vpc: ec2.IVpc = vpc
             self.compute_subnet: ec2.ISubnet = compute_subnet
@@ -83,6 +87,35 @@ class ClusterNetwork(Construct):
     @property
     def compute_subnets(self) -> ec2.SubnetSelection:
         return ec2.SubnetSelection(subnets=[self.compute_subnet])
+
+    def add_database_subnets(self, availability_zones: Sequence[str], *, prefix_length: int = 27) -> list[ec2.ISubnet]:
+        """Small isolated subnets in a new VPC, one per zone, for a database (RDS wants a subnet
+        group in two zones). Their blocks are the first free ones of the VPC's range, next to
+        the subnets the VPC has: the same config always gives the same blocks."""
+        if self._vpc_cidr is None:
+            raise ValueError("database subnets are created in a new VPC only; pass your own subnets instead")
+        taken = [ipaddress.IPv4Network(s.ipv4_cidr_block) for s in self.vpc.public_subnets + self.vpc.private_subnets]
+        free = (
+            block
+            for block in ipaddress.IPv4Network(self._vpc_cidr).subnets(new_prefix=prefix_length)
+            if not any(block.overlaps(t) for t in taken)
+        )
+        subnets: list[ec2.ISubnet] = []
+        for index, zone in enumerate(availability_zones, start=1):
+            block = next(free, None)
+            if block is None:
+                raise ValueError(f"no free /{prefix_length} left in {self._vpc_cidr} for the database subnets")
+            subnets.append(
+                ec2.Subnet(
+                    self,
+                    f"DatabaseSubnet{index}",
+                    vpc_id=self.vpc.vpc_id,
+                    availability_zone=zone,
+                    cidr_block=str(block),
+                    map_public_ip_on_launch=False,
+                )
+            )
+        return subnets
 
     def _create_vpc(self, cidr: str, prefix_length: int, flow_logs: bool) -> tuple[ec2.IVpc, ec2.ISubnet]:
         vpc = ec2.Vpc(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
@@ -43,6 +47,66 @@ class SlurmOptions:
     """enroot and pyxis on the compute nodes."""
 
 
+class SlurmAccountingDatabase(Construct):
+    """Amazon RDS for MariaDB for slurmdbd: encrypted, backed up for a week, snapshotted when
+    deleted, reachable on its port from ``clients`` only. The credentials are generated into
+    Secrets Manager (letters and digits: ``slurmdbd.conf`` has no quoting)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnets: Sequence[ec2.ISubnet],
+        clients: ec2.IConnectable,
+        instance_class: str = "db.t4g.medium",
+    ) -> None:
+        super().__init__(scope, construct_id)
+        parameters = rds.ParameterGroup(
+            self,
+            "Parameters",
+            engine=ENGINE,
+            description="Slurm accounting: long lock waits for large purges, as SchedMD recommends",
+            parameters={"innodb_lock_wait_timeout": "900"},
+        )
+        self.instance = rds.DatabaseInstance(
+            self,
+            "Instance",
+            engine=ENGINE,
+            instance_type=ec2.InstanceType(instance_class.removeprefix("db.")),
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnets=list(subnets)),
+            credentials=rds.Credentials.from_generated_secret("slurm", exclude_characters=string.punctuation),
+            parameter_group=parameters,
+            allocated_storage=20,
+            max_allocated_storage=200,
+            storage_type=rds.StorageType.GP3,
+            storage_encrypted=True,
+            multi_az=False,
+            backup_retention=Duration.days(7),
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.SNAPSHOT,
+            cloudwatch_logs_exports=["error"],
+            auto_minor_version_upgrade=True,
+        )
+        self.instance.connections.allow_default_port_from(clients, "slurmdbd on the controller")
+        secret = self.instance.secret
+        assert secret is not None  # from_generated_secret
+        self.secret = secret
+        for rule, reason in (
+            ("RDS3", "job accounting tolerates a short outage: slurmctld keeps records until slurmdbd is back"),
+            ("RDS11", "the standard port, reachable from the cluster's nodes only"),
+            ("IAM4", "RDS' enhanced monitoring is off; no managed policy is used"),
+            ("SMG4", "slurmdbd reads the password once at start: rotation would cut it off until restarted"),
+        ):
+            acknowledge(self, rule, reason)
+
+
+# MariaDB 10.11 (long-term support), the newest release this CDK version knows; minor upgrades are automatic.
+ENGINE = rds.DatabaseInstanceEngine.maria_db(version=rds.MariaDbEngineVersion.VER_10_11_16)
+
+
 class Slurm(Construct):
     """Slurm on fleets that exist already: ``controller`` (one node), ``login`` and ``compute``.
 
@@ -68,6 +132,7 @@ class Slurm(Construct):
         compute: Mapping[str, Fleet],
         login: Fleet | None = None,
         file_system_mount_path: str,
+        accounting_database: SlurmAccountingDatabase | None = None,
         options: SlurmOptions = SlurmOptions(),
     ) -> None:
         """
@@ -76,6 +141,8 @@ class Slurm(Construct):
         :param login: login nodes (Ubuntu 24.04), if any.
         :param file_system_mount_path: where the file system is mounted on every node (its
             bootstrap mounts it before the Slurm stage runs).
+        :param accounting_database: with ``options.accounting``, the database slurmdbd uses;
+            default: MariaDB on the controller, its files on the file system.
         """
         super().__init__(scope, construct_id)
         if controller.count != 1:
@@ -134,6 +201,14 @@ class Slurm(Construct):
             "SLURM_USERS": users,
             "FSX_MOUNT_PATH": file_system_mount_path,
         }
+        if accounting_database is not None:
+            if not options.accounting:
+                raise ValueError("an accounting database is given but options.accounting is off")
+            accounting_database.secret.grant_read(controller.role)
+            settings_controller = {"SLURM_DATABASE_SECRET_ARN": accounting_database.secret.secret_arn}
+        else:
+            settings_controller = {}
+        self.accounting_database = accounting_database
         roles: list[tuple[str, Fleet]] = [("controller", controller)]
         roles += [("login", login)] if login is not None else []
         roles += [("compute", fleet) for fleet in compute.values()]
@@ -151,6 +226,8 @@ class Slurm(Construct):
             )
             if role == "compute":
                 self.controller_address.grant_read(fleet.role)
+        for key, value in settings_controller.items():
+            controller.bootstrap.set(key, value)
         self.controller_address.grant_write(controller.role)
         # The reaper asks EC2 which nodes' instances are gone; DescribeInstances takes no resource.
         controller.role.add_to_principal_policy(iam.PolicyStatement(actions=["ec2:DescribeInstances"], resources=["*"]))

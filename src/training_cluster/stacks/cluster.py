@@ -14,13 +14,14 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from .. import catalog
 from ..config import SLURM_OS, ClusterConfig, InstanceGroupConfig
 from ..constructs.auto_repair import AutoRepair, AutoRepairOptions
 from ..constructs.fleet import Fleet, FleetCapacity
 from ..constructs.lustre import LustreFileSystem
 from ..constructs.network import ClusterNetwork
 from ..constructs.observability import Observability, ObservabilityOptions
-from ..constructs.slurm import Slurm, SlurmOptions
+from ..constructs.slurm import Slurm, SlurmAccountingDatabase, SlurmOptions
 from ..node_bootstrap import NodeBootstrap
 
 TAG_CLUSTER = "training-cluster:cluster"
@@ -167,8 +168,9 @@ class TrainingClusterStack(Stack):
             login=self.fleets.get("login"),
             compute=self.compute_fleets,
             file_system_mount_path=self.file_system.mount_path,
+            accounting_database=self._accounting_database(),
             options=SlurmOptions(
-                accounting=orchestrator.accounting == "local",
+                accounting=orchestrator.accounting != "off",
                 partitions=orchestrator.partitions,
                 users=orchestrator.users,
                 containers=orchestrator.containers,
@@ -178,15 +180,45 @@ class TrainingClusterStack(Stack):
             self.auto_repair.set_drain_command(slurm.controller, slurm.drain_command)
         return slurm
 
+    def _accounting_database(self) -> SlurmAccountingDatabase | None:
+        """RDS for slurmdbd with ``accounting: rds``: in two small subnets of a new VPC (the
+        cluster's zone and the region's next one), or in the user's database subnets."""
+        if self.config.orchestrator.accounting != "rds":
+            return None
+        net = self.config.network
+        subnets: list[ec2.ISubnet]
+        if net.database_subnet_ids:
+            subnets = [
+                ec2.Subnet.from_subnet_id(self, f"DatabaseSubnet{i}", subnet_id)
+                for i, subnet_id in enumerate(net.database_subnet_ids, start=1)
+            ]
+            for subnet in subnets:
+                Validations.of(subnet).acknowledge(
+                    Acknowledgment(
+                        id="Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId",
+                        reason="the cluster adds no routes to your subnet and never reads its route table",
+                    )
+                )
+        else:
+            az = self.config.availability_zone
+            second = next(z for z in catalog.availability_zones(self.config.region) if z != az)
+            subnets = self.network.add_database_subnets([az, second])
+        return SlurmAccountingDatabase(
+            self,
+            "SlurmAccounting",
+            vpc=self.network.vpc,
+            subnets=subnets,
+            clients=self.network,
+            instance_class=self.config.orchestrator.accounting_instance_class,
+        )
+
     def _fleet(self, group: InstanceGroupConfig, *, key_pair_name: str | None = None) -> Fleet:
         bootstrap = NodeBootstrap()
         bootstrap.set("CLUSTER_NAME", self.config.name)
         bootstrap.set("INSTANCE_GROUP", group.name)
         bootstrap.set("NODE_OS", group.os)
         if self.file_system is not None:
-            bootstrap.set("FSX_DNS_NAME", self.file_system.dns_name)
-            bootstrap.set("FSX_MOUNT_NAME", self.file_system.mount_name)
-            bootstrap.set("FSX_MOUNT_PATH", self.file_system.mount_path)
+            self.file_system.mount_on(bootstrap)
         capacity = group.capacity
         fleet = Fleet(
             self,

@@ -186,6 +186,12 @@ def test_rendered_config() -> None:
         )
     with pytest.raises(KeyError, match="no instance group 'cpu'"):
         layout.group("cpu")
+    # Accounting in RDS: the secret's fields; slurmdbd.conf has no quoting, so only letters and digits.
+    remote = {"host": "db.example", "port": 3306, "username": "slurm", "password": "abc123"}
+    dbd = slurm_config.render_slurmdbd_conf(database=remote)
+    assert "StorageHost=db.example\nStoragePort=3306\nStorageUser=slurm\nStoragePass=abc123\n" in dbd
+    with pytest.raises(ValueError, match="letters and digits"):
+        slurm_config.render_slurmdbd_conf(database={**remote, "password": "ab#c"})
 
 
 def test_the_cli_writes_the_files_the_controller_serves(tmp_path: Path) -> None:
