@@ -139,6 +139,21 @@ def dashboards() -> dict[str, dict[str, Any]]:
             "__CLUSTER__ / GPUs",
             [
                 prom(
+                    "Utilization by Slurm job",
+                    (
+                        # The job label comes from the Slurm prolog; one series per node and job,
+                        # joined to the node's average GPU utilization.
+                        f"avg by (job_id, user) (training_cluster_slurm_job_info{{{GROUP}}} "
+                        f"* on (instance_id) group_left () avg by (instance_id) (DCGM_FI_DEV_GPU_UTIL{{{GROUP}}}))",
+                        "job {{job_id}} ({{user}})",
+                    ),
+                    unit="percent",
+                ),
+                prom(
+                    "Nodes per Slurm job",
+                    (f"count by (job_id) (training_cluster_slurm_job_info{{{GROUP}}})", "job {{job_id}}"),
+                ),
+                prom(
                     "Utilization", (f"DCGM_FI_DEV_GPU_UTIL{{{GROUP}}}", "{{instance_id}} gpu {{gpu}}"), unit="percent"
                 ),
                 prom(

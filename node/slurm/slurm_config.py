@@ -71,6 +71,8 @@ class Paths:
     log_dir: str = "/var/log/slurm"
     run_dir: str = "/run/slurm"
     health_check: str = "/opt/training-cluster/hooks/slurm-health-check"
+    prolog: str = "/opt/training-cluster/hooks/slurm-prolog"
+    epilog: str = "/opt/training-cluster/hooks/slurm-epilog"
     munge_socket: str = "/run/munge/munge.socket.2"
 
 
@@ -137,6 +139,10 @@ def render_slurm_conf(
         f"HealthCheckProgram={paths.health_check}",
         "HealthCheckInterval=60",
         "HealthCheckNodeState=ANY,CYCLE",
+        # The job's id on the node's metrics, from allocation to the end (slurm-prolog.sh).
+        f"Prolog={paths.prolog}",
+        f"Epilog={paths.epilog}",
+        "PrologFlags=Alloc",
     ]
     if accounting_host:
         lines += [

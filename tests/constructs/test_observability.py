@@ -33,6 +33,7 @@ def exported_metrics() -> set[str]:
     ]
     node = (ROOT / "tests" / "data" / "node_exporter_metrics.txt").read_text().splitlines()
     agent = [*health_agent.EFA_COUNTERS.values(), "training_cluster_node_healthy"]
+    agent += re.findall(r"# TYPE (\w+) ", (ROOT / "node" / "slurm" / "slurm-prolog.sh").read_text())  # the job label
     return {m.strip() for m in [*dcgm, *node, *agent] if m.strip() and not m.startswith("#")}
 
 

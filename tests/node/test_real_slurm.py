@@ -112,11 +112,19 @@ def network_namespace() -> Iterator[None]:
         subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True)
 
 
+def hook(tmp_path: Path, script: str) -> Path:
+    """The prolog or epilog as slurmd runs it, writing to this test's textfile folder."""
+    wrapper = tmp_path / script
+    wrapper.write_text(f"#!/bin/bash\nTEXTFILE_DIR={tmp_path / 'textfile'} exec {SLURM / script}\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 @pytest.fixture
 def slurm(tmp_path: Path) -> Iterator[Slurm]:
     for tool in ("munged", "slurmctld", "slurmd", "scontrol", "sbatch", "ip"):
         assert shutil.which(tool), f"{tool} comes from Debian's munge and slurm packages, which make test installs"
-    for d in ("etc", "state", "log", "run"):
+    for d in ("etc", "state", "log", "run", "textfile"):
         (tmp_path / d).mkdir()
     # Two slurmd on one file system: one spool each, under a short path (step sockets live there
     # and a socket path has at most 108 characters).
@@ -127,6 +135,8 @@ def slurm(tmp_path: Path) -> Iterator[Slurm]:
         log_dir=str(tmp_path / "log"),
         run_dir=str(tmp_path / "run"),
         health_check=str(SLURM / "slurm-health-check.sh"),
+        prolog=str(hook(tmp_path, "slurm-prolog.sh")),
+        epilog=str(hook(tmp_path, "slurm-epilog.sh")),
     )
     # The files the controller writes, rendered by the code it runs; this machine cannot delegate
     # cgroups to slurmd, so the test turns them off.
@@ -240,6 +250,13 @@ def test_a_failed_node_drains_requeues_and_the_job_finishes_on_its_replacement(s
     job = submitted.stdout.strip()
     wait_for("the job to run", lambda: "JobState=RUNNING" in slurm.job(job))
     wait_for("a checkpoint", lambda: checkpoint.exists())
+    # The prolog labelled the nodes' metrics with the job (node_exporter's textfile collector).
+    label = tmp_path / "textfile" / f"slurm-job-{job}.prom"
+    assert f'training_cluster_slurm_job_info{{job_id="{job}",user="root",partition="train"}} 1' in label.read_text()
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool comes from Debian's prometheus package, which make test installs"
+    checked = subprocess.run([promtool, "check", "metrics"], input=label.read_text(), capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
     # The health check on node B fails (the agent reports a missing GPU): B drains with the reason.
     agent = tmp_path / "agent.py"
@@ -276,6 +293,7 @@ def test_a_failed_node_drains_requeues_and_the_job_finishes_on_its_replacement(s
     assert runs[0] == f"start at step 0 (restart 0) on {slurm_nodelist(NODE_A, NODE_B)}"
     assert re.fullmatch(rf"start at step [1-5] \(restart 1\) on {re.escape(slurm_nodelist(NODE_A, NODE_C))}", runs[-1])
     assert checkpoint.read_text().strip() == "6"
+    wait_for("the epilog to remove the job's label", lambda: not label.exists())
 
 
 def slurm_nodelist(*names: str) -> str:
