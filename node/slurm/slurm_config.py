@@ -160,7 +160,9 @@ def render_slurm_conf(
 
 def node_conf(group: Group) -> str:
     """What a compute node passes to ``slurmd -Z --conf``: its group as a feature, its GPUs and
-    the memory Slurm may allocate, from the catalog."""
+    the memory Slurm may allocate, from the catalog. CPUs are left to slurmd, which reads their
+    sockets, cores and threads from the hardware; a CPU count alone would make Slurm invent a
+    layout and bind tasks by it."""
     parts = [f"Feature={group.name}"]
     if group.gpus:
         parts.append(f"Gres=gpu:{group.gpus}")
