@@ -8,6 +8,7 @@ AGENT=${HEALTH_AGENT:-/opt/training-cluster/health_agent.py}
 CONFIG=${HEALTH_AGENT_CONFIG:-/etc/training-cluster/health-agent.json}
 NODE=${SLURMD_NODENAME:-$(cat /var/lib/cloud/data/instance-id 2>/dev/null || hostname -s)}
 
+[[ -f $AGENT ]] || exit 0 # no health agent on this node: auto-repair is off
 failures=$(python3 "$AGENT" --config "$CONFIG" --once) || {
   echo "health check could not run: $AGENT exited with $?" >&2
   exit 1

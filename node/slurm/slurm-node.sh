@@ -1,8 +1,8 @@
 #!/bin/bash
 # Slurm on a cluster node, by role (a bootstrap stage; safe to run again):
-#   controller  slurmctld (state on the file system), slurmdbd and MariaDB for accounting, the
-#               controller's DNS record, the ghost-node reaper; renders the configuration that
-#               compute nodes fetch (configless) with slurm_config.py
+#   controller  slurmctld (state on the file system), slurmdbd (and MariaDB) for accounting, its
+#               address in SSM, the ghost-node reaper; renders the configuration that compute
+#               nodes fetch (configless) with slurm_config.py
 #   compute     slurmd as a dynamic node named after the instance id, with its group's feature,
 #               GPUs and memory; Slurm's health check and the health agent's drain hook
 #   login       Slurm's commands, reading the controller's slurm.conf from the file system

@@ -38,8 +38,9 @@ def test_the_command_runs_on_the_controller_with_the_node_action_and_reason(slur
     hook = drain(slurm_world)
     ssm = slurm_world.clients.ssm
     with mock.patch.object(ssm, "send_command", wraps=ssm.send_command) as send:
-        result = hook(node, "replace", "replace: xid 79: it's gone")
-    assert result == f"drained on {controller}"
+        wait = hook(node, "replace", "replace: xid 79: it's gone")
+    send.assert_called_once()  # sent at once; the wait comes when the caller is ready
+    assert wait() == f"drained on {controller}"
     kwargs = send.call_args.kwargs
     assert kwargs["InstanceIds"] == [controller] and kwargs["DocumentName"] == "AWS-RunShellScript"
     (line,) = kwargs["Parameters"]["commands"]
@@ -49,7 +50,7 @@ def test_the_command_runs_on_the_controller_with_the_node_action_and_reason(slur
 def test_the_controller_itself_is_not_drained(slurm_world: World) -> None:
     (controller,) = slurm_world.instances("controller")
     with mock.patch.object(slurm_world.clients.ssm, "send_command") as send:
-        assert drain(slurm_world)(controller, "reboot", "status check") == "skipped: the node is the controller"
+        assert drain(slurm_world)(controller, "reboot", "status check")() == "skipped: the node is the controller"
     send.assert_not_called()
 
 
@@ -66,7 +67,17 @@ def test_a_failed_command_raises_with_its_output(slurm_world: World) -> None:
         mock.patch.object(ssm, "get_command_invocation", return_value=failed),
         pytest.raises(DrainError, match=r"drain command Failed on i-\w+: scontrol: error: Invalid node name"),
     ):
-        drain(slurm_world)(slurm_world.instances()[0], "reboot", "x")
+        drain(slurm_world)(slurm_world.instances()[0], "reboot", "x")()
+
+
+def test_the_wait_is_bounded_from_when_the_command_was_sent(slurm_world: World) -> None:
+    pending = {"Status": "InProgress"}
+    hook = drain(slurm_world)
+    with mock.patch.object(slurm_world.clients.ssm, "get_command_invocation", return_value=pending) as look:
+        wait = hook(slurm_world.instances()[0], "replace", "x")
+        slurm_world.clock.now += 20  # the evidence capture took longer than the drain's bound
+        assert wait() == f"sent to {slurm_world.instances('controller')[0]}; still InProgress after 15 s"
+    assert look.call_count == 1  # one look, no more waiting
 
 
 def test_the_function_drains_through_the_controller_when_configured(slurm_world: World) -> None:
@@ -79,5 +90,5 @@ def test_the_function_drains_through_the_controller_when_configured(slurm_world:
     bad = slurm_world.instances()[0]
     (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
     assert outcome.result == "replaced"
-    assert story(slurm_world, outcome.incident_id) == ["signal", "decision", "drain", "evidence", "action"]
+    assert story(slurm_world, outcome.incident_id) == ["signal", "decision", "evidence", "drain", "action"]
     assert handler.make_repairer(slurm_world.settings(), slurm_world.clients).drain_hook is None

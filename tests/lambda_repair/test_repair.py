@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from unittest import mock
 
 import pytest
@@ -31,10 +32,16 @@ def test_the_orchestrator_drains_before_the_node_goes(world: World) -> None:
     bad, rebooted = world.instances()[:2]
     repairer = world.repairer(unhealthy_threshold_percent=50)
     drained: list[tuple[str, str, str, str]] = []
+    waited: list[tuple[str, str]] = []
 
-    def hook(instance: str, action: str, reason: str) -> str:
+    def hook(instance: str, action: str, reason: str) -> Callable[[], str]:
         drained.append((instance, action, reason, world.state(instance)))
-        return "drained on i-controller"
+
+        def wait() -> str:
+            waited.append((instance, world.state(instance)))
+            return "drained on i-controller"
+
+        return wait
 
     repairer.drain_hook = hook
     (replaced,) = repairer.handle(from_event(agent_event(bad, xid(79))))
@@ -45,24 +52,33 @@ def test_the_orchestrator_drains_before_the_node_goes(world: World) -> None:
         (bad, "replace", "replace: xid 79: NVRM: Xid (PCI:0000:53:00): 79, pid=1234", "running"),
         (rebooted, "reboot", "reboot: xid 62: NVRM: Xid (PCI:0000:53:00): 62, pid=1234", "running"),
     ]
-    assert story(world, replaced.incident_id) == ["signal", "decision", "drain", "evidence", "action"]
+    assert waited == [(bad, "running"), (rebooted, "running")]  # and waited for before it went
+    # Before a replacement the drain and the evidence capture run at once: their waits overlap.
+    assert story(world, replaced.incident_id) == ["signal", "decision", "evidence", "drain", "action"]
     assert story(world, reboot.incident_id) == ["signal", "decision", "drain", "action"]
     (step,) = [s for s in repairer.ledger.story(replaced.incident_id) if s["step"] == "drain"]
     assert step["result"] == "drained on i-controller"
 
 
 def test_a_failing_drain_hook_is_recorded_and_the_repair_goes_on(world: World) -> None:
-    bad = world.instances()[0]
-    repairer = world.repairer()
+    repairer = world.repairer(unhealthy_threshold_percent=50, max_parallel_replacements=2)
 
-    def broken(instance: str, action: str, reason: str) -> str:
+    def broken(instance: str, action: str, reason: str) -> Callable[[], str]:
         raise RuntimeError("no controller in service")
 
-    repairer.drain_hook = broken
-    (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
-    assert outcome.result == "replaced" and world.state(bad) in ("shutting-down", "terminated")
-    (step,) = [s for s in repairer.ledger.story(outcome.incident_id) if s["step"] == "drain"]
-    assert (step["result"], step["error"]) == ("failed", "no controller in service")
+    def fails_later(instance: str, action: str, reason: str) -> Callable[[], str]:
+        def wait() -> str:
+            raise RuntimeError("drain command Failed on i-0c: scontrol: error")
+
+        return wait
+
+    for hook, error in ((broken, "no controller in service"), (fails_later, "drain command Failed on i-0c")):
+        bad = world.instances()[0]
+        repairer.drain_hook = hook
+        (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+        assert outcome.result == "replaced" and world.state(bad) in ("shutting-down", "terminated")
+        (step,) = [s for s in repairer.ledger.story(outcome.incident_id) if s["step"] == "drain"]
+        assert step["result"] == "failed" and step["error"].startswith(error)
 
 
 def test_evidence_goes_to_s3_through_run_command(world: World) -> None:

@@ -309,6 +309,11 @@ def test_the_health_check_resumes_a_node_it_drained_and_nothing_else(slurm: Slur
     assert slurm.run(str(SLURM / "slurm-health-check.sh"), extra_env=env).returncode == 0
     info = slurm.node(NODE_A)
     assert "State=IDLE" in info and "DRAIN" not in info and "Reason=" not in info
+    # Without the health agent (auto-repair off) the check has nothing to say.
+    absent = slurm.run(
+        str(SLURM / "slurm-health-check.sh"), extra_env={**env, "HEALTH_AGENT": str(tmp_path / "absent.py")}
+    )
+    assert absent.returncode == 0 and "DRAIN" not in slurm.node(NODE_A)
     # A node a person drained stays drained.
     slurm.run("scontrol", "update", f"nodename={NODE_A}", "state=drain", "reason=maintenance")
     assert slurm.run(str(SLURM / "slurm-health-check.sh"), extra_env=env).returncode == 0

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from .aws import Clients, with_retries
 
 DONE = {"Success", "Cancelled", "TimedOut", "Failed", "Cancelling"}
+WAIT_SECONDS = 15.0  # bounded, like the evidence capture it runs alongside
 
 
 class DrainError(RuntimeError):
@@ -26,7 +27,7 @@ class RunCommandDrain:
         *,
         controller_group: str,
         command: str,
-        wait_seconds: float = 15,
+        wait_seconds: float = WAIT_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -51,12 +52,14 @@ class RunCommandDrain:
         ]
         return in_service[0] if in_service else None
 
-    def __call__(self, instance_id: str, action: str, reason: str) -> str:
+    def __call__(self, instance_id: str, action: str, reason: str) -> Callable[[], str]:
+        """Send the command; the returned function waits for it, at most ``wait_seconds`` after
+        it was sent, so other work (evidence capture) can overlap the wait."""
         controller = self.controller()
         if controller is None:
             raise DrainError(f"no controller in service in Auto Scaling group {self.controller_group}")
         if controller == instance_id:
-            return "skipped: the node is the controller"
+            return lambda: "skipped: the node is the controller"
         line = shlex.join([self.command, instance_id, action, reason[:200]])
         command_id = with_retries(
             self.clients.ssm.send_command,
@@ -68,17 +71,21 @@ class RunCommandDrain:
             TimeoutSeconds=60,
         )["Command"]["CommandId"]
         deadline = self.clock() + self.wait_seconds
+        return lambda: self._wait(command_id, controller, deadline)
+
+    def _wait(self, command_id: str, controller: str, deadline: float) -> str:
         status = "Pending"
-        while self.clock() < deadline:
-            self.sleep(1)
+        while True:  # at least one look, however long the caller took
             try:
                 invocation = self.clients.ssm.get_command_invocation(CommandId=command_id, InstanceId=controller)
+                status = invocation["Status"]
             except self.clients.ssm.exceptions.InvocationDoesNotExist:
-                continue  # not registered yet
-            status = invocation["Status"]
+                invocation = {}  # not registered yet
             if status in DONE:
                 if status != "Success":
                     detail = invocation.get("StandardErrorContent") or invocation.get("StandardOutputContent") or ""
                     raise DrainError(f"drain command {status} on {controller}: {detail.strip()[:300]}")
                 return f"drained on {controller}"
-        return f"sent to {controller}; still {status} after {self.wait_seconds:g} s"
+            if self.clock() >= deadline:
+                return f"sent to {controller}; still {status} after {self.wait_seconds:g} s"
+            self.sleep(1)

@@ -66,8 +66,9 @@ class Repairer:
         self.report = Reporter(settings, clients, self.ledger, clock=clock, sleep=sleep)
         self._sizes: dict[str, int] = {}  # desired capacity per group, read once per invocation
         # Set by an orchestrator integration (Slurm): called with (instance id, action, reason)
-        # before a reboot or replacement; returns what it did, for the ledger.
-        self.drain_hook: Callable[[str, Action, str], str] | None = None
+        # before a reboot or replacement, it starts the drain and returns a function that waits
+        # for it (bounded) and says what happened, for the ledger.
+        self.drain_hook: Callable[[str, Action, str], Callable[[], str]] | None = None
         self._reasons: dict[str, str] = {}  # incident id -> the signal's reasons, this invocation
 
     # entry points
@@ -215,7 +216,7 @@ class Repairer:
         return self._replace(instance_id, group, incident_id)
 
     def _reboot(self, instance_id: str, group: str, incident_id: str) -> Outcome:
-        self._drain(instance_id, incident_id, "reboot")
+        self._start_drain(instance_id, incident_id, "reboot")()
         with_retries(self.clients.ec2.reboot_instances, sleep=self.sleep, InstanceIds=[instance_id])
         self.ledger.set_instance(instance_id, last_reboot_at=str(self.clock()))
         self.ledger.record(incident_id, "action", action="reboot")
@@ -234,8 +235,9 @@ class Repairer:
                 incident_id, "deferred", reason=f"{self.settings.max_parallel_replacements} replacement(s) in flight"
             )
             return Outcome(instance_id, "deferred", "replace", incident_id)
-        self._drain(instance_id, incident_id, "replace")
-        self._capture_evidence(instance_id, incident_id)
+        drained = self._start_drain(instance_id, incident_id, "replace")
+        self._capture_evidence(instance_id, incident_id)  # while the drain runs: the waits overlap
+        drained()
         try:
             with_retries(
                 self.clients.autoscaling.terminate_instance_in_auto_scaling_group,
@@ -254,20 +256,34 @@ class Repairer:
         self.report.announce(instance_id, group, "replace", incident_id)
         return Outcome(instance_id, "replaced", "replace", incident_id)
 
-    def _drain(self, instance_id: str, incident_id: str, action: Action) -> None:
+    def _start_drain(self, instance_id: str, incident_id: str, action: Action) -> Callable[[], None]:
         """The orchestrator hook: take the node out of scheduling (its jobs back to the queue)
-        before it goes. Without an orchestrator there is nothing to drain. A hook that fails is
-        recorded and the repair goes on: a broken scheduler must not keep a failed node."""
+        before it goes. Returns the wait for it. Without an orchestrator there is nothing to
+        drain. A hook that fails is recorded and the repair goes on: a broken scheduler must not
+        keep a failed node."""
         if self.drain_hook is None:
-            return
+            return lambda: None
         reason = f"{action}: {self._reasons.get(incident_id, 'auto-repair')}"
-        try:
-            result = self.drain_hook(instance_id, action, reason)
-        except Exception as error:  # any failure of the hook is recorded, never raised
+
+        def failed(error: Exception) -> None:
             log.warning("drain hook failed for %s: %s", instance_id, error)
             self.ledger.record(incident_id, "drain", result="failed", error=str(error)[:500])
-            return
-        self.ledger.record(incident_id, "drain", result=result)
+
+        try:
+            finish = self.drain_hook(instance_id, action, reason)
+        except Exception as error:  # any failure of the hook is recorded, never raised
+            failed(error)
+            return lambda: None
+
+        def wait() -> None:
+            try:
+                result = finish()
+            except Exception as error:  # as above
+                failed(error)
+                return
+            self.ledger.record(incident_id, "drain", result=result)
+
+        return wait
 
     def _capture_evidence(self, instance_id: str, incident_id: str) -> None:
         """Kernel log, nvidia-smi and DCGM output to S3 through SSM, waiting a bounded time."""

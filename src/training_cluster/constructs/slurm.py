@@ -47,6 +47,10 @@ class SlurmOptions:
     """enroot and pyxis on the compute nodes."""
 
 
+# MariaDB 10.11 (long-term support), the newest this CDK version knows; minor upgrades are automatic.
+ENGINE = rds.DatabaseInstanceEngine.maria_db(version=rds.MariaDbEngineVersion.VER_10_11_16)
+
+
 class SlurmAccountingDatabase(Construct):
     """Amazon RDS for MariaDB for slurmdbd: encrypted, backed up for a week, snapshotted when
     deleted, reachable on its port from ``clients`` only. The credentials are generated into
@@ -97,14 +101,9 @@ class SlurmAccountingDatabase(Construct):
         for rule, reason in (
             ("RDS3", "job accounting tolerates a short outage: slurmctld keeps records until slurmdbd is back"),
             ("RDS11", "the standard port, reachable from the cluster's nodes only"),
-            ("IAM4", "RDS' enhanced monitoring is off; no managed policy is used"),
             ("SMG4", "slurmdbd reads the password once at start: rotation would cut it off until restarted"),
         ):
             acknowledge(self, rule, reason)
-
-
-# MariaDB 10.11 (long-term support), the newest release this CDK version knows; minor upgrades are automatic.
-ENGINE = rds.DatabaseInstanceEngine.maria_db(version=rds.MariaDbEngineVersion.VER_10_11_16)
 
 
 class Slurm(Construct):
@@ -201,13 +200,8 @@ class Slurm(Construct):
             "SLURM_USERS": users,
             "FSX_MOUNT_PATH": file_system_mount_path,
         }
-        if accounting_database is not None:
-            if not options.accounting:
-                raise ValueError("an accounting database is given but options.accounting is off")
-            accounting_database.secret.grant_read(controller.role)
-            settings_controller = {"SLURM_DATABASE_SECRET_ARN": accounting_database.secret.secret_arn}
-        else:
-            settings_controller = {}
+        if accounting_database is not None and not options.accounting:
+            raise ValueError("an accounting database is given but options.accounting is off")
         self.accounting_database = accounting_database
         roles: list[tuple[str, Fleet]] = [("controller", controller)]
         roles += [("login", login)] if login is not None else []
@@ -226,8 +220,9 @@ class Slurm(Construct):
             )
             if role == "compute":
                 self.controller_address.grant_read(fleet.role)
-        for key, value in settings_controller.items():
-            controller.bootstrap.set(key, value)
+        if accounting_database is not None:  # only the controller (slurmdbd) reads its password
+            accounting_database.secret.grant_read(controller.role)
+            controller.bootstrap.set("SLURM_DATABASE_SECRET_ARN", accounting_database.secret.secret_arn)
         self.controller_address.grant_write(controller.role)
         # The reaper asks EC2 which nodes' instances are gone; DescribeInstances takes no resource.
         controller.role.add_to_principal_policy(iam.PolicyStatement(actions=["ec2:DescribeInstances"], resources=["*"]))
