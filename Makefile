@@ -22,11 +22,12 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	touch $@
 
 # Real tools from Debian's packages: promtool and amtool check the alert rules, the alert route and
-# the collector configuration; munge and Slurm run the scheduler tests. Installed here when
+# the collector configuration; munge and Slurm run the scheduler tests (iproute2: a network namespace
+# gives the second Slurm node its own address). Installed here when
 # missing (as root, with apt).
-DEBIAN_TOOLS := prometheus prometheus-alertmanager munge slurmctld slurmd slurm-client
+DEBIAN_TOOLS := prometheus prometheus-alertmanager munge slurmctld slurmd slurm-client iproute2 util-linux
 tools:
-	@missing=""; for t in promtool amtool munged slurmctld slurmd scontrol sbatch; do \
+	@missing=""; for t in promtool amtool munged slurmctld slurmd scontrol sbatch ip nsenter; do \
 	  command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
