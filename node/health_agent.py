@@ -11,6 +11,8 @@ Opt-in deep checks on first boot (``dcgmi diag -r 2``, EFA provider check) repor
 fails them before it takes work.
 
     health_agent.py [--config /etc/training-cluster/health-agent.json] [--once]
+
+``--once`` is the scheduler's health check: it prints the failures that keep the node from work.
 """
 
 from __future__ import annotations
@@ -284,10 +286,17 @@ class Agent:
         self.last_failures = current
         return True
 
+    def blocking(self, failures: list[Failure]) -> list[Failure]:
+        """The failures that should keep the node from taking work: all but application XIDs
+        (observe-class), which are the job's fault, not the node's."""
+        transient = set(self.settings.transient_xids)
+        return [f for f in failures if not (f.check == "xid" and f.code in transient)]
+
     def drain(self, failures: list[Failure]) -> None:
         hook = Path(self.settings.drain_hook)
-        if failures and hook.is_file() and os.access(hook, os.X_OK):
-            reason = "; ".join(f.message for f in failures)[:200]
+        blocking = self.blocking(failures)
+        if blocking and hook.is_file() and os.access(hook, os.X_OK):
+            reason = "; ".join(f.message for f in blocking)[:200]
             self.runner([str(hook), reason], 60)
 
 
@@ -355,13 +364,20 @@ def instance_identity() -> tuple[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path("/etc/training-cluster/health-agent.json"))
-    parser.add_argument("--once", action="store_true", help="check once, print the failures as JSON, report nothing")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="check once and print, as JSON, the failures that keep the node from work (the scheduler's "
+        "health check); report nothing",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s health-agent %(levelname)s %(message)s")
     settings = Settings.load(args.config)
     agent = Agent(settings)
     if args.once:
-        print(json.dumps([f.as_dict() for f in agent.check()], indent=2))
+        # A new process reads the whole boot's kernel log: application XIDs of jobs long gone
+        # must not drain the node.
+        print(json.dumps([f.as_dict() for f in agent.blocking(agent.check())], indent=2))
         return 0
     reporter = Reporter(settings)
     first_boot = Path(settings.state_dir) / "deep-checks.done"

@@ -172,6 +172,21 @@ def test_reports_only_changes_and_drains_first(node: Settings) -> None:
     assert agent.changed(agent.check())  # back to healthy is a change too
 
 
+def test_an_application_xid_does_not_drain_the_node(node: Settings) -> None:
+    hook = Path(node.drain_hook)
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o755)
+    runner = Recorded({**HEALTHY, "journalctl": "journal-xid.txt"})  # XID 79 (hardware) and 13 (application)
+    agent = Agent(node, runner)
+    failures = agent.check()
+    assert checks(agent.blocking(failures)) == [("xid", "79")]
+    agent.drain(failures)
+    assert runner.calls[-1][0] == str(hook) and "13" not in runner.calls[-1][1] and "fallen off" in runner.calls[-1][1]
+    calls = len(runner.calls)
+    agent.drain([f for f in failures if f.code == "13"])  # an application error alone: no drain
+    assert len(runner.calls) == calls
+
+
 def test_event_and_metric_through_the_aws_cli(node: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(health_agent, "instance_identity", lambda: ("i-0abc", "us-east-1"))
     monkeypatch.setattr(health_agent, "boot_id", lambda: "boot-7")
@@ -237,6 +252,11 @@ def test_once_prints_the_failures(
     path.write_text(json.dumps({**node.__dict__, "expected_gpus": 0, "lustre_mount_path": None}))
     assert health_agent.main(["--config", str(path), "--once"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+    # The boot's kernel log holds an application XID (13) and a hardware one (79): only 79 counts.
+    recorded = Recorded({**HEALTHY, "journalctl": "journal-xid.txt"})
+    monkeypatch.setattr(health_agent, "Agent", lambda settings: Agent(settings, recorded))
+    assert health_agent.main(["--config", str(path), "--once"]) == 0
+    assert [(f["check"], f["code"]) for f in json.loads(capsys.readouterr().out)] == [("xid", "79")]
 
 
 def test_textfile_metrics_for_node_exporter(node: Settings) -> None:
