@@ -208,6 +208,7 @@ RestartSec=10"
 Description=Delete Slurm nodes whose instances are gone
 [Service]
 Type=oneshot
+Environment=AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION
 ExecStart=$SLURM_DIR/slurm-reap.sh
 UNIT
   cat >"$SYSTEMD_DIR/training-cluster-slurm-reap.timer" <<UNIT

@@ -127,6 +127,9 @@ def test_the_controller_renders_slurm_publishes_its_address_and_starts(node: dic
     dropin = (tmp_path / "systemd" / "slurmctld.service.d" / "training-cluster.conf").read_text()
     assert f"until mountpoint -q {fsx}" in dropin and "Restart=always" in dropin
     assert "OnUnitActiveSec=5min" in (tmp_path / "systemd" / "training-cluster-slurm-reap.timer").read_text()
+    reaper = (tmp_path / "systemd" / "training-cluster-slurm-reap.service").read_text()
+    assert f"ExecStart={tmp_path}/slurm/slurm-reap.sh" in reaper
+    assert "Environment=AWS_DEFAULT_REGION=us-east-1" in reaper  # the AWS CLI needs a region under systemd
     assert (
         "useradd --uid 2001 --gid 2001 --home-dir " + f"{fsx}/home/alice --no-create-home --shell /bin/bash alice"
         in log
