@@ -50,10 +50,25 @@ def sh(*command: str) -> None:
 
 
 class Slurm:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, paths: slurm_config.Paths) -> None:
         self.root = root
+        self.paths = paths
         self.env = {**os.environ, "SLURM_CONF": str(root / "etc" / "slurm.conf")}
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}
+
+    def write_config(self, controller_address: str) -> None:
+        """The files the controller writes, rendered by the code it runs, with the controller at
+        ``controller_address``. This machine cannot delegate cgroups to slurmd: they are off."""
+        layout = slurm_config.Layout.from_json(json.dumps(LAYOUT))
+        files = slurm_config.render(
+            layout, controller=f"localhost({controller_address})", paths=self.paths, cgroups=False
+        )
+        conf = files["slurm.conf"].replace("SlurmUser=slurm", "SlurmUser=root")
+        conf = conf.replace("SlurmctldPort=6817", f"SlurmctldPort={CONTROLLER_PORT}").replace(
+            "SlurmdPort=6818", f"SlurmdPort={NODE_PORT}"
+        )
+        conf = conf.replace("slurmd.pid", "slurmd-%n.pid").replace("slurmd.log", "slurmd-%n.log")
+        (self.root / "etc" / "slurm.conf").write_text(conf)
 
     def start(self, name: str, *command: str) -> None:
         log = (self.root / "log" / f"{name}.out").open("wb")
@@ -138,23 +153,14 @@ def slurm(tmp_path: Path) -> Iterator[Slurm]:
         prolog=str(hook(tmp_path, "slurm-prolog.sh")),
         epilog=str(hook(tmp_path, "slurm-epilog.sh")),
     )
-    # The files the controller writes, rendered by the code it runs; this machine cannot delegate
-    # cgroups to slurmd, so the test turns them off.
-    layout = slurm_config.Layout.from_json(json.dumps(LAYOUT))
-    files = slurm_config.render(layout, controller=f"localhost({HOST_IP})", paths=paths, cgroups=False)
-    conf = files["slurm.conf"].replace("SlurmUser=slurm", "SlurmUser=root")
-    conf = conf.replace("SlurmctldPort=6817", f"SlurmctldPort={CONTROLLER_PORT}").replace(
-        "SlurmdPort=6818", f"SlurmdPort={NODE_PORT}"
-    )
-    conf = conf.replace("slurmd.pid", "slurmd-%n.pid").replace("slurmd.log", "slurmd-%n.log")
-    (tmp_path / "etc" / "slurm.conf").write_text(conf)
     key = tmp_path / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     Path("/run/munge").mkdir(exist_ok=True)
     namespace = network_namespace()
     next(namespace)
-    cluster = Slurm(tmp_path)
+    cluster = Slurm(tmp_path, paths)
+    cluster.write_config(HOST_IP)
     subprocess.run(
         ["munged", "--force", f"--key-file={key}", f"--log-file={tmp_path / 'munged.log'}",
          f"--pid-file={tmp_path / 'munged.pid'}", f"--seed-file={tmp_path / 'munged.seed'}"],
@@ -346,3 +352,27 @@ def test_the_controller_keeps_its_jobs_across_a_restart(slurm: Slurm, tmp_path: 
     wait_for("slurmctld", lambda: slurm.run("scontrol", "ping").stdout.count("UP") == 1)
     assert "JobState=PENDING" in slurm.job(job) and "Reason=JobHeldUser" in slurm.job(job)
     assert sorted(slurm.run("sinfo", "-h", "-N", "-o", "%N").stdout.split()) == [NODE_A, NODE_B]
+
+
+def test_a_replaced_controller_at_a_new_address_keeps_the_jobs_and_the_nodes(slurm: Slurm, tmp_path: Path) -> None:
+    """What happens when auto-repair replaces the controller: the new one starts at another
+    address with the same state (on the file system), pushes its configuration to the nodes it
+    finds in that state, and they work for it."""
+    held = slurm.run("sbatch", "--parsable", "--hold", "-p", "train", "-N", "2", "--wrap", "true")
+    assert held.returncode == 0, held.stderr
+    job = held.stdout.strip()
+    slurm.stop("slurmctld")
+    # The replacement: another machine (the namespace's address), configuration rendered there.
+    slurm.write_config(NAMESPACE_IP)
+    conf = str(tmp_path / "etc" / "slurm.conf")
+    slurm.start("slurmctld", "nsenter", f"--net=/run/netns/{NAMESPACE}", "slurmctld", "-D", "-f", conf)
+    wait_for("the new slurmctld", lambda: slurm.run("scontrol", "ping").stdout.count("UP") == 1)
+    shown = slurm.run("scontrol", "show", "config").stdout
+    assert re.search(rf"SlurmctldHost\[0\]\s*=\s*\S+\({re.escape(NAMESPACE_IP)}\)", shown), shown
+    assert slurm.run("scontrol", "reconfigure").returncode == 0  # as slurm-node.sh does
+    assert "Reason=JobHeldUser" in slurm.job(job)  # the job state came along
+    slurm.run("scontrol", "release", job)
+    wait_for("the job to complete on both nodes", lambda: "JobState=COMPLETED" in slurm.job(job))
+    assert f" NodeList={NODE_A},{NODE_B}\n" in slurm.job(job)
+    # Both nodes report to the new controller: they stay responsive (not DOWN*/NOT_RESPONDING).
+    assert slurm.idle_nodes() == [NODE_A, NODE_B]
