@@ -380,6 +380,34 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "uid 2001 is given to more than one user",
     ),
     "slurm type": (with_slurm({"type": "eks"}), "orchestrator.type", "'slurm' or 'none' (got 'eks')"),
+    "rds in your own vpc": (
+        {**with_slurm({"accounting": "rds"}), "network": EXISTING},
+        "network.database_subnet_ids",
+        "required with orchestrator.accounting: rds in your own VPC",
+    ),
+    "database subnets without rds": (
+        {**with_slurm({}), "network": {**EXISTING, "database_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1"] * 2}},
+        "network.database_subnet_ids",
+        "only used by the Slurm accounting database: set orchestrator.accounting: rds, or remove it",
+    ),
+    "database subnets count": (
+        {
+            **with_slurm({"accounting": "rds"}),
+            "network": {**EXISTING, "database_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1"]},
+        },
+        "network.database_subnet_ids",
+        "at least 2 items",
+    ),
+    "rds without a second zone": (
+        {**with_slurm({"accounting": "rds"}), "region": "ap-future-9", "availability_zone": "ap-future-9a"},
+        "orchestrator.accounting",
+        "rds needs a second availability zone and the catalog knows none for ap-future-9; use local or off",
+    ),
+    "rds instance class": (
+        with_slurm({"accounting": "rds", "accounting_instance_class": "t4g.medium"}),
+        "orchestrator.accounting_instance_class",
+        "must be an RDS instance class such as db.t4g.medium (got 't4g.medium')",
+    ),
 }
 
 

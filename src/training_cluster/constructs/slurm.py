@@ -7,6 +7,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import jsii
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -51,6 +52,7 @@ class SlurmOptions:
 ENGINE = rds.DatabaseInstanceEngine.maria_db(version=rds.MariaDbEngineVersion.VER_10_11_16)
 
 
+@jsii.implements(ec2.IConnectable)
 class SlurmAccountingDatabase(Construct):
     """Amazon RDS for MariaDB for slurmdbd: encrypted, backed up for a week, snapshotted when
     deleted, reachable on its port from ``clients`` only. The credentials are generated into
@@ -104,6 +106,11 @@ class SlurmAccountingDatabase(Construct):
             ("SMG4", "slurmdbd reads the password once at start: rotation would cut it off until restarted"),
         ):
             acknowledge(self, rule, reason)
+
+    @property
+    def connections(self) -> ec2.Connections:
+        """The database's security group: allow more clients here."""
+        return self.instance.connections
 
 
 class Slurm(Construct):
