@@ -6,8 +6,9 @@
 # Stages, in order:
 #   1. lustre-client  install the FSx for Lustre client that matches the running kernel
 #   2. lustre-mount   mount the file system through a systemd unit that retries until it mounts
-#   3. node-software  run /opt/training-cluster/bootstrap.d/*.sh (metrics, health agent, scheduler)
-#   4. lifecycle      run the user's own lifecycle script, once per instance
+#   3. aws-cli        the AWS CLI, where the image has none (Ubuntu's own images)
+#   4. node-software  run /opt/training-cluster/bootstrap.d/*.sh (metrics, health agent, scheduler)
+#   5. lifecycle      run the user's own lifecycle script, once per instance
 set -Eeuo pipefail
 
 ENV_FILE=${TRAINING_CLUSTER_ENV_FILE:-/etc/training-cluster/cluster.env}
@@ -16,6 +17,8 @@ STATE_DIR=${TRAINING_CLUSTER_STATE_DIR:-/var/lib/training-cluster}
 STAGE_DIR=${TRAINING_CLUSTER_STAGE_DIR:-/opt/training-cluster/bootstrap.d}
 SYSTEMD_DIR=${TRAINING_CLUSTER_SYSTEMD_DIR:-/etc/systemd/system}
 MOUNT_WAIT_SECONDS=${MOUNT_WAIT_SECONDS:-900}
+SNAP_BIN=${SNAP_BIN:-/snap/bin}
+BIN_DIR=${TRAINING_CLUSTER_BIN_DIR:-/usr/local/bin}
 
 mkdir -p "$LOG_DIR" "$STATE_DIR"
 # Everything goes to the log file and to standard output, which cloud-init copies to the console.
@@ -128,6 +131,24 @@ UNIT
   log "lustre: $FSX_DNS_NAME@tcp:/$FSX_MOUNT_NAME mounted at $where"
 }
 
+install_aws_cli() {
+  # Node software calls the AWS CLI (assets, events, metrics, secrets). The Deep Learning AMIs
+  # and Amazon Linux have it; Ubuntu's own images (controller, login) get it from the snap store.
+  if command -v aws >/dev/null; then
+    return
+  fi
+  case $NODE_OS in
+    ubuntu-*) retry 5 snap install aws-cli --classic ;;
+    amazon-linux-*) retry 5 dnf install -y -q awscli-2 ;;
+  esac
+  # Services that systemd starts do not have /snap/bin on their PATH.
+  if [[ -x $SNAP_BIN/aws && ! -e $BIN_DIR/aws ]]; then
+    ln -s "$SNAP_BIN/aws" "$BIN_DIR/aws"
+  fi
+  command -v aws >/dev/null || die "the AWS CLI did not install"
+  log "aws cli: installed"
+}
+
 run_node_software() {
   local stage
   shopt -s nullglob
@@ -156,6 +177,7 @@ if [[ -n ${FSX_DNS_NAME:-} ]]; then
   install_lustre_client
   mount_lustre
 fi
+install_aws_cli
 run_node_software
 if [[ -n ${LIFECYCLE_SCRIPT_S3_URI:-} ]]; then
   run_lifecycle_script

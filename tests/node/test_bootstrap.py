@@ -109,6 +109,27 @@ def test_first_boot_installs_mounts_runs_stages_and_lifecycle(tmp_path: Path) ->
     assert "node ready" in node.log and "node ready" in result.stdout  # the log file and the console
 
 
+def test_an_ubuntu_image_without_the_aws_cli_gets_it_from_the_snap_store(tmp_path: Path) -> None:
+    node = make_node(tmp_path, settings(tmp_path, NODE_OS="ubuntu-24.04", FSX_DNS_NAME=""))
+    (tmp_path / "bin" / "aws").unlink()
+    snap_bin = tmp_path / "snap-bin"
+    fake_snap = tmp_path / "bin" / "snap"
+    fake_snap.write_text(
+        f'#!/bin/bash\necho "snap $*" >>"$FAKE_LOG"\nmkdir -p {snap_bin}\n'
+        f'printf "#!/bin/sh\\necho aws-cli/2\\n" >{snap_bin}/aws\nchmod +x {snap_bin}/aws\n'
+    )
+    fake_snap.chmod(0o755)
+    (tmp_path / "stages" / "10-uses-aws.sh").write_text(f"aws --version >{tmp_path}/version\n")
+    # No AWS CLI anywhere on the PATH but the stand-ins'.
+    node.env.update(PATH=f"{tmp_path / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", SNAP_BIN=str(snap_bin))
+    node.env["TRAINING_CLUSTER_BIN_DIR"] = str(tmp_path / "bin")
+    result = node.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "snap install aws-cli --classic" in node.calls
+    assert (tmp_path / "bin" / "aws").resolve() == snap_bin / "aws"  # where systemd's services find it
+    assert (tmp_path / "version").read_text() == "aws-cli/2\n"
+
+
 def test_running_twice_is_safe(tmp_path: Path) -> None:
     node = make_node(tmp_path, settings(tmp_path, LIFECYCLE_SCRIPT_S3_URI="s3://bucket/on_create.sh"))
     (tmp_path / "s3" / "on_create.sh").write_text(f"#!/bin/bash\necho lifecycle >>{tmp_path}/ran\n")
