@@ -175,6 +175,7 @@ def slurm_rds() -> ClusterConfig:
                 "users": {"alice": 2001},
                 "containers": True,
                 "ssh_key_name": "ops",
+                "users_can_use_node_role": True,
             },
         )
     )

@@ -273,6 +273,10 @@ class OrchestratorConfig(_Section):
     containers: bool = False
     """Install enroot and pyxis on compute nodes so jobs can run container images
     (``srun --container-image=...``)."""
+    users_can_use_node_role: bool = False
+    """Let users' jobs and sessions use the nodes' IAM role (through the instance metadata
+    service). Off: only root reaches it, because the role can read the munge key, and the key
+    makes anyone root on every node. Turn on only if every user may be root."""
     ssh_key_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     """An EC2 key pair for the login and controller nodes. Default: none; use Session Manager
     (and its SSH port forwarding) instead."""

@@ -89,6 +89,7 @@ def test_each_role_gets_its_settings_and_slurm_runs_last(default_cluster: Synthe
         env = settings(sy, name)
         assert env["SLURM_ROLE"] == role and env["SLURM_ACCOUNTING"] == "true" and env["SLURM_CONTAINERS"] == "false"
         assert env["SLURM_USERS"] == "researcher:2001" and env["FSX_MOUNT_PATH"] == "/fsx"
+        assert env["SLURM_USERS_USE_NODE_ROLE"] == "false"  # only root reaches the role
         assert env["SLURM_CONTROLLER_PARAMETER"] == "<ref>"
         assert sy.stack.fleets[name].bootstrap.stage_names[-1] == "slurm"  # after the health agent and metrics
         assert "SLURM_DATABASE_SECRET_ARN" not in env  # local accounting
@@ -207,6 +208,7 @@ def test_rds_accounting_in_two_new_subnets(rds: Synthesized) -> None:
 
 
 def test_options_reach_the_groups_and_layout(rds: Synthesized) -> None:
+    assert settings(rds, "l40s")["SLURM_USERS_USE_NODE_ROLE"] == "true"
     layout = json.loads(settings(rds, "l40s")["SLURM_LAYOUT"])
     assert layout["partitions"] == {"train": ["gpu"], "all": ["gpu", "l40s"]}
     assert [g["name"] for g in layout["groups"]] == ["gpu", "l40s"]

@@ -32,6 +32,7 @@ STAND_INS = {
     "hostname": "echo ip-10-0-128-7",
     "id": 'case "$*" in "-u slurm") echo 64030;; *) exec /usr/bin/id "$@";; esac',
     "getent": "exit 2",
+    "iptables": 'echo "iptables $*" >>"$FAKE_LOG"',
     "sacctmgr": 'echo "sacctmgr $*" >>"$FAKE_LOG"',
     # install -d [-o U -g G] DIR...: the directories, without owners; install -m MODE SRC DST: a copy.
     "install": "args=(); mode=; dirs=; while (($#)); do case $1 in -d) dirs=1;; -o|-g) shift;; -m) shift; mode=$1;; "
@@ -135,6 +136,17 @@ def test_the_controller_renders_slurm_publishes_its_address_and_starts(node: dic
         in log
     )
     assert (fsx / "home" / "alice").is_dir() and (fsx / "home" / "bob").is_dir()
+    # Only root reaches the instance metadata service (the role can read the munge key).
+    imds = (tmp_path / "systemd" / "training-cluster-imds.service").read_text()
+    assert "iptables -C OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT" in imds
+    assert "Before=network-pre.target munge.service slurmd.service slurmctld.service" in imds
+    assert log.index("systemctl start training-cluster-imds.service") < log.index("systemctl restart munge")
+
+
+def test_users_may_be_let_use_the_node_role(node: dict[str, str], tmp_path: Path) -> None:
+    result = run(node, "login", SLURM_USERS_USE_NODE_ROLE="true", CONTROLLER_WAIT_SECONDS="0")
+    assert not (tmp_path / "systemd" / "training-cluster-imds.service").exists()
+    assert "the controller has not written" in result.stdout  # the rest of the stage went on
 
 
 def test_a_controller_with_rds_accounting_uses_the_database_secret(node: dict[str, str], tmp_path: Path) -> None:

@@ -46,6 +46,9 @@ class SlurmOptions:
     """User name -> uid, created on every node with a home under ``<mount>/home``."""
     containers: bool = False
     """enroot and pyxis on the compute nodes."""
+    users_can_use_node_role: bool = False
+    """Off: on every Slurm node only root reaches the instance metadata service (the role can read
+    the munge key); on: users' jobs can use the nodes' role too."""
 
 
 # MariaDB 10.11 (long-term support), the newest this CDK version knows; minor upgrades are automatic.
@@ -116,7 +119,9 @@ class SlurmAccountingDatabase(Construct):
 class Slurm(Construct):
     """Slurm on fleets that exist already: ``controller`` (one node), ``login`` and ``compute``.
 
-    - The munge key is generated at deploy time into Secrets Manager; every Slurm node reads it.
+    - The munge key is generated at deploy time into Secrets Manager; every Slurm node reads it,
+      and on the nodes only root reaches the role's credentials (unless
+      ``users_can_use_node_role``).
     - The controller publishes its address in an SSM parameter; compute nodes read it when slurmd
       starts, so a replaced controller is found again. Its state and accounting database live on
       the file system, so a reboot or replacement keeps every job.
@@ -205,6 +210,7 @@ class Slurm(Construct):
             "SLURM_ACCOUNTING": str(options.accounting).lower(),
             "SLURM_CONTAINERS": str(options.containers).lower(),
             "SLURM_USERS": users,
+            "SLURM_USERS_USE_NODE_ROLE": str(options.users_can_use_node_role).lower(),
             "FSX_MOUNT_PATH": file_system_mount_path,
         }
         if accounting_database is not None and not options.accounting:

@@ -174,6 +174,7 @@ class TrainingClusterStack(Stack):
                 partitions=orchestrator.partitions,
                 users=orchestrator.users,
                 containers=orchestrator.containers,
+                users_can_use_node_role=orchestrator.users_can_use_node_role,
             ),
         )
         if self.auto_repair is not None:
