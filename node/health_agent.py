@@ -5,8 +5,9 @@ Python 3 standard library only, so it runs on the stock AMI. Each check runs wit
 GPU count, NVIDIA XID errors in the kernel log, DCGM health, pending and failed ECC row remaps,
 EFA device count, the Lustre mount answering, root disk space, Neuron device count. When the
 set of failures changes, the node is first taken out of scheduling through the orchestrator hook
-(``/opt/training-cluster/hooks/drain``, when present), then an EventBridge event goes to the
-repair control plane; a CloudWatch metric (Healthy 1/0) is sent every interval.
+(``/opt/training-cluster/hooks/drain``, when present; ``hooks/resume`` puts it back once healthy,
+application XIDs aside), then an EventBridge event goes to the repair control plane; a
+CloudWatch metric (Healthy 1/0) is sent every interval.
 Opt-in deep checks on first boot (``dcgmi diag -r 2``, EFA provider check) report a node that
 fails them before it takes work.
 
@@ -72,7 +73,8 @@ class Settings:
     disk_used_percent_limit: float = 95.0
     deep_checks: bool = False
     state_dir: str = "/var/lib/training-cluster"
-    drain_hook: str = "/opt/training-cluster/hooks/drain"
+    drain_hook: str = "/opt/training-cluster/hooks/drain"  # run with the reason when a fault appears
+    resume_hook: str = "/opt/training-cluster/hooks/resume"  # run when the node is healthy again
     sysfs_infiniband: str = "/sys/class/infiniband"
     textfile_dir: str | None = "/var/lib/node_exporter/textfile"  # node_exporter's textfile collector
     dev_dir: str = "/dev"
@@ -292,12 +294,14 @@ class Agent:
         transient = set(self.settings.transient_xids)
         return [f for f in failures if not (f.check == "xid" and f.code in transient)]
 
-    def drain(self, failures: list[Failure]) -> None:
-        hook = Path(self.settings.drain_hook)
+    def tell_orchestrator(self, failures: list[Failure]) -> None:
+        """The orchestrator's hooks: drain the node, with the reason, while a fault keeps it from
+        work; resume it once healthy (the hook leaves nodes that people drained alone)."""
         blocking = self.blocking(failures)
-        if blocking and hook.is_file() and os.access(hook, os.X_OK):
-            reason = "; ".join(f.message for f in blocking)[:200]
-            self.runner([str(hook), reason], 60)
+        hook = Path(self.settings.drain_hook if blocking else self.settings.resume_hook)
+        if hook.is_file() and os.access(hook, os.X_OK):
+            command = [str(hook), "; ".join(f.message for f in blocking)[:200]] if blocking else [str(hook)]
+            self.runner(command, 60)
 
 
 class Reporter:
@@ -393,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info(
                 "state %s: %s", "unhealthy" if failures else "healthy", json.dumps([f.as_dict() for f in failures])
             )
-            agent.drain(failures)
+            agent.tell_orchestrator(failures)
             reporter.event(failures)
         reporter.metric(not failures)
         agent.write_textfile(failures)

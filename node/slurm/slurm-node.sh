@@ -266,6 +266,7 @@ compute() {
   install -d "$HOOK_DIR" /var/log/slurm /var/spool/slurmd
   install -m 0755 "$SLURM_DIR/slurm-health-check.sh" "$HOOK_DIR/slurm-health-check"
   install -m 0755 "$SLURM_DIR/slurm-agent-drain.sh" "$HOOK_DIR/drain"
+  install -m 0755 "$SLURM_DIR/slurm-agent-resume.sh" "$HOOK_DIR/resume"
   install -m 0755 "$SLURM_DIR/slurm-prolog.sh" "$HOOK_DIR/slurm-prolog"
   install -m 0755 "$SLURM_DIR/slurm-epilog.sh" "$HOOK_DIR/slurm-epilog"
   printf 'd /run/slurm 0755 root root -\n' >"$TMPFILES_DIR/training-cluster-slurm.conf"

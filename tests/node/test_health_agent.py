@@ -61,6 +61,7 @@ def node(tmp_path: Path) -> Settings:
         dev_dir=str(tmp_path / "dev"),
         state_dir=str(tmp_path / "state"),
         drain_hook=str(tmp_path / "drain"),
+        resume_hook=str(tmp_path / "resume"),
         disk_used_percent_limit=100.0,
         textfile_dir=str(tmp_path / "textfile"),
     )
@@ -166,10 +167,16 @@ def test_reports_only_changes_and_drains_first(node: Settings) -> None:
     agent = Agent(node, runner)
     failures = agent.check()
     assert agent.changed(failures) and not agent.changed(agent.check())
-    agent.drain(failures)
+    agent.tell_orchestrator(failures)
     assert runner.calls[-1] == [str(hook), "7 of 8 GPUs visible"]
     runner.answers["nvidia-smi --query-gpu"] = "nvidia-smi-8-gpus.txt"
-    assert agent.changed(agent.check())  # back to healthy is a change too
+    healthy = agent.check()
+    assert agent.changed(healthy)  # back to healthy is a change too
+    resume = Path(node.resume_hook)
+    resume.write_text("#!/bin/sh\n")
+    resume.chmod(0o755)
+    agent.tell_orchestrator(healthy)
+    assert runner.calls[-1] == [str(resume)]  # back in service
 
 
 def test_an_application_xid_does_not_drain_the_node(node: Settings) -> None:
@@ -180,10 +187,10 @@ def test_an_application_xid_does_not_drain_the_node(node: Settings) -> None:
     agent = Agent(node, runner)
     failures = agent.check()
     assert checks(agent.blocking(failures)) == [("xid", "79")]
-    agent.drain(failures)
+    agent.tell_orchestrator(failures)
     assert runner.calls[-1][0] == str(hook) and "13" not in runner.calls[-1][1] and "fallen off" in runner.calls[-1][1]
     calls = len(runner.calls)
-    agent.drain([f for f in failures if f.code == "13"])  # an application error alone: no drain
+    agent.tell_orchestrator([f for f in failures if f.code == "13"])  # an application error alone: no drain
     assert len(runner.calls) == calls
 
 

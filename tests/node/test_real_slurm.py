@@ -56,6 +56,9 @@ class Slurm:
         self.env = {**os.environ, "SLURM_CONF": str(root / "etc" / "slurm.conf")}
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}
 
+    node_conf = slurm_config.node_conf(slurm_config.Layout.from_json(json.dumps(LAYOUT)).group("gpu"))
+    server = f"{HOST_IP}:{CONTROLLER_PORT}"
+
     def write_config(self, controller_address: str) -> None:
         """The files the controller writes, rendered by the code it runs, with the controller at
         ``controller_address``. This machine cannot delegate cgroups to slurmd: they are off."""
@@ -77,8 +80,7 @@ class Slurm:
     def start_node(self, name: str, *, namespace: bool) -> None:
         """``slurmd -Z`` as compute nodes run it: named after the instance, configless, with the
         group's ``--conf`` line from the layout."""
-        conf = slurm_config.node_conf(slurm_config.Layout.from_json(json.dumps(LAYOUT)).group("gpu"))
-        server = f"{HOST_IP}:{CONTROLLER_PORT}"
+        conf, server = self.node_conf, self.server
         # nsenter joins only the network namespace (ip netns exec would also remount /sys).
         prefix = ["nsenter", f"--net=/run/netns/{NAMESPACE}"] if namespace else []
         self.start(name, *prefix, "slurmd", "-D", "-Z", "-N", name, "--conf", conf, "--conf-server", server)
@@ -306,24 +308,51 @@ def slurm_nodelist(*names: str) -> str:
     return ",".join(sorted(names))
 
 
-def test_the_health_check_resumes_a_node_it_drained_and_nothing_else(slurm: Slurm, tmp_path: Path) -> None:
+def test_each_check_resumes_only_what_it_may(slurm: Slurm, tmp_path: Path) -> None:
+    """Who undoes a drain: Slurm's health check its own ("health:"); the health agent, once the
+    node is healthy, its own, the health check's and a repair reboot's; nobody a person's."""
     healthy = tmp_path / "healthy.py"
     healthy.write_text("print('[]')\n")
     env = {"HEALTH_AGENT": str(healthy), "SLURMD_NODENAME": NODE_A}
-    slurm.run(str(SLURM / "slurm-agent-drain.sh"), "xid 48: double-bit ECC error", extra_env=env)
-    assert "Reason=health: xid 48: double-bit ECC error" in slurm.node(NODE_A)
-    assert slurm.run(str(SLURM / "slurm-health-check.sh"), extra_env=env).returncode == 0
-    info = slurm.node(NODE_A)
-    assert "State=IDLE" in info and "DRAIN" not in info and "Reason=" not in info
+    check, resume = str(SLURM / "slurm-health-check.sh"), str(SLURM / "slurm-agent-resume.sh")
+
+    def state() -> str:
+        info = slurm.node(NODE_A)
+        found = re.search(r"State=(\S+)", info)
+        reason = re.search(r"Reason=(.*?) \[", info)
+        return f"{found.group(1) if found else '?'} {reason.group(1) if reason else ''}".strip()
+
+    def settles(expected: str) -> bool:  # Slurm pings a node it resumes: NOT_RESPONDING for a moment
+        wait_for(f"state {expected!r}", lambda: state() == expected, timeout=30)
+        return True
+
+    # The health check drained the node; it passes again: back in service.
+    slurm.run("scontrol", "update", f"nodename={NODE_A}", "state=drain", "reason=health: 7 of 8 GPUs visible")
+    assert slurm.run(check, extra_env=env).returncode == 0
+    assert settles("IDLE+DYNAMIC_NORM")
+    # The agent drained it (its deep checks see more than the quick check): the check leaves it.
+    slurm.run(str(SLURM / "slurm-agent-drain.sh"), "dcgmi diag: memory test failed", extra_env=env)
+    assert state() == "IDLE+DRAIN+DYNAMIC_NORM agent: dcgmi diag: memory test failed"
+    assert slurm.run(check, extra_env=env).returncode == 0
+    assert state().endswith("agent: dcgmi diag: memory test failed")
+    # Auto-repair reboots it (down first); it comes back healthy and the agent resumes it.
+    slurm.run(str(SLURM / "slurm-drain.sh"), NODE_A, "reboot", "reboot: dcgm")
+    assert state().startswith("DOWN") and "repair (reboot): reboot: dcgm" in state()
+    slurm.stop(NODE_A)  # the reboot
+    slurm.start(NODE_A, "slurmd", "-D", "-Z", "-N", NODE_A, "--conf", slurm.node_conf, "--conf-server", slurm.server)
+    wait_for("slurmd to register again", lambda: "NOT_RESPONDING" not in state() and "DOWN" not in state())
+    # Registered, but still drained: Slurm keeps the agent's drain across the reboot.
+    assert state() == "IDLE+DRAIN+DYNAMIC_NORM repair (reboot): reboot: dcgm"
+    assert slurm.run(resume, extra_env=env).returncode == 0
+    assert settles("IDLE+DYNAMIC_NORM")
     # Without the health agent (auto-repair off) the check has nothing to say.
-    absent = slurm.run(
-        str(SLURM / "slurm-health-check.sh"), extra_env={**env, "HEALTH_AGENT": str(tmp_path / "absent.py")}
-    )
-    assert absent.returncode == 0 and "DRAIN" not in slurm.node(NODE_A)
-    # A node a person drained stays drained.
+    absent = slurm.run(check, extra_env={**env, "HEALTH_AGENT": str(tmp_path / "absent.py")})
+    assert absent.returncode == 0 and settles("IDLE+DYNAMIC_NORM")
+    # A node a person drained stays drained, whoever looks.
     slurm.run("scontrol", "update", f"nodename={NODE_A}", "state=drain", "reason=maintenance")
-    assert slurm.run(str(SLURM / "slurm-health-check.sh"), extra_env=env).returncode == 0
-    assert "Reason=maintenance" in slurm.node(NODE_A)
+    assert slurm.run(check, extra_env=env).returncode == 0
+    assert slurm.run(resume, extra_env=env).returncode == 0
+    assert state() == "IDLE+DRAIN+DYNAMIC_NORM maintenance"
 
 
 def test_the_reaper_deletes_down_nodes_whose_instances_are_gone(slurm: Slurm, tmp_path: Path) -> None:

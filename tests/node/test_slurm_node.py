@@ -183,6 +183,7 @@ def test_a_compute_node_runs_slurmd_as_a_dynamic_node_of_its_group(node: dict[st
     assert "ConditionPathExists=\n" in dropin  # configless: no local slurm.conf to wait for
     assert os.access(tmp_path / "hooks" / "slurm-health-check", os.X_OK)
     assert (tmp_path / "hooks" / "drain").read_text() == (SLURM / "slurm-agent-drain.sh").read_text()
+    assert (tmp_path / "hooks" / "resume").read_text() == (SLURM / "slurm-agent-resume.sh").read_text()
     for hook in ("slurm-prolog", "slurm-epilog"):  # the job label on the node's metrics
         assert (tmp_path / "hooks" / hook).read_text() == (SLURM / f"{hook}.sh").read_text()
         assert os.access(tmp_path / "hooks" / hook, os.X_OK)
