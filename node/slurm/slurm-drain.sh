@@ -15,6 +15,10 @@ case $action in
     exit 2
     ;;
 esac
+if ! scontrol ping >/dev/null; then
+  echo "slurmctld does not answer: $node was not drained" >&2
+  exit 1
+fi
 if ! scontrol show node "$node" >/dev/null 2>&1; then
   echo "$node is not a Slurm node: nothing to drain"
   exit 0

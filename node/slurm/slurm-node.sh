@@ -55,6 +55,7 @@ wait_for_mount() { # the file system's systemd unit mounts it at every boot; uni
 install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   local packages=(munge slurm-client)
+  retry apt-get update -q
   case $SLURM_ROLE in
     controller)
       packages+=(slurmctld)
@@ -80,7 +81,6 @@ install_packages() {
       return 1
       ;;
   esac
-  retry apt-get update -q
   retry apt-get install -y -q --no-install-recommends "${packages[@]}"
   [[ $(id -u slurm) == "$SLURM_UID" ]] || log "warning: the slurm account has uid $(id -u slurm), not $SLURM_UID"
 }
@@ -115,6 +115,10 @@ create_users() { # SLURM_USERS="alice:2001 bob:2002": one uid everywhere, homes 
     getent group "$name" >/dev/null || groupadd --gid "$uid" "$name"
     getent passwd "$name" >/dev/null ||
       useradd --uid "$uid" --gid "$uid" --home-dir "$HOMES/$name" --no-create-home --shell /bin/bash "$name"
+    if [[ $(id -u "$name") != "$uid" ]]; then
+      log "user $name exists on this image with uid $(id -u "$name"), not $uid: rename the cluster user"
+      return 1
+    fi
     if [[ ! -d $HOMES/$name ]]; then
       mkdir -p "$HOMES/$name"
       cp -rT /etc/skel "$HOMES/$name" 2>/dev/null || true
@@ -160,10 +164,10 @@ controller() {
   install -d -o slurm -g slurm "$SHARED" "$SHARED/state" "$SHARED/etc" /var/log/slurm
   printf 'd /run/slurm 0755 slurm slurm -\n' >"$TMPFILES_DIR/training-cluster-slurm.conf"
   install -d -o slurm -g slurm /run/slurm
-  # Nodes find the controller through an SSM parameter this controller keeps current, so a
-  # replacement controller takes over without reconfiguring any node by hand.
-  retry aws ssm put-parameter --name "$SLURM_CONTROLLER_PARAMETER" --value "$address" --type String --overwrite \
-    >/dev/null
+  # Nodes find the controller through an SSM parameter this controller keeps current (now and
+  # every 5 minutes with the reaper), so a replacement controller takes over without anyone
+  # reconfiguring a node, and a stack update that resets the parameter is undone.
+  retry "$SLURM_DIR/slurm-publish.sh" "$address"
   local database=()
   if [[ -n ${SLURM_DATABASE_SECRET_ARN:-} ]]; then
     (
@@ -233,10 +237,11 @@ Restart=always
 RestartSec=10"
   cat >"$SYSTEMD_DIR/training-cluster-slurm-reap.service" <<UNIT
 [Unit]
-Description=Delete Slurm nodes whose instances are gone
+Description=Publish the controller's address; delete Slurm nodes whose instances are gone
 [Service]
 Type=oneshot
-Environment=AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION
+Environment=AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION SLURM_CONTROLLER_PARAMETER=$SLURM_CONTROLLER_PARAMETER
+ExecStartPre=$SLURM_DIR/slurm-publish.sh $address
 ExecStart=$SLURM_DIR/slurm-reap.sh
 UNIT
   cat >"$SYSTEMD_DIR/training-cluster-slurm-reap.timer" <<UNIT

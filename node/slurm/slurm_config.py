@@ -35,6 +35,7 @@ class Group:
     name: str
     gpus: int = 0
     memory_mib: int = 0  # the catalog's figure; 0: let slurmd report what it finds
+    vcpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ class Layout:
     @classmethod
     def from_json(cls, text: str) -> Layout:
         data: dict[str, Any] = json.loads(text)
-        groups = tuple(Group(g["name"], int(g.get("gpus", 0)), int(g.get("memory_mib", 0))) for g in data["groups"])
+        groups = tuple(
+            Group(g["name"], int(g.get("gpus", 0)), int(g.get("memory_mib", 0)), int(g.get("vcpus", 0)))
+            for g in data["groups"]
+        )
         return cls(
             cluster=data["cluster"],
             groups=groups,
@@ -152,10 +156,25 @@ def render_slurm_conf(
         ]
     for group in groups:
         lines.append(f"Nodeset={group.name} Feature={group.name}")
+    by_name = {g.name: g for g in groups}
     for index, (partition, members) in enumerate(partitions.items()):
         default = "YES" if index == 0 else "NO"
-        lines.append(f"PartitionName={partition} Nodes={','.join(members)} Default={default} MaxTime=INFINITE State=UP")
+        line = f"PartitionName={partition} Nodes={','.join(members)} Default={default} MaxTime=INFINITE State=UP"
+        lines.append(line + default_memory([by_name[m] for m in members]))
     return "\n".join(lines) + "\n"
+
+
+def default_memory(groups: Sequence[Group]) -> str:
+    """A job that does not ask for memory gets its share of the node by the GPUs (or CPUs) it
+    asks for, not the whole node: `` DefMemPerGPU=...`` (or ``DefMemPerCPU``) for a partition
+    of these groups, the smallest share among them. Nothing where memory is not known."""
+    if not groups or any(not g.memory_mib for g in groups):
+        return ""
+    if all(g.gpus for g in groups):
+        return f" DefMemPerGPU={min(usable_memory_mib(g.memory_mib) // g.gpus for g in groups)}"
+    if all(g.vcpus for g in groups):
+        return f" DefMemPerCPU={min(usable_memory_mib(g.memory_mib) // g.vcpus for g in groups)}"
+    return ""
 
 
 def node_conf(group: Group) -> str:

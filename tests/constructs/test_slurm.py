@@ -97,7 +97,7 @@ def test_each_role_gets_its_settings_and_slurm_runs_last(default_cluster: Synthe
     assert layout == {
         "accounting": True,
         "cluster": "demo",
-        "groups": [{"gpus": 8, "memory_mib": 2097152, "name": "gpu"}],
+        "groups": [{"gpus": 8, "memory_mib": 2097152, "name": "gpu", "vcpus": 192}],
         "partitions": {"gpu": ["gpu"]},
     }
     assert settings(sy, "gpu")["SLURM_GPUS"] == "8" and settings(sy, "controller")["SLURM_GPUS"] == "0"

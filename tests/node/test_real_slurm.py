@@ -193,6 +193,12 @@ def test_rendered_config() -> None:
     assert "SlurmctldHost=ip-10-0-128-5(10.0.128.5)" in conf and "SlurmctldParameters=enable_configless" in conf
     assert "JobRequeue=1" in conf and "ReturnToService=2" in conf
     assert "Nodeset=gpu Feature=gpu" in conf and "PartitionName=train Nodes=gpu Default=YES" in conf
+    # A job that asks for no memory gets a GPU's share of the node (1991270 MiB / 8), not all of it.
+    assert "PartitionName=train Nodes=gpu Default=YES MaxTime=INFINITE State=UP DefMemPerGPU=248908\n" in conf
+    cpu = slurm_config.Group("cpu", 0, 65536, 16)
+    assert slurm_config.default_memory([cpu]) == " DefMemPerCPU=3827"
+    assert slurm_config.default_memory([slurm_config.Group("gpu", 8, 2097152, 192), cpu]) == " DefMemPerCPU=3827"
+    assert slurm_config.default_memory([slurm_config.Group("x")]) == ""  # memory not known
     assert "AccountingStorageHost=10.0.128.5" in conf and "ProctrackType=proctrack/cgroup" in conf
     assert "StorageType=accounting_storage/mysql" in files["slurmdbd.conf"]
     assert files["gres.conf"] == "AutoDetect=nvml\n" and "ConstrainDevices=yes" in files["cgroup.conf"]
@@ -377,6 +383,9 @@ def test_the_controller_keeps_its_jobs_across_a_restart(slurm: Slurm, tmp_path: 
     assert held.returncode == 0, held.stderr
     job = held.stdout.strip()
     slurm.stop("slurmctld")
+    # Meanwhile a repair's drain cannot be done, and says so (the repair records it and goes on).
+    unanswered = slurm.run(str(SLURM / "slurm-drain.sh"), NODE_A, "reboot", "status check")
+    assert unanswered.returncode == 1 and f"slurmctld does not answer: {NODE_A} was not drained" in unanswered.stderr
     slurm.start("slurmctld", "slurmctld", "-D", "-f", str(tmp_path / "etc" / "slurm.conf"))
     wait_for("slurmctld", lambda: slurm.run("scontrol", "ping").stdout.count("UP") == 1)
     assert "JobState=PENDING" in slurm.job(job) and "Reason=JobHeldUser" in slurm.job(job)

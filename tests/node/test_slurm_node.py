@@ -30,7 +30,9 @@ STAND_INS = {
     "aws": f'echo "aws $*" >>"$FAKE_LOG"; case "$*" in *secret:database*) printf %s "$FAKE_DATABASE";; '
     f'*get-secret-value*) printf %s "{MUNGE_KEY}";; esac',
     "hostname": "echo ip-10-0-128-7",
-    "id": 'case "$*" in "-u slurm") echo 64030;; *) exec /usr/bin/id "$@";; esac',
+    # The accounts useradd (a stand-in) would have made.
+    "id": 'case "$*" in "-u slurm") echo 64030;; "-u alice") echo 2001;; "-u bob") echo 2002;; '
+    '*) exec /usr/bin/id "$@";; esac',
     "getent": "exit 2",
     "iptables": 'echo "iptables $*" >>"$FAKE_LOG"',
     "sacctmgr": 'echo "sacctmgr $*" >>"$FAKE_LOG"',
@@ -128,6 +130,11 @@ def test_the_controller_renders_slurm_publishes_its_address_and_starts(node: dic
     dropin = (tmp_path / "systemd" / "slurmctld.service.d" / "training-cluster.conf").read_text()
     assert f"until mountpoint -q {fsx}" in dropin and "Restart=always" in dropin
     assert "OnUnitActiveSec=5min" in (tmp_path / "systemd" / "training-cluster-slurm-reap.timer").read_text()
+    # Every 5 minutes the address is published again, should an update have reset the parameter.
+    assert (
+        f"ExecStartPre={tmp_path}/slurm/slurm-publish.sh 10.0.128.7"
+        in (tmp_path / "systemd" / "training-cluster-slurm-reap.service").read_text()
+    )
     reaper = (tmp_path / "systemd" / "training-cluster-slurm-reap.service").read_text()
     assert f"ExecStart={tmp_path}/slurm/slurm-reap.sh" in reaper
     assert "Environment=AWS_DEFAULT_REGION=us-east-1" in reaper  # the AWS CLI needs a region under systemd
@@ -240,3 +247,24 @@ def test_slurmd_waits_for_the_controller_to_publish_its_address(tmp_path: Path) 
         "-D", "-s", "-Z", "-N", "i-0abc", "--conf-server", "10.0.128.7:6817", "--conf", "Feature=gpu Gres=gpu:8",
     ]  # fmt: skip
     assert result.stderr.count("waiting for the controller") == 2
+
+
+@pytest.mark.parametrize(("current", "published"), [("pending", True), ("10.0.128.7", False)])
+def test_the_controller_publishes_its_address_when_it_changed(tmp_path: Path, current: str, published: bool) -> None:
+    fake = tmp_path / "aws"
+    fake.write_text(
+        f'#!/bin/bash\necho "aws $*" >>{tmp_path}/calls.log\nif [[ $2 == get-parameter ]]; then echo {current}; fi\n'
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["/bin/bash", str(SLURM / "slurm-publish.sh"), "10.0.128.7"],
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "SLURM_CONTROLLER_PARAMETER": "/p"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    puts = [c for c in (tmp_path / "calls.log").read_text().splitlines() if "put-parameter" in c]
+    assert puts == (
+        ["aws ssm put-parameter --name /p --value 10.0.128.7 --type String --overwrite"] if published else []
+    )

@@ -172,7 +172,12 @@ class Slurm(Construct):
             "cluster": cluster_name,
             "accounting": options.accounting,
             "groups": [
-                {"name": name, "gpus": fleet.instance_type.gpus, "memory_mib": fleet.instance_type.memory_mib}
+                {
+                    "name": name,
+                    "gpus": fleet.instance_type.gpus,
+                    "memory_mib": fleet.instance_type.memory_mib,
+                    "vcpus": fleet.instance_type.vcpus,
+                }
                 for name, fleet in compute.items()
             ],
             "partitions": partitions,
