@@ -380,6 +380,16 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "uid 2001 is given to more than one user",
     ),
     "slurm type": (with_slurm({"type": "eks"}), "orchestrator.type", "'slurm' or 'none' (got 'eks')"),
+    "slurm default partition": (
+        with_slurm({"partitions": {"default": ["gpu"]}}),
+        "orchestrator.partitions",
+        "'default' is the name of Slurm's defaults line",
+    ),
+    "slurm system user": (
+        with_slurm({"users": {"ubuntu": 2001}}),
+        "orchestrator.users.ubuntu",
+        "an account of the operating system or of Slurm on the nodes",
+    ),
     "rds in your own vpc": (
         {**with_slurm({"accounting": "rds"}), "network": EXISTING},
         "network.database_subnet_ids",

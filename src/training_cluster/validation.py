@@ -252,6 +252,12 @@ def lustre_ip_addresses(lustre: LustreConfig) -> int:
 
 
 SLURM_RESERVED_GROUP_NAMES = ("controller", "login")
+# Accounts the node images (Ubuntu 24.04, its Slurm, munge, MariaDB, Session Manager) have already.
+SYSTEM_ACCOUNTS = frozenset((
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data",
+    "backup", "list", "irc", "nobody", "_apt", "systemd-network", "systemd-resolve", "systemd-timesync",
+    "messagebus", "syslog", "sshd", "polkitd", "ubuntu", "lxd", "slurm", "munge", "mysql", "ssm-user",
+))  # fmt: skip
 
 
 def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
@@ -314,6 +320,18 @@ def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
                 path="orchestrator.accounting",
                 message=f"rds needs a second availability zone and the catalog knows none for {config.region}; "
                 "use local or off",
+            )
+    for partition in orchestrator.partitions or {}:
+        if partition.lower() == "default":
+            yield Finding(
+                path="orchestrator.partitions",
+                message="'default' is the name of Slurm's defaults line, not a partition: choose another name",
+            )
+    for user in orchestrator.users:
+        if user in SYSTEM_ACCOUNTS:
+            yield Finding(
+                path=f"orchestrator.users.{user}",
+                message=f"{user!r} is an account of the operating system or of Slurm on the nodes: choose another name",
             )
     uids = Counter(orchestrator.users.values())
     for user, uid in orchestrator.users.items():
