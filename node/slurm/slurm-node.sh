@@ -184,8 +184,13 @@ controller() {
     # Optional: nodes without pyxis (login, CPU groups) still start.
     printf 'optional /usr/local/lib/slurm/spank_pyxis.so\n' >"$ETC/plugstack.conf"
   fi
-  cp "$ETC/slurm.conf" "$SHARED/etc/slurm.conf.tmp"
-  mv -f "$SHARED/etc/slurm.conf.tmp" "$SHARED/etc/slurm.conf"
+  local file
+  for file in slurm.conf plugstack.conf; do # what login nodes read
+    if [[ -f $ETC/$file ]]; then
+      cp "$ETC/$file" "$SHARED/etc/$file.tmp"
+      mv -f "$SHARED/etc/$file.tmp" "$SHARED/etc/$file"
+    fi
+  done
 
   if [[ ${SLURM_ACCOUNTING:-false} == true ]]; then
     chown slurm:slurm "$ETC/slurmdbd.conf"
@@ -313,6 +318,11 @@ login() {
   done
   mkdir -p "$ETC"
   ln -sfn "$SHARED/etc/slurm.conf" "$ETC/slurm.conf"
+  if [[ ${SLURM_CONTAINERS:-false} == true ]]; then
+    # srun here must know pyxis's options (--container-image and the rest).
+    bash "$SLURM_DIR/containers.sh" --pyxis-only
+    ln -sfn "$SHARED/etc/plugstack.conf" "$ETC/plugstack.conf"
+  fi
   log "login node ready: sinfo, sbatch and srun read $SHARED/etc/slurm.conf"
 }
 

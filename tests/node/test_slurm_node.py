@@ -109,6 +109,9 @@ def test_the_controller_renders_slurm_publishes_its_address_and_starts(node: dic
     assert f"StateSaveLocation={fsx}/.slurm/demo/state" in conf and "AccountingStorageHost=10.0.128.7" in conf
     assert (fsx / ".slurm" / "demo" / "etc" / "slurm.conf").read_text() == conf  # for login nodes
     assert (tmp_path / "etc" / "plugstack.conf").read_text() == "optional /usr/local/lib/slurm/spank_pyxis.so\n"
+    assert (
+        fsx / ".slurm" / "demo" / "etc" / "plugstack.conf"
+    ).read_text() == "optional /usr/local/lib/slurm/spank_pyxis.so\n"
     assert "StorageType=accounting_storage/mysql" in (tmp_path / "etc" / "slurmdbd.conf").read_text()
     assert f"datadir = {fsx}/.slurm/demo/mysql" in (tmp_path / "mysql" / "99-training-cluster.cnf").read_text()
     key = tmp_path / "munge" / "munge.key"
@@ -209,6 +212,11 @@ def test_a_login_node_reads_the_controllers_configuration(node: dict[str, str], 
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "etc" / "slurm.conf").resolve() == shared / "slurm.conf"
     assert any(c.startswith("apt-get install") and c.endswith("munge slurm-client") for c in calls(node))
+    assert not (tmp_path / "etc" / "plugstack.conf").exists()
+    # With containers, srun here knows pyxis's options.
+    assert run(node, "login", SLURM_CONTAINERS="true").returncode == 0
+    assert f"bash {tmp_path}/slurm/containers.sh --pyxis-only" in calls(node)
+    assert (tmp_path / "etc" / "plugstack.conf").resolve() == shared / "plugstack.conf"
 
 
 def test_an_unknown_role_fails(node: dict[str, str]) -> None:
@@ -268,3 +276,56 @@ def test_the_controller_publishes_its_address_when_it_changed(tmp_path: Path, cu
     assert puts == (
         ["aws ssm put-parameter --name /p --value 10.0.128.7 --type String --overwrite"] if published else []
     )
+
+
+def test_containers_install_enroot_and_pyxis_with_folders_every_user_can_use(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_ins = {
+        "curl": 'echo "curl $*" >>"$FAKE_LOG"; out="${*: -2:1}"; '
+        'if [[ $out == *.tar.gz ]]; then mkdir -p "$FAKE_SRC/pyxis-0.20.0"; tar -czf "$out" -C "$FAKE_SRC" .; '
+        'else echo deb >"$out"; fi',
+        "apt-get": 'echo "apt-get $*" >>"$FAKE_LOG"; [[ $* == *enroot.deb* ]] && touch "$FAKE_BIN/enroot" && '
+        'chmod +x "$FAKE_BIN/enroot"; true',
+        "dpkg": "echo amd64",
+        "make": 'echo "make $*" >>"$FAKE_LOG"; mkdir -p "$(dirname "$PYXIS_PLUGIN")"; touch "$PYXIS_PLUGIN"',
+    }
+    for name, body in stand_ins.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    scratch = tmp_path / "nvme"
+    scratch.mkdir()
+    env = {
+        "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "FAKE_LOG": str(tmp_path / "calls.log"),
+        "FAKE_BIN": str(bin_dir),
+        "FAKE_SRC": str(tmp_path / "src"),
+        "ENROOT_SCRATCH": str(scratch),
+        "ENROOT_CONF_DIR": str(tmp_path / "enroot.conf.d"),
+        "ENROOT_RUN_DIR": str(tmp_path / "run-enroot"),
+        "TMPFILES_DIR": str(tmp_path),
+        "PYXIS_PLUGIN": str(tmp_path / "lib" / "spank_pyxis.so"),
+    }
+
+    def run(*args: str) -> list[str]:
+        log = tmp_path / "calls.log"
+        log.unlink(missing_ok=True)
+        result = subprocess.run(
+            ["/bin/bash", str(SLURM / "containers.sh"), *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return log.read_text().splitlines() if log.exists() else []
+
+    # A login node: the plugin alone.
+    login = run("--pyxis-only")
+    assert any("pyxis/archive/refs/tags/v0.20.0.tar.gz" in c for c in login) and not any("enroot" in c for c in login)
+    (tmp_path / "lib" / "spank_pyxis.so").unlink()
+    first = run()
+    assert any("enroot_3.5.0-1_amd64.deb" in c for c in first) and any(c.startswith("make -C") for c in first)
+    for folder in ("enroot/data", "enroot/cache", "enroot/tmp"):
+        assert stat.S_IMODE((scratch / folder).stat().st_mode) == 0o1777, folder
+    assert stat.S_IMODE((tmp_path / "run-enroot").stat().st_mode) == 0o1777
+    assert (tmp_path / "training-cluster-enroot.conf").read_text() == f"d {tmp_path}/run-enroot 1777 root root -\n"
+    conf = (tmp_path / "enroot.conf.d" / "training-cluster.conf").read_text()
+    assert f"ENROOT_DATA_PATH {scratch}/enroot/data/user-${{UID}}" in conf
+    assert run() == []  # installed: nothing is fetched again
