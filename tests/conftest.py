@@ -63,6 +63,25 @@ class Synthesized:
         ids = self.logical_ids(scope)
         return {k: v for k, v in self.template_json["Resources"].items() if k in ids}
 
+    def only(self, scope: IConstruct, type_name: str) -> dict[str, Any]:
+        """The one resource of ``type_name`` under ``scope``."""
+        (resource,) = [r for r in self.resources_of(scope).values() if r["Type"] == type_name]
+        return resource
+
+    def launch_data(self, group: str) -> dict[str, Any]:
+        """The launch template data of a fleet."""
+        data: dict[str, Any] = self.only(self.stack.fleets[group], "AWS::EC2::LaunchTemplate")["Properties"][
+            "LaunchTemplateData"
+        ]
+        return data
+
+    def user_data(self, group: str, reference: str = "<ref>") -> str:
+        """A fleet's user data as text, each CloudFormation reference shown as ``reference``."""
+        joined = self.launch_data(group)["UserData"]["Fn::Base64"]
+        if isinstance(joined, str):
+            return joined
+        return "".join(part if isinstance(part, str) else reference for part in joined["Fn::Join"][1])
+
 
 def mask_asset_hashes(value: Any) -> Any:
     """Asset hashes change with any byte of an asset; snapshots keep only their place."""

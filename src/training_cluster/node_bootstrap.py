@@ -22,6 +22,21 @@ _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _STAGE = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
+def asset_stage(description: str, *, uri_setting: str, directory: str, script: str) -> str:
+    """A stage that fetches a zipped folder asset (its S3 URI in the setting ``uri_setting``),
+    unpacks it into ``directory`` and runs ``script`` from it with bash."""
+    archive = f"/tmp/training-cluster-{directory.rstrip('/').rsplit('/', 1)[-1]}.zip"
+    return (
+        "set -euo pipefail\n"
+        f"# {description}: fetched as one asset, installed by {script}.\n"
+        f"mkdir -p {directory}\n"
+        f'aws s3 cp --only-show-errors "${uri_setting}" {archive}\n'
+        f"python3 -m zipfile -e {archive} {directory}\n"
+        f"chmod 0755 {directory}/*.sh\n"
+        f"bash {directory}/{script}\n"
+    )
+
+
 class NodeBootstrap:
     """Builds the user data of one instance group. Values may be CDK tokens (resolved at deploy)."""
 

@@ -16,28 +16,8 @@ from training_cluster import catalog
 from training_cluster.constructs import Fleet, FleetCapacity
 
 
-def only(sy: Synthesized, scope: Any, type_name: str) -> dict[str, Any]:
-    (resource,) = [r for r in sy.resources_of(scope).values() if r["Type"] == type_name]
-    return resource
-
-
-def launch_data(sy: Synthesized, group: str) -> dict[str, Any]:
-    data: dict[str, Any] = only(sy, sy.stack.fleets[group], "AWS::EC2::LaunchTemplate")["Properties"][
-        "LaunchTemplateData"
-    ]
-    return data
-
-
 def asg(sy: Synthesized, group: str) -> dict[str, Any]:
-    return only(sy, sy.stack.fleets[group], "AWS::AutoScaling::AutoScalingGroup")
-
-
-def user_data(sy: Synthesized, group: str) -> str:
-    """The user data as text, with each CloudFormation reference shown as <ref>."""
-    joined = launch_data(sy, group)["UserData"]["Fn::Base64"]
-    if isinstance(joined, str):
-        return joined
-    return "".join(part if isinstance(part, str) else "<ref>" for part in joined["Fn::Join"][1])
+    return sy.only(sy.stack.fleets[group], "AWS::AutoScaling::AutoScalingGroup")
 
 
 def test_snapshot(example: Synthesized, snapshot_json: SnapshotAssertion) -> None:
@@ -61,7 +41,7 @@ def test_every_efa_card_gets_an_interface(
     sy: Synthesized = request.getfixturevalue(fixture)
     info = catalog.get(instance_type)
     assert info is not None
-    interfaces = launch_data(sy, group)["NetworkInterfaces"]
+    interfaces = sy.launch_data(group)["NetworkInterfaces"]
     node_sg = sy.stack.resolve(sy.stack.network.security_group.security_group_id)
     assert [(i["NetworkCardIndex"], i["DeviceIndex"], i["InterfaceType"]) for i in interfaces] == [
         (s.network_card_index, s.device_index, s.interface_type) for s in info.efa_layout()
@@ -72,19 +52,19 @@ def test_every_efa_card_gets_an_interface(
         assert interface["DeleteOnTermination"] is True
         assert "SubnetId" not in interface  # the Auto Scaling group supplies the subnet
         assert "PrivateIpAddress" not in interface and "AssociatePublicIpAddress" not in interface
-    assert "SecurityGroupIds" not in launch_data(sy, group)  # groups go on each interface
+    assert "SecurityGroupIds" not in sy.launch_data(group)  # groups go on each interface
 
 
 def test_cpu_and_efa_off_groups_get_one_interface(p4d: Synthesized, lean: Synthesized) -> None:
     for sy, group in ((p4d, "login"), (lean, "controller"), (lean, "l40s")):
-        interfaces = launch_data(sy, group)["NetworkInterfaces"]
+        interfaces = sy.launch_data(group)["NetworkInterfaces"]
         assert [(i["NetworkCardIndex"], i["DeviceIndex"], i["InterfaceType"]) for i in interfaces] == [
             (0, 0, "interface")
         ]
 
 
 def test_launch_template_security_and_root_volume(default_cluster: Synthesized, lean: Synthesized) -> None:
-    data = launch_data(default_cluster, "gpu")
+    data = default_cluster.launch_data("gpu")
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["BlockDeviceMappings"] == [
         {
@@ -92,14 +72,14 @@ def test_launch_template_security_and_root_volume(default_cluster: Synthesized, 
             "Ebs": {"DeleteOnTermination": True, "Encrypted": True, "VolumeSize": 500, "VolumeType": "gp3"},
         }
     ]
-    assert launch_data(lean, "controller")["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvda"
-    assert launch_data(lean, "controller")["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 100
+    assert lean.launch_data("controller")["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvda"
+    assert lean.launch_data("controller")["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 100
     assert data["InstanceType"] == "p5.48xlarge"
     assert "IamInstanceProfile" in data
 
 
 def default_image(sy: Synthesized, group: str) -> str:
-    ref = launch_data(sy, group)["ImageId"]["Ref"]
+    ref = sy.launch_data(group)["ImageId"]["Ref"]
     parameter = sy.template_json["Parameters"][ref]
     assert parameter["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"  # resolved at deploy time
     return str(parameter["Default"])
@@ -118,7 +98,7 @@ def test_default_images_resolve_from_ssm_public_parameters(
     assert default_image(trn2, "trainium") == "/aws/service/neuron/dlami/base/ubuntu-22.04/latest/image_id"
     # CPU groups get the distribution's own image, not the GPU one.
     assert default_image(lean, "controller") == "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-    assert launch_data(lean, "l40s")["ImageId"] == "ami-0123456789abcdef0"
+    assert lean.launch_data("l40s")["ImageId"] == "ami-0123456789abcdef0"
 
 
 def test_fixed_size_group_never_replaces_running_nodes(example: Synthesized) -> None:
@@ -136,27 +116,27 @@ def test_fixed_size_group_never_replaces_running_nodes(example: Synthesized) -> 
 
 
 def test_cluster_placement_group_per_group(default_cluster: Synthesized) -> None:
-    group = only(default_cluster, default_cluster.stack.fleets["gpu"], "AWS::EC2::PlacementGroup")
+    group = default_cluster.only(default_cluster.stack.fleets["gpu"], "AWS::EC2::PlacementGroup")
     assert group["Properties"]["Strategy"] == "cluster"
     (logical_id,) = [
         k for k, v in default_cluster.resources_of(default_cluster.stack.fleets["gpu"]).items() if v is group
     ]
-    assert launch_data(default_cluster, "gpu")["Placement"] == {"GroupName": {"Fn::GetAtt": [logical_id, "GroupName"]}}
+    assert default_cluster.launch_data("gpu")["Placement"] == {"GroupName": {"Fn::GetAtt": [logical_id, "GroupName"]}}
 
 
 def test_targeted_reservation_in_its_own_placement_group(p4d: Synthesized) -> None:
-    data = launch_data(p4d, "gpu")
+    data = p4d.launch_data("gpu")
     assert data["CapacityReservationSpecification"] == {
         "CapacityReservationTarget": {"CapacityReservationId": "cr-0a1b2c3d4e5f60718"}
     }
     assert "InstanceMarketOptions" not in data
     assert data["Placement"] == {"GroupName": "a100-reserved-pg"}
     p4d.template.resource_count_is("AWS::EC2::PlacementGroup", 0)
-    assert "Placement" not in launch_data(p4d, "login")
+    assert "Placement" not in p4d.launch_data("login")
 
 
 def test_capacity_block(trn2: Synthesized) -> None:
-    data = launch_data(trn2, "trainium")
+    data = trn2.launch_data("trainium")
     assert data["InstanceMarketOptions"] == {"MarketType": "capacity-block"}
     assert data["CapacityReservationSpecification"] == {
         "CapacityReservationTarget": {"CapacityReservationId": "cr-0123456789abcdef0"}
@@ -166,7 +146,7 @@ def test_capacity_block(trn2: Synthesized) -> None:
 
 
 def test_nodes_can_use_session_manager(default_cluster: Synthesized) -> None:
-    role = only(default_cluster, default_cluster.stack.fleets["gpu"], "AWS::IAM::Role")
+    role = default_cluster.only(default_cluster.stack.fleets["gpu"], "AWS::IAM::Role")
     assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
         "Service": "ec2.amazonaws.com"
     }
@@ -175,7 +155,7 @@ def test_nodes_can_use_session_manager(default_cluster: Synthesized) -> None:
 
 
 def test_user_data_writes_settings_and_runs_the_bootstrap(default_cluster: Synthesized) -> None:
-    text = user_data(default_cluster, "gpu")
+    text = default_cluster.user_data("gpu")
     assert text.startswith("#!/bin/bash\n")
     assert "CLUSTER_NAME='demo'\n" in text and "INSTANCE_GROUP='gpu'\n" in text and "NODE_OS='ubuntu-24.04'\n" in text
     assert "FSX_DNS_NAME='<ref>.fsx.us-east-1.<ref>'\n" in text
@@ -192,12 +172,12 @@ def test_no_file_system_means_no_mount_settings(synth: Callable[..., Synthesized
     from training_cluster import ClusterConfig
 
     sy = synth(ClusterConfig.from_dict(minimal_config(name="nofs", storage={})))
-    assert "FSX_DNS_NAME=" not in user_data(sy, "gpu")
+    assert "FSX_DNS_NAME=" not in sy.user_data("gpu")
     sy.template.resource_count_is("AWS::FSx::FileSystem", 0)
 
 
 def test_lifecycle_script_is_an_asset_the_node_alone_can_read(b300: Synthesized) -> None:
-    text = user_data(b300, "gpu")
+    text = b300.user_data("gpu")
     assert "LIFECYCLE_SCRIPT_S3_URI='s3://<ref>" in text or "LIFECYCLE_SCRIPT_S3_URI='<ref>" in text
     policies = [r for r in b300.resources_of(b300.stack.fleets["gpu"]).values() if r["Type"] == "AWS::IAM::Policy"]
     statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
@@ -208,7 +188,7 @@ def test_lifecycle_script_is_an_asset_the_node_alone_can_read(b300: Synthesized)
 
 
 def test_instances_are_tagged_with_cluster_and_group(default_cluster: Synthesized) -> None:
-    tags = {t["Key"]: t["Value"] for t in launch_data(default_cluster, "gpu")["TagSpecifications"][0]["Tags"]}
+    tags = {t["Key"]: t["Value"] for t in default_cluster.launch_data("gpu")["TagSpecifications"][0]["Tags"]}
     assert tags == {
         "Name": "demo-gpu",
         "training-cluster:cluster": "demo",

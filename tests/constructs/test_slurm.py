@@ -24,16 +24,9 @@ def rds(synth: Callable[..., Synthesized]) -> Synthesized:
     return synth(slurm_rds())
 
 
-def only(sy: Synthesized, scope: Any, type_name: str) -> dict[str, Any]:
-    (resource,) = [r for r in sy.resources_of(scope).values() if r["Type"] == type_name]
-    return resource
-
-
 def settings(sy: Synthesized, group: str) -> dict[str, str]:
     """The node's settings file (values with references shown as <ref>)."""
-    data = only(sy, sy.stack.fleets[group], "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
-    parts = data["UserData"]["Fn::Base64"]["Fn::Join"][1]
-    text = "".join(p if isinstance(p, str) else "<ref>" for p in parts)
+    text = sy.user_data(group)
     assert len(text.encode()) < 16 * 1024
     block = text.split("<<'TRAINING_CLUSTER_EOF'\n", 1)[1].split("\nTRAINING_CLUSTER_EOF", 1)[0]
     return dict(re.fullmatch(r"([A-Z_0-9]+)='(.*)'", line).groups() for line in block.splitlines())  # type: ignore[union-attr]
@@ -69,9 +62,9 @@ def test_controller_and_login_groups_are_cpu_nodes_in_the_compute_subnet(default
     sy = default_cluster
     subnet = sy.stack.resolve(sy.stack.network.compute_subnet.subnet_id)
     for name, instance_type, count in (("controller", "m7i.4xlarge", 1), ("login", "m7i.2xlarge", 1)):
-        asg = only(sy, sy.stack.fleets[name], "AWS::AutoScaling::AutoScalingGroup")["Properties"]
+        asg = sy.only(sy.stack.fleets[name], "AWS::AutoScaling::AutoScalingGroup")["Properties"]
         assert asg["MinSize"] == asg["MaxSize"] == str(count) and asg["VPCZoneIdentifier"] == [subnet]
-        data = only(sy, sy.stack.fleets[name], "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
+        data = sy.only(sy.stack.fleets[name], "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
         assert data["InstanceType"] == instance_type
         assert [i["InterfaceType"] for i in data["NetworkInterfaces"]] == ["interface"]  # no EFA
         assert "Placement" not in data and "KeyName" not in data
@@ -101,14 +94,14 @@ def test_each_role_gets_its_settings_and_slurm_runs_last(default_cluster: Synthe
         "partitions": {"gpu": ["gpu"]},
     }
     assert settings(sy, "gpu")["SLURM_GPUS"] == "8" and settings(sy, "controller")["SLURM_GPUS"] == "0"
-    parameter = only(sy, sy.stack.slurm, "AWS::SSM::Parameter")["Properties"]
+    parameter = sy.only(sy.stack.slurm, "AWS::SSM::Parameter")["Properties"]
     assert (parameter["Name"], parameter["Value"]) == ("/training-cluster/demo/slurm/controller-address", "pending")
 
 
 def test_the_munge_key_is_generated_and_only_slurm_nodes_read_it(default_cluster: Synthesized) -> None:
     sy = default_cluster
     assert sy.stack.slurm is not None
-    secret = only(sy, sy.stack.slurm.munge_key, "AWS::SecretsManager::Secret")["Properties"]
+    secret = sy.only(sy.stack.slurm.munge_key, "AWS::SecretsManager::Secret")["Properties"]
     assert secret["GenerateSecretString"] == {"ExcludePunctuation": True, "PasswordLength": 1024}
     ref = sy.stack.resolve(sy.stack.slurm.munge_key.secret_arn)
     for name in SLURM_FLEETS:
@@ -148,15 +141,13 @@ def test_only_the_controller_writes_its_address(default_cluster: Synthesized) ->
 def test_auto_repair_drains_through_the_controller(default_cluster: Synthesized, p4d: Synthesized) -> None:
     sy = default_cluster
     assert sy.stack.auto_repair is not None
-    env = sy.resources_of(sy.stack.auto_repair)
-    (function,) = [r for r in env.values() if r["Type"] == "AWS::Lambda::Function"]
-    variables = function["Properties"]["Environment"]["Variables"]
+    variables = sy.only(sy.stack.auto_repair, "AWS::Lambda::Function")["Properties"]["Environment"]["Variables"]
     assert variables["DRAIN_COMMAND"] == "/opt/training-cluster/slurm/slurm-drain.sh"
     controller = sy.stack.fleets["controller"].auto_scaling_group.auto_scaling_group_name
     assert variables["DRAIN_GROUP"] == sy.stack.resolve(controller)
     # Without Slurm there is nothing to drain.
     assert p4d.stack.slurm is None and p4d.stack.auto_repair is not None
-    (plain,) = [r for r in p4d.resources_of(p4d.stack.auto_repair).values() if r["Type"] == "AWS::Lambda::Function"]
+    plain = p4d.only(p4d.stack.auto_repair, "AWS::Lambda::Function")
     assert "DRAIN_GROUP" not in plain["Properties"]["Environment"]["Variables"]
     assert not p4d.resources("AWS::SecretsManager::Secret") and "controller" not in p4d.stack.fleets
 
@@ -212,10 +203,10 @@ def test_options_reach_the_groups_and_layout(rds: Synthesized) -> None:
     layout = json.loads(settings(rds, "l40s")["SLURM_LAYOUT"])
     assert layout["partitions"] == {"train": ["gpu"], "all": ["gpu", "l40s"]}
     assert [g["name"] for g in layout["groups"]] == ["gpu", "l40s"]
-    login = only(rds, rds.stack.fleets["login"], "AWS::AutoScaling::AutoScalingGroup")["Properties"]
+    login = rds.only(rds.stack.fleets["login"], "AWS::AutoScaling::AutoScalingGroup")["Properties"]
     assert login["MinSize"] == "2"
     for name, instance_type in (("controller", "m7i.8xlarge"), ("login", "m7i.xlarge")):
-        data = only(rds, rds.stack.fleets[name], "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
+        data = rds.only(rds.stack.fleets[name], "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
         assert data["InstanceType"] == instance_type and data["KeyName"] == "ops"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Synthesized
+from stand_ins import script, stand_ins
 
 BOOTSTRAP = ROOT / "node" / "bootstrap.sh"
 
@@ -54,10 +55,7 @@ def make_node(tmp_path: Path, settings: dict[str, str]) -> Node:
     bin_dir, state, s3 = tmp_path / "bin", tmp_path / "state-fake", tmp_path / "s3"
     for d in (bin_dir, state, s3, tmp_path / "etc", tmp_path / "stages", tmp_path / "systemd"):
         d.mkdir()
-    for name, body in FAKES.items():
-        path = bin_dir / name
-        path.write_text(f"#!/bin/bash\n{body}\n")
-        path.chmod(0o755)
+    stand_ins(bin_dir, FAKES)
     env_file = tmp_path / "etc" / "cluster.env"
     env_file.write_text("".join(f"{k}='{v}'\n" for k, v in settings.items()))
     env = {
@@ -113,12 +111,11 @@ def test_an_ubuntu_image_without_the_aws_cli_gets_it_from_the_snap_store(tmp_pat
     node = make_node(tmp_path, settings(tmp_path, NODE_OS="ubuntu-24.04", FSX_DNS_NAME=""))
     (tmp_path / "bin" / "aws").unlink()
     snap_bin = tmp_path / "snap-bin"
-    fake_snap = tmp_path / "bin" / "snap"
-    fake_snap.write_text(
-        f'#!/bin/bash\necho "snap $*" >>"$FAKE_LOG"\nmkdir -p {snap_bin}\n'
-        f'printf "#!/bin/sh\\necho aws-cli/2\\n" >{snap_bin}/aws\nchmod +x {snap_bin}/aws\n'
+    script(
+        tmp_path / "bin" / "snap",
+        f'echo "snap $*" >>"$FAKE_LOG"\nmkdir -p {snap_bin}\n'
+        f'printf "#!/bin/sh\\necho aws-cli/2\\n" >{snap_bin}/aws\nchmod +x {snap_bin}/aws',
     )
-    fake_snap.chmod(0o755)
     (tmp_path / "stages" / "10-uses-aws.sh").write_text(f"aws --version >{tmp_path}/version\n")
     # No AWS CLI anywhere on the PATH but the stand-ins'.
     node.env.update(PATH=f"{tmp_path / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", SNAP_BIN=str(snap_bin))
@@ -194,12 +191,7 @@ def test_scripts_pass_shellcheck(script: Path) -> None:
 @pytest.mark.parametrize("group", ["gpu", "controller", "login"])
 def test_rendered_user_data_passes_shellcheck(default_cluster: Synthesized, tmp_path: Path, group: str) -> None:
     """Every role's user data (compute, Slurm controller, login), stages and all."""
-    templates = default_cluster.resources_of(default_cluster.stack.fleets[group])
-    (data,) = [
-        r["Properties"]["LaunchTemplateData"] for r in templates.values() if r["Type"] == "AWS::EC2::LaunchTemplate"
-    ]
-    parts = data["UserData"]["Fn::Base64"]["Fn::Join"][1]
     script = tmp_path / "user-data.sh"
-    script.write_text("".join(p if isinstance(p, str) else "resolved-at-deploy" for p in parts))
+    script.write_text(default_cluster.user_data(group, reference="resolved-at-deploy"))
     result = _shellcheck(script)
     assert result.returncode == 0, result.stdout

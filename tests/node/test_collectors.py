@@ -16,6 +16,7 @@ import pytest
 
 import collector_config
 from conftest import ROOT
+from stand_ins import stand_ins
 
 SCRIPT = ROOT / "node" / "observability" / "collectors.sh"
 
@@ -80,10 +81,7 @@ def node(tmp_path: Path) -> dict[str, str]:
         "systemctl": 'echo "systemctl $*" >>"$FAKE_LOG"',
         "docker": 'echo "docker $*" >>"$FAKE_LOG"',
     }
-    for name, body in fakes.items():
-        path = tmp_path / "bin" / name
-        path.write_text(f"#!/bin/bash\n{body}\n")
-        path.chmod(0o755)
+    stand_ins(tmp_path / "bin", fakes)
     (tmp_path / "instance-id").write_text("i-0abc\n")
     return {
         "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",

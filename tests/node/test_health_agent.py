@@ -13,6 +13,7 @@ import pytest
 
 import health_agent
 from health_agent import Agent, Failure, Reporter, Settings
+from stand_ins import script
 
 DATA = Path(__file__).parent / "data"
 
@@ -160,9 +161,7 @@ def test_a_broken_check_does_not_stop_the_others(node: Settings, monkeypatch: py
 
 
 def test_reports_only_changes_and_drains_first(node: Settings) -> None:
-    hook = Path(node.drain_hook)
-    hook.write_text("#!/bin/sh\n")
-    hook.chmod(0o755)
+    hook = script(Path(node.drain_hook), "")
     runner = Recorded({**HEALTHY, "nvidia-smi --query-gpu": "nvidia-smi-7-gpus.txt"})
     agent = Agent(node, runner)
     failures = agent.check()
@@ -172,17 +171,13 @@ def test_reports_only_changes_and_drains_first(node: Settings) -> None:
     runner.answers["nvidia-smi --query-gpu"] = "nvidia-smi-8-gpus.txt"
     healthy = agent.check()
     assert agent.changed(healthy)  # back to healthy is a change too
-    resume = Path(node.resume_hook)
-    resume.write_text("#!/bin/sh\n")
-    resume.chmod(0o755)
+    resume = script(Path(node.resume_hook), "")
     agent.tell_orchestrator(healthy)
     assert runner.calls[-1] == [str(resume)]  # back in service
 
 
 def test_an_application_xid_does_not_drain_the_node(node: Settings) -> None:
-    hook = Path(node.drain_hook)
-    hook.write_text("#!/bin/sh\n")
-    hook.chmod(0o755)
+    hook = script(Path(node.drain_hook), "")
     runner = Recorded({**HEALTHY, "journalctl": "journal-xid.txt"})  # XID 79 (hardware) and 13 (application)
     agent = Agent(node, runner)
     failures = agent.check()

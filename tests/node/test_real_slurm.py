@@ -22,6 +22,8 @@ import pytest
 
 import slurm_config
 from conftest import ROOT
+from stand_ins import script as stand_in
+from stand_ins import stand_ins
 
 SLURM = ROOT / "node" / "slurm"
 CONTROLLER_PORT, NODE_PORT = 16817, 16818
@@ -131,10 +133,7 @@ def network_namespace() -> Iterator[None]:
 
 def hook(tmp_path: Path, script: str) -> Path:
     """The prolog or epilog as slurmd runs it, writing to this test's textfile folder."""
-    wrapper = tmp_path / script
-    wrapper.write_text(f"#!/bin/bash\nTEXTFILE_DIR={tmp_path / 'textfile'} exec {SLURM / script}\n")
-    wrapper.chmod(0o755)
-    return wrapper
+    return stand_in(tmp_path / script, f"TEXTFILE_DIR={tmp_path / 'textfile'} exec {SLURM / script}")
 
 
 @pytest.fixture
@@ -247,16 +246,14 @@ def test_two_dynamic_nodes_register_configless_with_their_group(slurm: Slurm) ->
 
 def test_a_failed_node_drains_requeues_and_the_job_finishes_on_its_replacement(slurm: Slurm, tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoint"
-    script = tmp_path / "train.sh"
     # A two-node training job that checkpoints each step and, when requeued, resumes from there.
-    script.write_text(
-        "#!/bin/bash\n"
+    script = stand_in(
+        tmp_path / "train.sh",
         f"step=$(cat {checkpoint} 2>/dev/null || echo 0)\n"
         f'echo "start at step $step (restart ${{SLURM_RESTART_COUNT:-0}}) on $SLURM_JOB_NODELIST" >> {tmp_path}/runs.log\n'
         "while ((step < 6)); do sleep 1; step=$((step + 1)); "
-        f"echo $step > {checkpoint}; done\n"
+        f"echo $step > {checkpoint}; done",
     )
-    script.chmod(0o755)
     submitted = slurm.run(
         "sbatch", "--parsable", "--requeue", "-N", "2", "-p", "train", "-o", str(tmp_path / "job.out"), str(script)
     )
@@ -365,11 +362,7 @@ def test_the_reaper_deletes_down_nodes_whose_instances_are_gone(slurm: Slurm, tm
     for name in (NODE_A, NODE_B):
         slurm.run("scontrol", "update", f"nodename={name}", "state=down", "reason=lost")
     # EC2 knows only node A's instance (still running); node B's is gone.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "aws"
-    fake.write_text(f'#!/bin/bash\necho "$*" >> {tmp_path}/aws.log\nprintf "{NODE_A}\\n"\n')
-    fake.chmod(0o755)
+    bin_dir = stand_ins(tmp_path / "bin", {"aws": f'echo "$*" >> {tmp_path}/aws.log\nprintf "{NODE_A}\\n"'})
     reaped = slurm.run(str(SLURM / "slurm-reap.sh"), extra_env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
     assert reaped.returncode == 0, reaped.stderr
     assert reaped.stdout.strip() == f"deleted {NODE_B}: its instance is gone"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from stand_ins import script, stand_ins
 
 SLURM = ROOT / "node" / "slurm"
 LAYOUT = {
@@ -51,15 +52,10 @@ def node(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     for d in ("bin", "slurm", "hooks", "etc", "munge", "systemd", "mysql", "tmpfiles", "fsx"):
         (tmp_path / d).mkdir()
-    for script in SLURM.iterdir():
-        if script.is_file():
-            shutil.copy(script, tmp_path / "slurm" / script.name)
-    for name, body in STAND_INS.items():
-        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
-    for name in LOGGED:
-        (bin_dir / name).write_text(f'#!/bin/bash\necho "{name} $*" >>"$FAKE_LOG"\n')
-    for item in bin_dir.iterdir():
-        item.chmod(0o755)
+    for item in SLURM.iterdir():
+        if item.is_file():
+            shutil.copy(item, tmp_path / "slurm" / item.name)
+    stand_ins(bin_dir, {**STAND_INS, **{name: f'echo "{name} $*" >>"$FAKE_LOG"' for name in LOGGED}})
     (tmp_path / "instance-id").write_text("i-0abc\n")
     return {
         **os.environ,
@@ -225,17 +221,16 @@ def test_an_unknown_role_fails(node: dict[str, str]) -> None:
 
 
 def test_slurmd_waits_for_the_controller_to_publish_its_address(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    # The parameter reads "pending" until the controller writes its address.
-    (bin_dir / "aws").write_text(
-        f"#!/bin/bash\nn=$(cat {tmp_path}/n 2>/dev/null || echo 0); echo $((n + 1)) > {tmp_path}/n\n"
-        "((n < 2)) && echo pending || echo 10.0.128.7\n"
+    bin_dir = stand_ins(
+        tmp_path / "bin",
+        {
+            # The parameter reads "pending" until the controller writes its address.
+            "aws": f"n=$(cat {tmp_path}/n 2>/dev/null || echo 0); echo $((n + 1)) > {tmp_path}/n\n"
+            "((n < 2)) && echo pending || echo 10.0.128.7",
+            "sleep": "",
+            "slurmd": 'printf "%s\\n" "$@"',
+        },
     )
-    (bin_dir / "sleep").write_text("#!/bin/bash\n")
-    (bin_dir / "slurmd").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
-    for item in bin_dir.iterdir():
-        item.chmod(0o755)
     result = subprocess.run(
         ["/bin/bash", str(SLURM / "slurmd-start.sh")],
         env={
@@ -259,11 +254,9 @@ def test_slurmd_waits_for_the_controller_to_publish_its_address(tmp_path: Path) 
 
 @pytest.mark.parametrize(("current", "published"), [("pending", True), ("10.0.128.7", False)])
 def test_the_controller_publishes_its_address_when_it_changed(tmp_path: Path, current: str, published: bool) -> None:
-    fake = tmp_path / "aws"
-    fake.write_text(
-        f'#!/bin/bash\necho "aws $*" >>{tmp_path}/calls.log\nif [[ $2 == get-parameter ]]; then echo {current}; fi\n'
+    script(
+        tmp_path / "aws", f'echo "aws $*" >>{tmp_path}/calls.log\nif [[ $2 == get-parameter ]]; then echo {current}; fi'
     )
-    fake.chmod(0o755)
     result = subprocess.run(
         ["/bin/bash", str(SLURM / "slurm-publish.sh"), "10.0.128.7"],
         env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "SLURM_CONTROLLER_PARAMETER": "/p"},
@@ -279,20 +272,18 @@ def test_the_controller_publishes_its_address_when_it_changed(tmp_path: Path, cu
 
 
 def test_containers_install_enroot_and_pyxis_with_folders_every_user_can_use(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    stand_ins = {
-        "curl": 'echo "curl $*" >>"$FAKE_LOG"; out="${*: -2:1}"; '
-        'if [[ $out == *.tar.gz ]]; then mkdir -p "$FAKE_SRC/pyxis-0.20.0"; tar -czf "$out" -C "$FAKE_SRC" .; '
-        'else echo deb >"$out"; fi',
-        "apt-get": 'echo "apt-get $*" >>"$FAKE_LOG"; [[ $* == *enroot.deb* ]] && touch "$FAKE_BIN/enroot" && '
-        'chmod +x "$FAKE_BIN/enroot"; true',
-        "dpkg": "echo amd64",
-        "make": 'echo "make $*" >>"$FAKE_LOG"; mkdir -p "$(dirname "$PYXIS_PLUGIN")"; touch "$PYXIS_PLUGIN"',
-    }
-    for name, body in stand_ins.items():
-        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
-        (bin_dir / name).chmod(0o755)
+    bin_dir = stand_ins(
+        tmp_path / "bin",
+        {
+            "curl": 'echo "curl $*" >>"$FAKE_LOG"; out="${*: -2:1}"; '
+            'if [[ $out == *.tar.gz ]]; then mkdir -p "$FAKE_SRC/pyxis-0.20.0"; tar -czf "$out" -C "$FAKE_SRC" .; '
+            'else echo deb >"$out"; fi',
+            "apt-get": 'echo "apt-get $*" >>"$FAKE_LOG"; [[ $* == *enroot.deb* ]] && touch "$FAKE_BIN/enroot" && '
+            'chmod +x "$FAKE_BIN/enroot"; true',
+            "dpkg": "echo amd64",
+            "make": 'echo "make $*" >>"$FAKE_LOG"; mkdir -p "$(dirname "$PYXIS_PLUGIN")"; touch "$PYXIS_PLUGIN"',
+        },
+    )
     scratch = tmp_path / "nvme"
     scratch.mkdir()
     env = {

@@ -21,16 +21,14 @@ from constructs import Construct
 from .._assets import asset_path
 from .._lambda import python_function
 from .._nag import acknowledge
+from ..node_bootstrap import asset_stage
 from .fleet import Fleet
 
 ALERT_RULES = "alert_rules.yaml"
-COLLECTOR_STAGE = """set -euo pipefail
-# Metrics collectors: fetched as one asset, installed by node/observability/collectors.sh.
-mkdir -p /opt/training-cluster/observability
-aws s3 cp --only-show-errors "$COLLECTORS_S3_URI" /tmp/training-cluster-collectors.zip
-python3 -m zipfile -e /tmp/training-cluster-collectors.zip /opt/training-cluster/observability
-bash /opt/training-cluster/observability/collectors.sh
-"""
+COLLECTOR_STAGE = asset_stage(
+    "Metrics collectors", uri_setting="COLLECTORS_S3_URI", directory="/opt/training-cluster/observability",
+    script="collectors.sh",
+)  # fmt: skip
 DASHBOARDS = ("overview", "gpu", "efa", "fsx", "repair")
 PROMETHEUS_UID = "training-cluster-prometheus"
 CLOUDWATCH_UID = "training-cluster-cloudwatch"

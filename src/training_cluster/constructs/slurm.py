@@ -19,19 +19,15 @@ from constructs import Construct
 
 from .._assets import asset_path
 from .._nag import acknowledge
+from ..node_bootstrap import asset_stage
 from .fleet import Fleet
 
 SLURM_DIR = "/opt/training-cluster/slurm"
 DRAIN_COMMAND = f"{SLURM_DIR}/slurm-drain.sh"
 MUNGE_KEY_LENGTH = 1024
-STAGE = f"""set -euo pipefail
-# Slurm: its scripts fetched as one asset, installed by node/slurm/slurm-node.sh for this node's role.
-mkdir -p {SLURM_DIR}
-aws s3 cp --only-show-errors "$SLURM_S3_URI" /tmp/training-cluster-slurm.zip
-python3 -m zipfile -e /tmp/training-cluster-slurm.zip {SLURM_DIR}
-chmod 0755 {SLURM_DIR}/*.sh
-bash {SLURM_DIR}/slurm-node.sh
-"""
+STAGE = asset_stage(
+    "Slurm for this node's role", uri_setting="SLURM_S3_URI", directory=SLURM_DIR, script="slurm-node.sh"
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,6 +34,16 @@ def pascal(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("-"))
 
 
+def _own_subnet(subnet: ec2.ISubnet) -> None:
+    """A subnet of the user's VPC, imported by id: the CDK warns that its route table is unknown."""
+    Validations.of(subnet).acknowledge(
+        Acknowledgment(
+            id="Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId",
+            reason="the cluster adds no routes to your subnet and never reads its route table",
+        )
+    )
+
+
 class TrainingClusterStack(Stack):
     """A training cluster: network, file system and one fleet per instance group.
 
@@ -104,12 +114,7 @@ class TrainingClusterStack(Stack):
             availability_zone=az,
             ipv4_cidr_block=net.subnet_cidr,
         )
-        Validations.of(subnet).acknowledge(
-            Acknowledgment(
-                id="Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId",
-                reason="the cluster adds no routes to your subnet and never reads its route table",
-            )
-        )
+        _own_subnet(subnet)
         vpc = ec2.Vpc.from_vpc_attributes(self, "Vpc", vpc_id=net.vpc_id, availability_zones=[az])
         return ClusterNetwork(self, "Network", availability_zone=az, vpc=vpc, compute_subnet=subnet)
 
@@ -194,12 +199,7 @@ class TrainingClusterStack(Stack):
                 for i, subnet_id in enumerate(net.database_subnet_ids, start=1)
             ]
             for subnet in subnets:
-                Validations.of(subnet).acknowledge(
-                    Acknowledgment(
-                        id="Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId",
-                        reason="the cluster adds no routes to your subnet and never reads its route table",
-                    )
-                )
+                _own_subnet(subnet)
         else:
             az = self.config.availability_zone
             second = next(z for z in catalog.availability_zones(self.config.region) if z != az)
