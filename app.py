@@ -8,7 +8,8 @@ from pathlib import Path
 
 import aws_cdk as cdk
 
-from training_cluster import ClusterConfig, ConfigError, TrainingClusterStack
+from training_cluster import ConfigError
+from training_cluster.build import build_cluster
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "examples" / "default.yaml"
 
@@ -17,12 +18,10 @@ def main() -> int:
     app = cdk.App()
     path = app.node.try_get_context("config") or DEFAULT_CONFIG
     try:
-        config = ClusterConfig.from_yaml(path)
+        build_cluster(app, path)  # synthesized into the app's output folder, for the CDK CLI
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    TrainingClusterStack(app, f"{config.name}-training-cluster", config=config)
-    app.synth()
     return 0
 
 

@@ -6,8 +6,10 @@ GPU count, NVIDIA XID errors in the kernel log, DCGM health, pending and failed 
 EFA device count, the Lustre mount answering, root disk space, Neuron device count. When the
 set of failures changes, the node is first taken out of scheduling through the orchestrator hook
 (``/opt/training-cluster/hooks/drain``, when present; ``hooks/resume`` puts it back once healthy,
-application XIDs aside), then an EventBridge event goes to the repair control plane; a
-CloudWatch metric (Healthy 1/0) is sent every interval.
+application XIDs aside), then the agent tags its own instance with its health (``HEALTH_TAG``:
+IAM lets a node tag only itself, so the tag change AWS reports is the control plane's proof of
+who spoke), then an EventBridge event goes to the repair control plane; a CloudWatch metric
+(Healthy 1/0) is sent every interval.
 Opt-in deep checks on first boot (``dcgmi diag -r 2``, EFA provider check) report a node that
 fails them before it takes work.
 
@@ -37,6 +39,15 @@ from typing import Any
 SOURCE = "training-cluster.health"
 DETAIL_TYPE = "Node Health Changed"
 NAMESPACE = "TrainingCluster/Health"
+# The health tag: "<state> boot=<boot id>[ <check>[:<code>]]...", at most 256 characters (EC2's
+# limit for a tag value), cut at whole tokens. The node's role may write this one key on its own
+# instance only.
+HEALTH_TAG = "training-cluster:health"
+TAG_VALUE_LIMIT = 256
+NOT_IN_BOOT = re.compile(r"[^A-Za-z0-9-]")
+NOT_IN_CHECK = re.compile(r"[^a-z0-9_]")
+NOT_IN_CODE = re.compile(r"[^A-Za-z0-9._-]")
+TOKEN_LIMIT = 64  # characters of a boot id, check or code
 XID_LINE = re.compile(r"NVRM: Xid \(PCI:(?P<pci>[0-9A-Fa-f:.]+)\): (?P<xid>\d+),(?P<rest>.*)")
 CURSOR_LINE = re.compile(r"^-- cursor: (?P<cursor>.+)$")
 log = logging.getLogger("health-agent")
@@ -304,20 +315,51 @@ class Agent:
             self.runner(command, 60)
 
 
+def health_tag_value(failures: Sequence[Failure], boot: str) -> str:
+    """The health tag's value: state, boot id, then each failure as ``check`` or ``check:code``
+    (characters outside the contract's sets dropped, repeats once), cut at whole tokens to fit."""
+    tokens = ["unhealthy" if failures else "healthy", "boot=" + NOT_IN_BOOT.sub("", boot)[:TOKEN_LIMIT]]
+    for failure in failures:
+        check = NOT_IN_CHECK.sub("", failure.check.lower())[:TOKEN_LIMIT]
+        code = NOT_IN_CODE.sub("", failure.code or "")[:TOKEN_LIMIT]
+        token = f"{check}:{code}" if code else check
+        if check and token not in tokens:
+            tokens.append(token)
+    value = tokens[0]
+    for token in tokens[1:]:
+        if len(value) + 1 + len(token) > TAG_VALUE_LIMIT:
+            break
+        value += " " + token
+    return value
+
+
 class Reporter:
-    """Sends events and metrics with the AWS CLI (on the Deep Learning AMIs and Amazon Linux)."""
+    """Tags this instance and sends events and metrics with the AWS CLI (on the Deep Learning AMIs
+    and Amazon Linux)."""
 
     def __init__(self, settings: Settings, runner: Runner = run) -> None:
         self.settings = settings
         self.runner = runner
         self.instance_id, self.region = instance_identity()
 
-    def event(self, failures: list[Failure]) -> None:
+    def report(self, failures: list[Failure]) -> bool:
+        """A state change: the tag first (what the control plane acts on), then the event.
+        False when the tag could not be written."""
+        boot = boot_id()
+        tagged = self.tag(failures, boot)
+        self.event(failures, boot)
+        return tagged
+
+    def tag(self, failures: list[Failure], boot: str) -> bool:
+        tags = [{"Key": HEALTH_TAG, "Value": health_tag_value(failures, boot)}]
+        return self._aws("ec2", "create-tags", "--resources", self.instance_id, "--tags", json.dumps(tags))
+
+    def event(self, failures: list[Failure], boot: str | None = None) -> None:
         detail = {
             "cluster": self.settings.cluster,
             "instance_group": self.settings.instance_group,
             "instance_id": self.instance_id,
-            "boot_id": boot_id(),
+            "boot_id": boot_id() if boot is None else boot,
             "state": "unhealthy" if failures else "healthy",
             "failures": [f.as_dict() for f in failures],
         }
@@ -338,10 +380,11 @@ class Reporter:
             "--value", value, "--dimensions", dimensions,
         )  # fmt: skip
 
-    def _aws(self, *args: str) -> None:
+    def _aws(self, *args: str) -> bool:
         code, _ = self.runner(["aws", "--region", self.region, *args], 30)
         if code != 0:
             log.warning("aws %s %s exited with %s", args[0], args[1], code)
+        return code == 0
 
 
 def boot_id() -> str:
@@ -398,7 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "state %s: %s", "unhealthy" if failures else "healthy", json.dumps([f.as_dict() for f in failures])
             )
             agent.tell_orchestrator(failures)
-            reporter.event(failures)
+            if not reporter.report(failures):
+                agent.last_failures = None  # the control plane has not heard: report again next time
         reporter.metric(not failures)
         agent.write_textfile(failures)
         time.sleep(settings.interval_seconds)

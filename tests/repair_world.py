@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 import boto3
 import pytest
+from botocore.client import BaseClient
 from moto import mock_aws
 
 from auto_repair.aws import Clients
+from auto_repair.intake import Intake, IntakeSettings
 from auto_repair.policy import Policy
 from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
-from auto_repair.signals import AGENT_SOURCE
+from auto_repair.signals import AGENT_DETAIL_TYPE, AGENT_SOURCE, HEALTH_TAG, Failure, format_health_tag
 
 REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's
+INSTANCE_ARN_PREFIX = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/"
 # One session for every test: botocore then reads each service model once, not once per mock.
 SESSION = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
 
@@ -36,6 +42,23 @@ class Clock:
 
 
 @dataclass
+class Invokes:
+    """A stand-in for the Lambda client: the intake's asynchronous invokes of the repair function,
+    kept in order (moto would run the invoked code in Docker). ``fail`` makes the next one raise."""
+
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+    fail: Exception | None = None
+
+    def invoke(self, **params: Any) -> dict[str, Any]:
+        assert (params["FunctionName"], params["InvocationType"]) == ("repair", "Event"), params
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+        self.payloads.append(json.loads(params["Payload"]))
+        return {"StatusCode": 202}
+
+
+@dataclass
 class World:
     """A cluster in moto: Auto Scaling groups of real mock instances, the ledger table, topic, bucket."""
 
@@ -44,6 +67,7 @@ class World:
     groups: dict[str, str]  # ASG name -> instance group
     topic_arn: str
     queue_url: str  # subscribed to the topic, to read notifications
+    invokes: Invokes = field(default_factory=Invokes)
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -52,6 +76,7 @@ class World:
             "topic_arn": self.topic_arn,
             "event_bus": "default",
             "evidence_bucket": "evidence",
+            "instance_arn_prefix": INSTANCE_ARN_PREFIX,
             "groups": self.groups,
             "policy": Policy.with_overrides(),
             "evidence_wait_seconds": 10,
@@ -61,6 +86,22 @@ class World:
 
     def repairer(self, **overrides: Any) -> Repairer:
         return Repairer(self.settings(**overrides), self.clients, clock=self.clock, sleep=self.clock.sleep)
+
+    def intake(self) -> Intake:
+        """The report intake, its invokes of the repair function (named ``repair``) kept in ``invokes``."""
+        self.clients.set("lambda", self.invokes)
+        settings = IntakeSettings(cluster="demo", table_name="ledger", repair_function="repair", groups=self.groups)
+        return Intake(settings, self.clients, clock=self.clock, sleep=self.clock.sleep)
+
+    def agent(
+        self, instance_id: str, *failures: dict[str, Any], state: str = "unhealthy", boot: str = "boot-1"
+    ) -> dict[str, Any]:
+        """What an honest agent does on a change: tag its own instance, then send its event."""
+        self.tag(instance_id, health_tag(*failures, state=state, boot=boot))
+        return agent_event(instance_id, *failures, state=state, boot=boot)
+
+    def tag(self, instance_id: str, value: str) -> None:
+        self.clients.ec2.create_tags(Resources=[instance_id], Tags=[{"Key": HEALTH_TAG, "Value": value}])
 
     def instances(self, group: str = "gpu") -> list[str]:
         asg = next(a for a, g in self.groups.items() if g == group)
@@ -147,10 +188,10 @@ def impaired(bad: list[str]) -> Callable[..., dict[str, Any]]:
 def agent_event(
     instance_id: str, *failures: dict[str, Any], state: str = "unhealthy", boot: str = "boot-1"
 ) -> dict[str, Any]:
-    """An event as node/health_agent.py sends it."""
+    """An event as node/health_agent.py sends it (on its own, a claim: see ``World.agent``)."""
     return {
         "source": AGENT_SOURCE,
-        "detail-type": "Node Health Changed",
+        "detail-type": AGENT_DETAIL_TYPE,
         "detail": {
             "cluster": "demo",
             "instance_id": instance_id,
@@ -162,6 +203,35 @@ def agent_event(
     }
 
 
+def health_tag(*failures: dict[str, Any], state: str = "unhealthy", boot: str = "boot-1") -> str:
+    """The health tag's value for what ``agent_event`` reports."""
+    return format_health_tag(state == "healthy", boot, [Failure(f["check"], f.get("code")) for f in failures])
+
+
+def tag_event(instance_id: str, value: str | None, *, changed: tuple[str, ...] = (HEALTH_TAG,)) -> dict[str, Any]:
+    """AWS's ``Tag Change on Resource`` event for an instance (the shape of the Tagging docs' example)."""
+    tags = {"aws:autoscaling:groupName": "demo-gpu-asg", "training-cluster:cluster": "demo"}
+    if value is not None:
+        tags[HEALTH_TAG] = value
+    return {
+        "version": "0",
+        "id": "bddcf1d6-0251-35a1-aab0-adc1fb47c11c",
+        "detail-type": "Tag Change on Resource",
+        "source": "aws.tag",
+        "account": ACCOUNT,
+        "time": "2026-12-01T12:00:00Z",
+        "region": REGION,
+        "resources": [f"{INSTANCE_ARN_PREFIX}{instance_id}"],
+        "detail": {
+            "changed-tag-keys": list(changed),
+            "service": "ec2",
+            "resource-type": "instance",
+            "version": 7,
+            "tags": tags,
+        },
+    }
+
+
 def xid(code: int) -> dict[str, Any]:
     return {"check": "xid", "code": str(code), "message": f"NVRM: Xid (PCI:0000:53:00): {code}, pid=1234"}
 
@@ -169,6 +239,20 @@ def xid(code: int) -> dict[str, Any]:
 def story(world: World, incident_id: str | None) -> list[str]:
     assert incident_id is not None
     return [s["step"] for s in world.repairer().ledger.story(incident_id)]
+
+
+@pytest.fixture
+def calls() -> Iterator[Counter[str]]:
+    """Every AWS API operation the code under test makes, counted (moto still answers them)."""
+    counted: Counter[str] = Counter()
+    original = BaseClient._make_api_call
+
+    def call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        counted[operation] += 1
+        return original(client, operation, params)
+
+    with mock.patch("botocore.client.BaseClient._make_api_call", autospec=True, side_effect=call):
+        yield counted
 
 
 @pytest.fixture

@@ -117,3 +117,61 @@ def test_node_for_jsii_is_supported() -> None:
     assert node is not None
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
     assert int(version.lstrip("v").split(".")[0]) >= 22
+
+
+HOSTILE_FILES = {
+    "not utf-8": (b"name: caf\xe9\n", "not UTF-8 text: byte 0xe9 at offset 9"),
+    "duplicate key": (
+        b"name: a\nname: b\n",
+        "key 'name' appears twice in one mapping, on lines 1 and 2; keep one",
+    ),
+    "alias bomb": (
+        b"a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + b"".join(
+            f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n".encode() for p, n in zip("abcdefg", "bcdefgh", strict=True)
+        ),
+        "once its aliases are followed",
+    ),
+    "deep nesting": (b"name: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested more than 50 levels deep"),
+    "special file as lifecycle script": (
+        BAD_CONFIG.replace("count: 0", "count: 1\n    lifecycle_script: /proc/self/mem")
+        .replace("Demo", "demo")
+        .replace("us-west-2a", "us-east-1a")
+        .replace("    capacity: {type: capacity-block}\n", "")
+        .encode(),
+        "instance_groups[0].lifecycle_script: must be a regular file of yours",
+    ),
+    "template over 1 MB": (
+        yaml.safe_dump(
+            {
+                "name": "many",
+                "region": "us-east-1",
+                "availability_zone": "us-east-1a",
+                "instance_groups": [{"name": f"g{i}", "instance_type": "p5.48xlarge", "count": 1} for i in range(32)],
+            }
+        ).encode(),
+        "instance_groups: the template would be",
+    ),
+}
+
+
+def test_python_app_with_hostile_files_exits_2_with_the_problem(tmp_path: Path) -> None:
+    """Run side by side: each is a new process that imports the CDK. None leaves a template behind,
+    not even the one whose template was synthesized to be measured."""
+    started = {}
+    for name, (content, _) in HOSTILE_FILES.items():
+        config = tmp_path / f"{name.replace(' ', '-')}.yaml"
+        config.write_bytes(content)
+        env = {
+            **os.environ,
+            "CDK_CONTEXT_JSON": json.dumps({"config": str(config)}),
+            "CDK_OUTDIR": str(tmp_path / name),
+        }
+        started[name] = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+    for name, process in started.items():
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 2, (name, stderr)
+        assert "Traceback" not in stderr and HOSTILE_FILES[name][1] in stderr, (name, stderr)
+        assert not list((tmp_path / name).glob("*.template.json")), name

@@ -44,3 +44,17 @@ def test_faster_repair_and_fewer_nodes_keep_more_time(goodput: ModuleType) -> No
     assert goodput.expected_ett(replace(fleet, nodes=64), goodput.AUTO) > goodput.expected_ett(fleet, goodput.AUTO)
     # 128 nodes x 30 days x 3.8 / 1000 = 14.6 failures; 41 min lost each with auto-repair
     assert goodput.lost_minutes_per_failure(fleet, goodput.AUTO) == pytest.approx(15 + 0.55 + 15 + 10)
+
+
+def test_the_repair_latency_benchmark_times_both_paths() -> None:
+    """The claim path (the report intake, then the repair handler's own tag read) and the
+    tag-change path (the repair handler alone) are both measured."""
+    spec = importlib.util.spec_from_file_location("repair_latency", ROOT / "benchmarks" / "repair_latency.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for trigger in ("agent", "tag"):
+        (seconds,) = module.handler_seconds(1, slurm=False, trigger=trigger)
+        assert 0 < seconds < 10
+    (seconds,) = module.intake_seconds(1)
+    assert 0 < seconds < 10

@@ -388,7 +388,7 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
     "slurm system user": (
         with_slurm({"users": {"ubuntu": 2001}}),
         "orchestrator.users.ubuntu",
-        "an account of the operating system or of Slurm on the nodes",
+        "a user or group the node images have already",
     ),
     "rds in your own vpc": (
         {**with_slurm({"accounting": "rds"}), "network": EXISTING},

@@ -1,7 +1,8 @@
 """Provisions Amazon Managed Grafana without the console: a CloudFormation custom resource.
 
 Create and Update: a service account with a token that lives ten minutes, then through the
-Grafana HTTP API the Prometheus (SigV4) and CloudWatch data sources and every dashboard; the
+Grafana HTTP API of the workspace (its address from Managed Grafana itself, never from the event:
+the token goes there) the Prometheus (SigV4) and CloudWatch data sources and every dashboard; the
 token and the service account are deleted afterwards, whatever happened. Delete: the same
 account removes the dashboards and data sources (nothing to do when the workspace is gone).
 Python standard library and boto3 only.
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,15 +25,18 @@ import boto3
 log = logging.getLogger("training-cluster.grafana")
 log.setLevel(logging.INFO)
 TOKEN_SECONDS = 600
+WORKSPACE_ID = re.compile(r"g-[0-9a-f]{10}")  # the service's pattern for workspace ids
+Opener = Callable[..., Any]  # urllib.request.urlopen's shape: (request, timeout=...) -> response
 
 
 class Grafana:
     """The Grafana HTTP API of one workspace, with a bearer token."""
 
-    def __init__(self, base_url: str, token: str, timeout: float = 30) -> None:
+    def __init__(self, base_url: str, token: str, timeout: float = 30, opener: Opener | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.opener = opener or urllib.request.urlopen
 
     def call(self, method: str, path: str, body: Any = None, missing_ok: bool = False) -> Any:
         request = urllib.request.Request(
@@ -41,7 +46,7 @@ class Grafana:
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self.opener(request, timeout=self.timeout) as response:
                 text = response.read().decode() or "{}"
         except urllib.error.HTTPError as error:
             if missing_ok and error.code == 404:
@@ -63,6 +68,20 @@ class Grafana:
 
     def delete_data_source(self, uid: str) -> None:
         self.call("DELETE", f"/api/datasources/uid/{uid}", missing_ok=True)
+
+
+def workspace_endpoint(client: Any, workspace_id: str) -> str:
+    """The workspace's host as Managed Grafana describes it, checked to be that workspace's own
+    ``<id>.grafana-workspace.<region>.amazonaws.com`` before any token is made for it."""
+    if not WORKSPACE_ID.fullmatch(workspace_id):
+        raise ValueError(
+            f"WorkspaceId must be a Managed Grafana workspace id (g-, 10 hex digits), not {workspace_id!r}"
+        )
+    endpoint = client.describe_workspace(workspaceId=workspace_id)["workspace"]["endpoint"]
+    expected = f"{workspace_id}.grafana-workspace.{client.meta.region_name}.amazonaws.com"
+    if endpoint != expected:
+        raise ValueError(f"workspace {workspace_id} gives its endpoint as {endpoint!r}, not {expected}: no token sent")
+    return str(endpoint)
 
 
 @contextmanager
@@ -110,12 +129,13 @@ def data_sources(props: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def provision(client: Any, props: Mapping[str, Any], request_type: str, base_url: str | None = None) -> None:
+def provision(client: Any, props: Mapping[str, Any], request_type: str, opener: Opener | None = None) -> None:
     workspace = props["WorkspaceId"]
+    endpoint = workspace_endpoint(client, workspace)
     dashboards = json.loads(props["Dashboards"])
     name = f"cfn-provisioner-{int(time.time())}"
     with service_account_token(client, workspace, name) as token:
-        api = Grafana(base_url or f"https://{props['WorkspaceEndpoint']}", token)
+        api = Grafana(f"https://{endpoint}", token, opener=opener)
         if request_type == "Delete":
             for dashboard in dashboards:
                 api.delete_dashboard(dashboard["uid"])
@@ -144,12 +164,12 @@ def respond(event: Mapping[str, Any], status: str, reason: str, physical_id: str
     urllib.request.urlopen(request, timeout=30).close()
 
 
-def handler(event: dict[str, Any], context: Any = None, *, client: Any = None, base_url: str | None = None) -> None:
+def handler(event: dict[str, Any], context: Any = None, *, client: Any = None, opener: Opener | None = None) -> None:
     props = event["ResourceProperties"]
     physical_id = event.get("PhysicalResourceId") or f"grafana-{props['WorkspaceId']}"
     grafana = client or boto3.client("grafana", region_name=props["Region"])
     try:
-        provision(grafana, props, event["RequestType"], base_url)
+        provision(grafana, props, event["RequestType"], opener)
     except Exception as error:  # CloudFormation must always hear back, or the stack hangs for an hour
         log.exception("provisioning failed")
         if event["RequestType"] == "Delete" and "ResourceNotFoundException" in repr(error):

@@ -1,7 +1,13 @@
-"""Entry point of the auto-repair control plane (AWS Lambda, Python standard library and boto3).
+"""Entry points of the auto-repair control plane (AWS Lambda, Python standard library and boto3).
 
-Events: the health agent's state changes, EC2 state changes, AWS Health scheduled events, Auto
-Scaling launch failures, the one-minute sweep schedule, and ``{"reset_circuit_breaker": GROUP}``.
+``handler``, the repair function: AWS's tag-change events for the health tag, EC2 state changes,
+AWS Health scheduled events, Auto Scaling launch failures, the one-minute sweep schedule,
+``{"reset_circuit_breaker": GROUP}``, and the agent's claims the intake forwards (checked
+against the instance's health tag again).
+
+``intake``, the report intake (a function of its own): the agent's events, which anyone who may
+put events on the bus can forge, checked against the named instance's health tag; only the
+confirmed ones reach the repair function, once per change of the tag (see ``auto_repair.intake``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 
 from auto_repair.aws import Clients
 from auto_repair.drain import RunCommandDrain
+from auto_repair.intake import Intake, IntakeSettings
 from auto_repair.repair import Outcome, Repairer
 from auto_repair.settings import Settings
 from auto_repair.signals import from_event
@@ -20,6 +27,7 @@ from auto_repair.signals import from_event
 logging.getLogger().setLevel(logging.INFO)
 log = logging.getLogger("training-cluster.repair")
 _repairer: Repairer | None = None
+_intake: Intake | None = None
 
 
 def repairer() -> Repairer:
@@ -37,20 +45,46 @@ def make_repairer(settings: Settings, clients: Clients) -> Repairer:
     return r
 
 
-def handler(event: dict[str, Any], context: Any = None, *, use: Repairer | None = None) -> dict[str, Any]:
+def handler(event: Any, context: Any = None, *, use: Repairer | None = None) -> dict[str, Any]:
+    """Events of the wrong shape are logged and dropped, never raised: the dead-letter queue
+    keeps only events that failed for a real reason."""
+    if not isinstance(event, dict):
+        log.warning("dropped an event that is not an object: %s", type(event).__name__)
+        return {"outcomes": []}
     r = use or repairer()
     r.new_invocation()
     outcomes: list[Outcome] = []
     if "reset_circuit_breaker" in event:
-        r.reset_breaker(str(event["reset_circuit_breaker"]))
+        group = event["reset_circuit_breaker"]
+        if isinstance(group, str):
+            outcomes = r.reset_breaker(group)
+        else:
+            log.warning("dropped a reset_circuit_breaker that is not a group name")
     elif event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
         outcomes = r.sweep()
     elif event.get("source") == "aws.autoscaling":
-        detail = event.get("detail", {})
-        outcome = r.launch_failed(str(detail.get("AutoScalingGroupName", "")), str(detail.get("StatusMessage", "")))
-        outcomes = [outcome] if outcome else []
+        detail = event.get("detail")
+        name = detail.get("AutoScalingGroupName") if isinstance(detail, dict) else None
+        message = detail.get("StatusMessage", "") if isinstance(detail, dict) else None
+        if isinstance(name, str) and isinstance(message, str):
+            outcome = r.launch_failed(name[:255], message[:2000])
+            outcomes = [outcome] if outcome else []
+        else:
+            log.warning("dropped a malformed Auto Scaling event")
     else:
         outcomes = r.handle(from_event(event))
     summary = [o.__dict__ for o in outcomes]
-    log.info(json.dumps({"event": event.get("detail-type", "direct"), "outcomes": summary}))
+    log.info(json.dumps({"event": str(event.get("detail-type", "direct"))[:80], "outcomes": summary}))
     return {"outcomes": summary}
+
+
+def intake(event: Any, context: Any = None, *, use: Intake | None = None) -> dict[str, Any]:
+    """The report intake's entry point; events of the wrong shape are logged and dropped."""
+    global _intake
+    if use is None:
+        _intake = _intake or Intake(IntakeSettings.from_env(os.environ), Clients())
+        use = _intake
+    received = [r.__dict__ for r in use.receive(event)]
+    kind = event.get("detail-type", "direct") if isinstance(event, dict) else type(event).__name__
+    log.info(json.dumps({"event": str(kind)[:80], "received": received}))
+    return {"received": received}

@@ -298,6 +298,8 @@ Restart=always
 RestartSec=10"
   if [[ ${SLURM_CONTAINERS:-false} == true ]]; then
     bash "$SLURM_DIR/containers.sh"
+    # The prolog makes enroot's folders for a job's user who has none yet.
+    install -m 0755 "$SLURM_DIR/enroot-folders.sh" "$HOOK_DIR/enroot-folders"
   fi
   systemctl daemon-reload
   systemctl enable slurmd

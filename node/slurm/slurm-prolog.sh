@@ -1,7 +1,13 @@
 #!/bin/bash
-# Slurm's Prolog on a compute node (at allocation): label this node's metrics with the job that
-# holds it, through node_exporter's textfile collector, so dashboards can show GPUs by job. It
-# never fails: a failing prolog would drain the node.
+# Slurm's Prolog on a compute node (at allocation, as root): enroot's folders for the job's user
+# where the node runs containers (enroot-folders.sh), and this node's metrics labelled with the job
+# that holds it, through node_exporter's textfile collector, so dashboards can show GPUs by job.
+# It never fails: a failing prolog would drain the node. A folder refused is in the folders' log,
+# and the job's containers then fail.
+folders=${ENROOT_FOLDERS:-/opt/training-cluster/hooks/enroot-folders}
+if [[ -x $folders && -n ${SLURM_JOB_UID:-} ]]; then
+  "$folders" "$SLURM_JOB_UID" || true
+fi
 dir=${TEXTFILE_DIR:-/var/lib/node_exporter/textfile}
 job=${SLURM_JOB_ID:-}
 [[ -d $dir && -n $job ]] || exit 0

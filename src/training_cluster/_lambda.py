@@ -23,11 +23,12 @@ def python_function(
     role_id: str,
     logs_id: str,
     log_retention: logs.RetentionDays,
+    handler: str = "handler.handler",
     **props: Any,
 ) -> lambda_.Function:
     """A function running ``lambda/<code>/handler.py`` (caches left out of the asset, so its hash
     stays put), with a log group and a role that may write to that log group and nowhere else yet.
-    Other props go to ``lambda_.Function``."""
+    ``handler`` picks another entry point of the same asset. Other props go to ``lambda_.Function``."""
     log_group = logs.LogGroup(scope, logs_id, retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
     role = iam.Role(scope, role_id, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
     log_group.grant_write(role)
@@ -35,7 +36,7 @@ def python_function(
         scope,
         construct_id,
         runtime=RUNTIME,
-        handler="handler.handler",
+        handler=handler,
         code=lambda_.Code.from_asset(str(asset_path("lambda", code)), exclude=["__pycache__", "*.pyc"]),
         role=role,
         log_group=log_group,

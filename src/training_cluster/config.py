@@ -8,23 +8,34 @@ naming the field path, the value received and what is allowed. Cross-field rules
 
 from __future__ import annotations
 
-import re
+import posixpath
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-from . import catalog
-from .errors import ConfigError, Finding, field_path, show
+from . import _findings, _yaml, catalog, ip_ranges, patterns
+from .errors import ConfigError, Finding, show
 
-NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+MAX_GROUP_COUNT = 2000
+"""Instances in one group: an Auto Scaling group can be larger, but a cluster placement group
+of more than a couple of thousand GPU nodes is not a real request, and a typo (20000) should not deploy."""
+MAX_LUSTRE_CAPACITY_GIB = 2_147_483_647
+"""The FSx API's StorageCapacity is a 32-bit integer; the per-type rules in validation say more."""
+
+
+StrictInt = Annotated[int, Strict()]
+"""A whole number written as a number: YAML's yes, true, 2.0 and "1_200" are not numbers."""
+StrictBool = Annotated[bool, Strict()]
+"""true or false: not 1, "yes" or "false"."""
 
 EfaMode = Literal["auto", "on", "off"]
 CapacityType = Literal["on-demand", "reservation", "capacity-block"]
 LustreDeploymentType = Literal["SCRATCH_2", "PERSISTENT_1", "PERSISTENT_2"]
 OperatingSystem = Literal["ubuntu-22.04", "ubuntu-24.04", "amazon-linux-2023"]
+
+GroupNames = Annotated[list[str], Field(min_length=1)]
 
 SLURM_OS: OperatingSystem = "ubuntu-24.04"
 """Slurm nodes run Ubuntu 24.04, whose archive has Slurm 23.11 (dynamic nodes, configless)."""
@@ -37,33 +48,36 @@ DEFAULT_THROUGHPUT_MBPS_PER_TIB: dict[str, int | None] = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # Lax by default (a path may be a string); numbers and booleans are strict where declared.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _name(max_length: int) -> Any:
-    return Annotated[str, Field(min_length=1, max_length=max_length, pattern=NAME_PATTERN)]
+    return Annotated[str, Field(min_length=1, max_length=max_length, pattern=patterns.NAME_PATTERN)]
 
 
 class NetworkConfig(_Section):
     """Where the cluster lives: a new VPC (the default) or the user's own VPC and subnet."""
 
     vpc_cidr: str = "10.0.0.0/16"
-    """CIDR of the new VPC. Ignored (and rejected) together with ``vpc_id``."""
-    compute_subnet_prefix_length: Annotated[int, Field(ge=16, le=26)] = 17
+    """CIDR of the new VPC: /16 to /28, in a range AWS allows (:mod:`training_cluster.ip_ranges`;
+    a publicly routable one, or one overlapping Docker's bridge, is a warning). Rejected with ``vpc_id``."""
+    compute_subnet_prefix_length: Annotated[StrictInt, Field(ge=16, le=26)] = 17
     """Prefix length of the new VPC's compute subnet. Fixed by the user, never derived from the
     fleet size, so that growing a fleet never replaces the subnet (and everything in it)."""
-    vpc_id: Annotated[str, Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] | None = None
+    vpc_id: Annotated[str, Field(pattern=patterns.VPC_ID_PATTERN)] | None = None
     """The user's own VPC. Needs ``subnet_id``."""
-    subnet_id: Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")] | None = None
+    subnet_id: Annotated[str, Field(pattern=patterns.SUBNET_ID_PATTERN)] | None = None
     """The compute subnet in the user's VPC, in ``availability_zone``."""
     subnet_cidr: str | None = None
-    """CIDR of ``subnet_id``; optional, lets validation check the subnet holds the fleet."""
-    interface_endpoints: bool = True
+    """CIDR of ``subnet_id``; optional, lets validation check the subnet holds the fleet (and its range,
+    as for ``vpc_cidr``)."""
+    interface_endpoints: StrictBool = True
     """Interface endpoints for SSM and CloudWatch in a new VPC, so nodes reach them privately."""
-    flow_logs: bool = True
+    flow_logs: StrictBool = True
     """VPC flow logs to CloudWatch Logs for a new VPC."""
     database_subnet_ids: (
-        Annotated[list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]], Field(min_length=2)] | None
+        Annotated[list[Annotated[str, Field(pattern=patterns.SUBNET_ID_PATTERN)]], Field(min_length=2)] | None
     ) = None
     """Subnets in two or more zones of your VPC for the Slurm accounting database
     (``orchestrator.accounting: rds``). A new VPC gets two small isolated subnets of its own."""
@@ -71,16 +85,10 @@ class NetworkConfig(_Section):
     @field_validator("vpc_cidr", "subnet_cidr")
     @classmethod
     def _cidr(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        import ipaddress
-
-        try:
-            network = ipaddress.IPv4Network(value, strict=True)
-        except ValueError as exc:
-            raise ValueError(f"not an IPv4 CIDR block like 10.0.0.0/16 ({exc})") from None
-        if not 16 <= network.prefixlen <= 28:
-            raise ValueError("prefix length must be between /16 and /28, as AWS allows for VPCs and subnets")
+        # What AWS refuses; what it allows but is probably not meant is a warning (validation).
+        problem = None if value is None else ip_ranges.cidr_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @property
@@ -104,24 +112,25 @@ class InstanceGroupConfig(_Section):
 
     name: _name(24)  # type: ignore[valid-type]
     instance_type: str
-    count: Annotated[int, Field(ge=1, le=2000)]
+    count: Annotated[StrictInt, Field(ge=1, le=MAX_GROUP_COUNT)]
+    """Instances in the group (a fixed fleet)."""
     efa: EfaMode = "auto"
     """``auto``: EFA on every EFA card where the type supports it; ``on``: the same, and an error
     where it does not; ``off``: one ENA interface."""
-    placement_group: bool | None = None
+    placement_group: StrictBool | None = None
     """Create a cluster placement group for the group (one AZ, low-latency network). Default: yes
     for on-demand capacity; no for a reservation (it was created in, or outside, a placement group
     of its own) or a Capacity Block (already placed close together)."""
-    placement_group_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    placement_group_name: Annotated[str, Field(max_length=255, pattern=patterns.EC2_NAME_PATTERN)] | None = None
     """An existing cluster placement group to launch into instead, such as the one an On-Demand
     Capacity Reservation was created in."""
     capacity: CapacityConfig = CapacityConfig()
-    root_volume_gib: Annotated[int, Field(ge=40, le=16384)] = 500
+    root_volume_gib: Annotated[StrictInt, Field(ge=40, le=16384)] = 500
     os: OperatingSystem = "ubuntu-22.04"
     """The operating system of the group's AMI: picks the default AMI, the root device name and
     how the Lustre client installs. Default ``ubuntu-22.04``; ``ubuntu-24.04`` when the cluster
     runs Slurm (its archive has the Slurm the nodes install)."""
-    image_id: Annotated[str, Field(pattern=r"^ami-[0-9a-f]{8,17}$")] | None = None
+    image_id: Annotated[str, Field(pattern=patterns.AMI_ID_PATTERN)] | None = None
     """Default: the Deep Learning Base OSS Nvidia Driver AMI for ``os`` (the Deep Learning Base
     Neuron AMI on Trainium and Inferentia), resolved at deploy time from its SSM public parameter."""
     lifecycle_script: Path | None = None
@@ -157,23 +166,30 @@ class InstanceGroupConfig(_Section):
 class LustreConfig(_Section):
     """An FSx for Lustre file system, mounted on every node."""
 
-    storage_capacity_gib: int = 1200
+    storage_capacity_gib: Annotated[StrictInt, Field(ge=1, le=MAX_LUSTRE_CAPACITY_GIB)] = 1200
     deployment_type: LustreDeploymentType = "PERSISTENT_2"
-    throughput_mbps_per_tib: int | None = None
+    throughput_mbps_per_tib: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
     """Default: 250 for PERSISTENT_2, 200 for PERSISTENT_1, none for SCRATCH_2."""
-    mount_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]+$")] = "/fsx"
-    s3_import_path: Annotated[str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")] | None = None
+    mount_path: Annotated[str, Field(max_length=200, pattern=patterns.MOUNT_PATH_PATTERN)] = "/fsx"
+    """Where every node mounts the file system: a normalized absolute path of a folder of its own."""
+    s3_import_path: Annotated[str, Field(pattern=patterns.S3_URI_PATTERN)] | None = None
     """An S3 location linked to the file system: a data repository association importing and
     exporting new, changed and deleted objects on PERSISTENT_2; import/export paths otherwise."""
     compression: Literal["NONE", "LZ4"] = "LZ4"
-    metadata_iops: int | None = None
+    metadata_iops: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     """PERSISTENT_2 metadata IOPS; default: AUTOMATIC mode."""
-    kms_key_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$")] | None = (
-        None
-    )
+    kms_key_arn: Annotated[str, Field(pattern=patterns.KMS_KEY_PATTERN)] | None = None
     """A customer managed key (persistent types only). Default: the AWS managed key for FSx."""
-    retain_on_delete: bool = True
+    retain_on_delete: StrictBool = True
     """Keep the file system (and its data) when the stack is deleted or the resource replaced."""
+
+    @field_validator("mount_path")
+    @classmethod
+    def _normalized(cls, value: str) -> str:
+        normalized = "/" + posixpath.normpath(value).lstrip("/")
+        if value != normalized:
+            raise ValueError(f"must be a normalized absolute path (no '.', '..', '//' or trailing '/'): {normalized!r}")
+        return value
 
     @property
     def throughput(self) -> int | None:
@@ -197,50 +213,62 @@ HealthCheck = Literal[
 class RepairPolicyConfig(_Section):
     """Overrides of the default repair policy (see lambda/repair/auto_repair/policy.py)."""
 
-    xid: dict[Annotated[str, Field(pattern=r"^\d{1,3}$")], RepairAction] = {}
-    """NVIDIA XID number -> action, e.g. ``{"79": replace, "13": observe}``."""
+    xid: dict[Annotated[str, Field(pattern=patterns.XID_PATTERN)], RepairAction] = {}
+    """NVIDIA XID number -> action, e.g. ``{"79": replace, "13": observe}``. Keys are the number as
+    the kernel prints it (``79``, not ``079``); a YAML number key is taken as that number."""
     checks: dict[HealthCheck, RepairAction] = {}
     """Health check or signal -> action, e.g. ``{lustre: observe}``."""
+
+    @field_validator("xid", mode="before")
+    @classmethod
+    def _number_keys(cls, value: Any) -> Any:
+        # {79: replace} in YAML has a number key: take it as the number it is.
+        if not isinstance(value, Mapping):
+            return value
+        out: dict[Any, Any] = {}
+        for key, action in value.items():
+            name = str(key) if isinstance(key, int) and not isinstance(key, bool) else key
+            if name in out:
+                raise ValueError(f"key {show(name)} is given twice, as a number and as a string")
+            out[name] = action
+        return out
 
 
 class AutoRepairConfig(_Section):
     """The health agent on every node and the control plane that reboots or replaces failed nodes."""
 
-    enabled: bool = True
-    dry_run: bool = False
+    enabled: StrictBool = True
+    dry_run: StrictBool = False
     """Decide and record, but reboot or replace nothing."""
-    max_parallel_replacements: Annotated[int, Field(ge=1, le=25)] = 1
+    max_parallel_replacements: Annotated[StrictInt, Field(ge=1, le=25)] = 1
     """Replacements in flight at once in one instance group."""
-    unhealthy_threshold_percent: Annotated[int, Field(ge=1, le=100)] = 20
+    unhealthy_threshold_percent: Annotated[StrictInt, Field(ge=1, le=100)] = 20
     """Above this share of a group unhealthy at once (and more than one node), stop acting and notify."""
-    reboot_before_replace: bool = True
+    reboot_before_replace: StrictBool = True
     """Reboot for faults a reboot can clear; replace only if the fault comes back within an hour."""
-    notification_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    notification_email: Annotated[str, Field(max_length=254, pattern=patterns.EMAIL_PATTERN)] | None = None
     """Subscribe this address to the cluster's events topic (the address must confirm)."""
     policy: RepairPolicyConfig = RepairPolicyConfig()
-    check_interval_seconds: Annotated[int, Field(ge=10, le=3600)] = 30
+    check_interval_seconds: Annotated[StrictInt, Field(ge=10, le=3600)] = 30
     """How often the agent checks each node."""
-    deep_checks: bool = False
+    deep_checks: StrictBool = False
     """On first boot, run ``dcgmi diag -r 2`` and an EFA provider check before the node takes work."""
 
 
 class ObservabilityConfig(_Section):
     """Amazon Managed Prometheus and Managed Grafana, with alerts."""
 
-    prometheus: bool = True
+    prometheus: StrictBool = True
     """An Amazon Managed Prometheus workspace with the cluster's alert rules."""
-    grafana: bool = True
+    grafana: StrictBool = True
     """An Amazon Managed Grafana workspace; false for teams with their own Grafana (the
     Prometheus workspace still receives the metrics)."""
     grafana_auth: Literal["AWS_SSO", "SAML"] = "AWS_SSO"
     """How people sign in to Grafana: IAM Identity Center (must be enabled in the account) or SAML."""
-    alert_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    alert_email: Annotated[str, Field(max_length=254, pattern=patterns.EMAIL_PATTERN)] | None = None
     """Subscribe this address to the cluster's events topic, where alerts go (it must confirm)."""
-    scrape_interval_seconds: Annotated[int, Field(ge=5, le=300)] = 15
+    scrape_interval_seconds: Annotated[StrictInt, Field(ge=5, le=300)] = 15
     """How often each node's collector scrapes its exporters."""
-
-
-SLURM_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 
 
 class OrchestratorConfig(_Section):
@@ -251,33 +279,31 @@ class OrchestratorConfig(_Section):
     nodes; ``none``: the instance groups alone (EKS comes later)."""
     controller_instance_type: str = "m7i.4xlarge"
     """The controller runs slurmctld and slurmdbd (and the accounting database with ``local``)."""
-    login_nodes: Annotated[int, Field(ge=0, le=10)] = 1
+    login_nodes: Annotated[StrictInt, Field(ge=0, le=10)] = 1
     """Login nodes where users submit jobs; reached through SSM Session Manager."""
     login_instance_type: str = "m7i.2xlarge"
     accounting: Literal["local", "rds", "off"] = "local"
     """``local``: slurmdbd and MariaDB on the controller, the database kept on the file system;
     ``rds``: slurmdbd on the controller, the database in Amazon RDS for MariaDB (in two small
     subnets of a new VPC, or ``network.database_subnet_ids``); ``off``: no job accounting."""
-    accounting_instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = "db.t4g.medium"
+    accounting_instance_class: Annotated[str, Field(pattern=patterns.RDS_CLASS_PATTERN)] = "db.t4g.medium"
     """The RDS instance class with ``accounting: rds``."""
-    partitions: (
-        dict[Annotated[str, Field(pattern=SLURM_NAME_PATTERN)], Annotated[list[str], Field(min_length=1)]] | None
-    ) = None
+    partitions: dict[Annotated[str, Field(pattern=patterns.SLURM_NAME_PATTERN)], GroupNames] | None = None
     """Partition name -> instance group names; the first is the default partition. Default: one
     partition per instance group, named after it."""
     users: dict[
-        Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")], Annotated[int, Field(ge=2000, le=59999)]
+        Annotated[str, Field(pattern=patterns.USER_NAME_PATTERN)], Annotated[StrictInt, Field(ge=2000, le=59999)]
     ] = {}
     """Cluster users and their uids, the same on every node, homes on the file system:
     ``{alice: 2001}``. Jobs run as these users (Slurm needs a user to exist, with one uid, on every node)."""
-    containers: bool = False
+    containers: StrictBool = False
     """Install enroot and pyxis on compute nodes so jobs can run container images
     (``srun --container-image=...``)."""
-    users_can_use_node_role: bool = False
+    users_can_use_node_role: StrictBool = False
     """Let users' jobs and sessions use the nodes' IAM role (through the instance metadata
     service). Off: only root reaches it, because the role can read the munge key, and the key
     makes anyone root on every node. Turn on only if every user may be root."""
-    ssh_key_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    ssh_key_name: Annotated[str, Field(max_length=255, pattern=patterns.EC2_NAME_PATTERN)] | None = None
     """An EC2 key pair for the login and controller nodes. Default: none; use Session Manager
     (and its SSH port forwarding) instead."""
 
@@ -294,8 +320,8 @@ class ClusterConfig(_Section):
 
     name: _name(32)  # type: ignore[valid-type]
     """Lower case letters, digits and single hyphens; used in resource names and tags."""
-    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
-    availability_zone: str
+    region: Annotated[str, Field(pattern=patterns.REGION_PATTERN)]
+    availability_zone: Annotated[str, Field(max_length=64, pattern=patterns.ZONE_PATTERN)]
     """Where the capacity is: every node and the file system live in this zone."""
     network: NetworkConfig = NetworkConfig()
     instance_groups: Annotated[list[InstanceGroupConfig], Field(min_length=1)]
@@ -307,9 +333,12 @@ class ClusterConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _slurm_os(cls, data: Any) -> Any:
-        """With Slurm, a group that does not name its ``os`` runs Ubuntu 24.04."""
+        """An empty ``orchestrator:`` is Slurm with its defaults; with Slurm, a group that does not
+        name its ``os`` runs Ubuntu 24.04."""
         if not isinstance(data, Mapping):
             return data
+        if "orchestrator" in data and data["orchestrator"] is None:
+            data = {**data, "orchestrator": {}}
         orchestrator = data.get("orchestrator")
         slurm = isinstance(orchestrator, Mapping) and orchestrator.get("type", "slurm") == "slurm"
         groups = data.get("instance_groups")
@@ -331,10 +360,13 @@ class ClusterConfig(_Section):
 
         if not isinstance(data, Mapping):
             raise ConfigError([Finding(path="", message=f"a config is a mapping of keys, got {show(data)}")], source)
+        shape = _yaml.shape_problem(data)
+        if shape is not None:
+            raise ConfigError([Finding(path="", message=shape)], source)
         try:
-            config = cls.model_validate(_resolve_paths(data, base_dir), strict=False)
+            config = cls.model_validate(_resolve_paths(data, base_dir))
         except ValidationError as exc:
-            raise ConfigError([_finding(cls, err) for err in exc.errors()], source) from None
+            raise ConfigError(_findings.findings(cls, exc), source) from None
         errors = [f for f in check(config) if f.level == "error"]
         if errors:
             raise ConfigError(errors, source)
@@ -345,11 +377,11 @@ class ClusterConfig(_Section):
         """Read a cluster config file."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = _yaml.load(_yaml.read_regular_file(path, _yaml.MAX_CONFIG_BYTES))
         except OSError as exc:
             raise ConfigError([Finding(path="", message=f"cannot read the file: {exc.strerror}")], str(path)) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError([Finding(path="", message=f"not valid YAML: {exc}")], str(path)) from None
+        except _yaml.LoadProblem as exc:
+            raise ConfigError([Finding(path="", message=m) for m in exc.problems], str(path)) from None
         return cls.from_dict(data if data is not None else {}, base_dir=path.parent, source=str(path))
 
     def warnings(self) -> list[Finding]:
@@ -370,51 +402,3 @@ def _resolve_paths(data: Mapping[str, Any], base_dir: Path | None) -> dict[str, 
             for g in groups
         ]
     return out
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys allowed at ``loc`` (the parent of an unknown key)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        annotation = current.model_fields[part].annotation
-        args = getattr(annotation, "__args__", ())
-        candidates = [annotation, *args, *(a for arg in args for a in getattr(arg, "__args__", ()))]
-        current = next(c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel))
-    return list(current.model_fields)
-
-
-def _finding(model: type[BaseModel], err: Any) -> Finding:
-    loc = tuple(err["loc"])
-    key = ""
-    if loc and loc[-1] == "[key]":  # a bad key of a mapping: name the mapping and the key
-        key, loc = f"key {loc[-2]!r} ", loc[:-2]
-    path = field_path(loc)
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(model, loc[:-1]))
-        return Finding(path=path, message=f"unknown key; allowed keys here: {allowed}")
-    if kind == "missing":
-        return Finding(path=path, message="required, but missing")
-    message = re.sub(r"^(Value error|Assertion failed), ", "", err["msg"])
-    message = message[0].lower() + message[1:]
-    if kind == "string_pattern_mismatch":
-        message = _PATTERN_HINTS.get(err["ctx"]["pattern"], message)
-    return Finding(path=path, message=f"{key}{message} (got {show(err['input'])})")
-
-
-_PATTERN_HINTS = {
-    NAME_PATTERN: "must be lower case letters, digits and single hyphens, starting with a letter",
-    r"^[a-z]{2}(-gov)?-[a-z]+-\d$": "must be an AWS region name such as us-east-1",
-    r"^vpc-[0-9a-f]{8,17}$": "must be a VPC id such as vpc-0123456789abcdef0",
-    r"^subnet-[0-9a-f]{8,17}$": "must be a subnet id such as subnet-0123456789abcdef0",
-    r"^ami-[0-9a-f]{8,17}$": "must be an AMI id such as ami-0123456789abcdef0",
-    r"^/[A-Za-z0-9._/-]+$": "must be an absolute path such as /fsx",
-    r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$": "must be an S3 URI such as s3://bucket/prefix",
-    r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$": "must be a KMS key ARN such as "
-    "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-    r"^[^@\s]+@[^@\s]+\.[^@\s]+$": "must be an e-mail address such as ops@example.com",
-    r"^\d{1,3}$": "must be an XID number such as 79",
-    r"^db\.[a-z0-9]+\.[a-z0-9]+$": "must be an RDS instance class such as db.t4g.medium",
-}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import reprlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,12 +41,38 @@ def field_path(loc: Iterable[Any]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):  # a key a user may not see when written bare: '', 'a b', 'x\n'
+            out += f"[{show(part)}]"
         else:
             out += f".{part}" if out else str(part)
     return out
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$")
+
+
+SHOW_LIMIT = 80
+"""The longest a received value is shown in a message, in characters."""
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOW_LIMIT
+
+
 def show(value: Any) -> str:
-    """A received value as the message shows it: short, and YAML-like."""
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """A received value as the message shows it: short, and YAML-like.
+
+    Bounded in time as well as length: a huge or deeply nested value (an alias bomb, a number
+    of thousands of digits) is never turned into a string whole."""
+    if isinstance(value, bool) or value is None:
+        text = str(value)
+    elif isinstance(value, int):
+        digits = value.bit_length() * 0.30103
+        text = str(value) if digits < SHOW_LIMIT else f"a number of about {digits:.0f} digits"
+    elif isinstance(value, str):
+        text = repr(value[: SHOW_LIMIT + 1])
+    elif isinstance(value, (list, tuple, dict, set, frozenset)):
+        text = _REPR.repr(value)
+    else:
+        text = str(value)
+    return text if len(text) <= SHOW_LIMIT else text[: SHOW_LIMIT - 3] + "..."

@@ -37,6 +37,15 @@ def asset_stage(description: str, *, uri_setting: str, directory: str, script: s
     )
 
 
+def setting_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a setting (each is written as ``KEY='value'`` into a shell file
+    that every node script sources), or ``None``. The config check asks this of every config value
+    that becomes a setting, so a config user sees the field's path instead of this construct's error."""
+    if "'" in value or "\n" in value or "\r" in value or "\0" in value:
+        return "must not contain quotes, newlines or NUL characters"
+    return None
+
+
 class NodeBootstrap:
     """Builds the user data of one instance group. Values may be CDK tokens (resolved at deploy)."""
 
@@ -57,8 +66,9 @@ class NodeBootstrap:
         """Add a setting; every node script can read it from the settings file."""
         if not _KEY.match(key):
             raise ValueError(f"setting names are upper case shell names, got {key!r}")
-        if not Token.is_unresolved(value) and ("'" in value or "\n" in value):
-            raise ValueError(f"setting {key} must not contain quotes or newlines, got {value!r}")
+        problem = None if Token.is_unresolved(value) else setting_problem(value)
+        if problem is not None:
+            raise ValueError(f"setting {key} {problem}, got {value!r}")
         self._environment[key] = value
 
     def set_default(self, key: str, value: str) -> None:

@@ -7,20 +7,21 @@ warning annotations on the stack.
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import math
 from collections import Counter
 from collections.abc import Iterator
 
-from . import catalog
+from . import _yaml, addresses, catalog, node_image
 from .config import SLURM_OS, ClusterConfig, InstanceGroupConfig, LustreConfig
-from .errors import Finding
+from .errors import Finding, show
+from .node_bootstrap import setting_problem
 
 RESERVATION_ID = "cr-0123456789abcdef0"
-AWS_RESERVED_ADDRESSES_PER_SUBNET = 5
-INTERFACE_ENDPOINTS = 5  # ssm, ssmmessages, ec2messages, logs, monitoring: one address each
-PUBLIC_SUBNET_PREFIX_LENGTH = 24
-REPLACEMENT_HEADROOM = 0.25  # replacements in flight hold a second address for a while
+MAX_LIFECYCLE_SCRIPT_BYTES = 1024 * 1024
+"""A lifecycle script is a shell script; a megabyte is far more than one needs."""
+LUSTRE_DEFAULT_QUOTA_GIB = 100_800
+"""FSx for Lustre's default storage quota per account and Region for SSD file systems (adjustable
+in Service Quotas; Amazon SageMaker's FSxLustreConfig caps SizeInGiB at the same 100,800 GiB).
+Above it the deployment fails unless the quota was raised: a warning, not an error."""
 
 LUSTRE_SSD_THROUGHPUT = {"PERSISTENT_1": (50, 100, 200), "PERSISTENT_2": (125, 250, 500, 1000)}
 METADATA_IOPS = (1500, 3000, 6000, *range(12000, 192001, 12000))
@@ -31,12 +32,26 @@ def check(config: ClusterConfig) -> list[Finding]:
     return [
         *_observability(config),
         *_zone(config),
-        *_network(config),
+        *addresses.network(config),
         *_groups(config),
         *(_lustre(config.storage.lustre) if config.storage.lustre else ()),
-        *_subnet_capacity(config),
+        *addresses.subnet_capacity(config),
         *_orchestrator(config),
+        *_node_settings(config),
     ]
+
+
+def _node_settings(config: ClusterConfig) -> Iterator[Finding]:
+    """Config values that nodes read as settings (:class:`NodeBootstrap`), with the bootstrap's own rule."""
+    values: list[tuple[str, str]] = [("name", config.name), ("region", config.region)]
+    values += [(f"instance_groups[{i}].name", g.name) for i, g in enumerate(config.instance_groups)]
+    values += [(f"orchestrator.users.{user}", user) for user in config.orchestrator.users]
+    if config.storage.lustre is not None:
+        values.append(("storage.lustre.mount_path", config.storage.lustre.mount_path))
+    for path, value in values:
+        problem = setting_problem(value)
+        if problem is not None:
+            yield Finding(path=path, message=f"{problem}: the nodes read it from a settings file (got {show(value)})")
 
 
 def _observability(config: ClusterConfig) -> Iterator[Finding]:
@@ -66,31 +81,6 @@ def _zone(config: ClusterConfig) -> Iterator[Finding]:
             path="region",
             level="warning",
             message=f"{config.region!r} is not in the instance-type catalog; zone and offering checks were skipped",
-        )
-
-
-def _network(config: ClusterConfig) -> Iterator[Finding]:
-    net = config.network
-    if (net.vpc_id is None) != (net.subnet_id is None):
-        missing = "subnet_id" if net.subnet_id is None else "vpc_id"
-        yield Finding(
-            path=f"network.{missing}",
-            message="required when using your own VPC: give both vpc_id and subnet_id",
-        )
-    if net.uses_existing_vpc:
-        for key in ("vpc_cidr", "compute_subnet_prefix_length", "interface_endpoints", "flow_logs"):
-            if key in net.model_fields_set:
-                yield Finding(path=f"network.{key}", message="applies to a new VPC only; remove it, or remove vpc_id")
-        return
-    if net.subnet_cidr is not None:
-        yield Finding(path="network.subnet_cidr", message="applies to your own subnet only (with vpc_id and subnet_id)")
-    vpc = ipaddress.IPv4Network(net.vpc_cidr)
-    prefix = net.compute_subnet_prefix_length
-    if prefix <= vpc.prefixlen:
-        yield Finding(
-            path="network.compute_subnet_prefix_length",
-            message=f"/{prefix} does not fit in the VPC {net.vpc_cidr} beside its public subnet; "
-            f"allowed: /{vpc.prefixlen + 1} to /26",
         )
 
 
@@ -139,8 +129,24 @@ def _group(config: ClusterConfig, path: str, group: InstanceGroupConfig) -> Iter
         )
     yield from _capacity(path, group, info)
     yield from _placement(path, group)
-    if group.lifecycle_script is not None and not group.lifecycle_script.is_file():
-        yield Finding(path=f"{path}.lifecycle_script", message=f"no such file: {str(group.lifecycle_script)!r}")
+    if group.lifecycle_script is not None:
+        script = str(group.lifecycle_script)
+        if script.startswith(("/proc/", "/sys/", "/dev/")):
+            yield Finding(
+                path=f"{path}.lifecycle_script",
+                message=f"must be a regular file of yours, not one of the system's special files (got {show(script)})",
+            )
+            return
+        try:
+            _yaml.read_regular_file(group.lifecycle_script, MAX_LIFECYCLE_SCRIPT_BYTES)
+        except FileNotFoundError:
+            yield Finding(path=f"{path}.lifecycle_script", message=f"no such file: {show(script)}")
+        except OSError as exc:
+            yield Finding(
+                path=f"{path}.lifecycle_script",
+                message=f"must be a regular, readable file of at most {MAX_LIFECYCLE_SCRIPT_BYTES:,} bytes: "
+                f"{exc.strerror} (got {show(script)})",
+            )
 
 
 def _capacity(path: str, group: InstanceGroupConfig, info: catalog.InstanceTypeInfo) -> Iterator[Finding]:
@@ -208,7 +214,14 @@ def _lustre(lustre: LustreConfig) -> Iterator[Finding]:
     if cap not in (1200, 2400) and (cap <= 0 or cap % 2400):
         yield Finding(
             path=f"{path}.storage_capacity_gib",
-            message=f"{kind} takes 1200, 2400 or a multiple of 2400 GiB (got {cap})",
+            message=f"{kind} takes 1200, 2400 or a multiple of 2400 GiB (got {show(cap)})",
+        )
+    elif cap > LUSTRE_DEFAULT_QUOTA_GIB:
+        yield Finding(
+            path=f"{path}.storage_capacity_gib",
+            level="warning",
+            message=f"{cap} GiB is above FSx for Lustre's default quota of {LUSTRE_DEFAULT_QUOTA_GIB:,} GiB per "
+            "account and Region: raise the quota in Service Quotas before deploying",
         )
     allowed = LUSTRE_SSD_THROUGHPUT.get(kind)
     if allowed is None and lustre.throughput_mbps_per_tib is not None:
@@ -235,29 +248,12 @@ def _lustre(lustre: LustreConfig) -> Iterator[Finding]:
             path=f"{path}.kms_key_arn",
             message=f"{kind} file systems use the AWS managed key only; use a PERSISTENT type",
         )
-    if lustre.mount_path in ("/", "/tmp", "/home", "/opt", "/var", "/etc", "/usr"):
-        yield Finding(
-            path=f"{path}.mount_path",
-            message=f"{lustre.mount_path!r} is a system folder; use a folder of its own such as /fsx",
-        )
-
-
-def lustre_ip_addresses(lustre: LustreConfig) -> int:
-    """Addresses a file system takes in its subnet: one per metadata server and per storage server
-    (FSx for Lustre User Guide, "IP addresses for file systems": 2.4 TiB per storage server for
-    SSD types without EFA; one more metadata server per 12,000 provisioned metadata IOPS)."""
-    storage_servers = math.ceil(lustre.storage_capacity_gib / 2400)
-    metadata_servers = max(1, (lustre.metadata_iops or 0) // 12000)
-    return storage_servers + metadata_servers
+    problem = node_image.mount_path_problem(lustre.mount_path)
+    if problem is not None:
+        yield Finding(path=f"{path}.mount_path", message=problem)
 
 
 SLURM_RESERVED_GROUP_NAMES = ("controller", "login")
-# Accounts the node images (Ubuntu 24.04, its Slurm, munge, MariaDB, Session Manager) have already.
-SYSTEM_ACCOUNTS = frozenset((
-    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data",
-    "backup", "list", "irc", "nobody", "_apt", "systemd-network", "systemd-resolve", "systemd-timesync",
-    "messagebus", "syslog", "sshd", "polkitd", "ubuntu", "lxd", "slurm", "munge", "mysql", "ssm-user",
-))  # fmt: skip
 
 
 def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
@@ -328,51 +324,14 @@ def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
                 message="'default' is the name of Slurm's defaults line, not a partition: choose another name",
             )
     for user in orchestrator.users:
-        if user in SYSTEM_ACCOUNTS:
+        if node_image.is_system_name(user):
             yield Finding(
                 path=f"orchestrator.users.{user}",
-                message=f"{user!r} is an account of the operating system or of Slurm on the nodes: choose another name",
+                message=f"{user!r} is a user or group the node images have already (the operating system, Docker, "
+                "Slurm, munge, MariaDB or Session Manager; useradd makes a group of the user's name): "
+                "choose another name",
             )
     uids = Counter(orchestrator.users.values())
     for user, uid in orchestrator.users.items():
         if uids[uid] > 1:
             yield Finding(path=f"orchestrator.users.{user}", message=f"uid {uid} is given to more than one user")
-
-
-def group_ip_addresses(group: InstanceGroupConfig) -> int:
-    """Addresses one instance of the group takes: its interfaces that carry an IP address."""
-    if not group.efa_enabled:
-        return 1
-    return sum(1 for slot in group.instance_info.efa_layout() if slot.takes_ip_address)
-
-
-def compute_subnet_addresses_needed(config: ClusterConfig) -> int:
-    fleet = sum(group_ip_addresses(g) * g.count for g in config.instance_groups)
-    if config.orchestrator.enabled:
-        fleet += 1 + config.orchestrator.login_nodes  # the controller and login nodes: one ENA interface each
-    lustre = lustre_ip_addresses(config.storage.lustre) if config.storage.lustre else 0
-    endpoints = (
-        INTERFACE_ENDPOINTS if config.network.interface_endpoints and not config.network.uses_existing_vpc else 0
-    )
-    return math.ceil(fleet * (1 + REPLACEMENT_HEADROOM)) + lustre + endpoints + AWS_RESERVED_ADDRESSES_PER_SUBNET
-
-
-def _subnet_capacity(config: ClusterConfig) -> Iterator[Finding]:
-    if any(catalog.get(g.instance_type) is None for g in config.instance_groups):
-        return  # reported already
-    net = config.network
-    if net.uses_existing_vpc:
-        if net.subnet_cidr is None:
-            return
-        path, size = "network.subnet_cidr", ipaddress.IPv4Network(net.subnet_cidr).num_addresses
-    else:
-        path, size = "network.compute_subnet_prefix_length", 2 ** (32 - net.compute_subnet_prefix_length)
-    needed = compute_subnet_addresses_needed(config)
-    if needed > size:
-        fits = 32 - math.ceil(math.log2(needed))
-        yield Finding(
-            path=path,
-            message=f"the compute subnet has {size} addresses but the cluster needs {needed} (fleet with "
-            f"{int(REPLACEMENT_HEADROOM * 100)}% headroom for replacements, file system, endpoints, 5 AWS reserves); "
-            f"use /{fits} or larger",
-        )

@@ -13,12 +13,22 @@ from typing import Any
 
 import pytest
 import yaml
+from aws_cdk import App, Stack
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk.assertions import Template
 from syrupy.assertion import SnapshotAssertion
 
 import health_agent
-from conftest import ROOT, Synthesized, mask_asset_hashes, minimal_config
+from conftest import CDK_CONTEXT, ROOT, Synthesized, mask_asset_hashes, minimal_config
 from training_cluster import ClusterConfig
-from training_cluster.constructs.observability import alert_manager_config, alert_rules, dashboards
+from training_cluster.constructs.observability import (
+    Observability,
+    ObservabilityOptions,
+    alert_manager_config,
+    alert_rules,
+    dashboards,
+)
 
 
 def tool(name: str) -> str:
@@ -81,7 +91,9 @@ def test_every_metric_in_the_rules_is_exported() -> None:
 
 def test_alert_manager_sends_to_sns_and_passes_amtool(default_cluster: Synthesized, tmp_path: Path) -> None:
     definition = only(default_cluster, "AWS::APS::Workspace")["Properties"]["AlertManagerDefinition"]["Fn::Join"][1]
-    text = "".join(p if isinstance(p, str) else "arn:aws:sns:us-east-1:111122223333:events" for p in definition)
+    # The topic by its name, not by a reference (see test_the_topic_key_names_this_workspace_and_topic).
+    assert [p for p in definition if not isinstance(p, str)] == [{"Ref": "AWS::AccountId"}]
+    text = "".join(p if isinstance(p, str) else "111122223333" for p in definition)
     inner = yaml.safe_load(text)["alertmanager_config"]
     config = tmp_path / "alertmanager.yaml"
     config.write_text(inner)
@@ -89,7 +101,7 @@ def test_alert_manager_sends_to_sns_and_passes_amtool(default_cluster: Synthesiz
     assert result.returncode == 0, result.stdout + result.stderr
     parsed = yaml.safe_load(inner)
     (receiver,) = parsed["receivers"]
-    assert receiver["sns_configs"][0]["topic_arn"] == "arn:aws:sns:us-east-1:111122223333:events"
+    assert receiver["sns_configs"][0]["topic_arn"] == "arn:aws:sns:us-east-1:111122223333:demo-events"
     assert alert_manager_config("T", "R", "C").startswith("route:")
 
 
@@ -104,9 +116,55 @@ def test_prometheus_may_publish_alerts_to_the_topic(default_cluster: Synthesized
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     (aps,) = [s for s in statements if s.get("Principal") == {"Service": "aps.amazonaws.com"}]
     assert set(aps["Action"]) == {"sns:Publish", "sns:GetTopicAttributes"}
-    assert "aws:SourceArn" in aps["Condition"]["ArnEquals"]
+    workspace = {"Fn::GetAtt": [next(iter(default_cluster.resources("AWS::APS::Workspace"))), "Arn"]}
+    assert aps["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": workspace},
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+    }
+
+
+def test_the_topic_key_names_this_workspace_and_topic(default_cluster: Synthesized) -> None:
+    """Issue 9 (confused deputy): the service may use the topic's key for this workspace, this
+    account and this topic only. The workspace's ARN in the key policy is safe from a cycle because
+    the alert route names the topic by its name (the topic refers to the key)."""
     keys = [k for k in default_cluster.resources("AWS::KMS::Key").values() if "aps.amazonaws.com" in json.dumps(k)]
-    assert len(keys) == 1  # the events topic's key lets the service publish
+    (key,) = keys  # the events topic's key; the workspace's own key needs no service principal
+    (aps,) = [
+        s for s in key["Properties"]["KeyPolicy"]["Statement"] if s.get("Principal") == {"Service": "aps.amazonaws.com"}
+    ]
+    assert set(aps["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+    workspace = {"Fn::GetAtt": [next(iter(default_cluster.resources("AWS::APS::Workspace"))), "Arn"]}
+    topic_arn = {"Fn::Join": ["", ["arn:aws:sns:us-east-1:", {"Ref": "AWS::AccountId"}, ":demo-events"]]}
+    assert aps["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": workspace},
+        "StringEquals": {
+            "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+            "kms:EncryptionContext:aws:sns:topicArn": topic_arn,
+        },
+    }
+
+
+def test_a_topic_without_a_name_gets_no_cycle() -> None:
+    """Observability on its own, with a topic CloudFormation names: the alert route refers to the
+    topic, so the key allows the service for this account's workspaces instead of naming this one."""
+    stack = Stack(App(context=CDK_CONTEXT), "Alone", env={"region": "eu-west-1"})
+    key = kms.Key(stack, "TopicKey")
+    topic = sns.Topic(stack, "Topic", master_key=key)
+    Observability(stack, "Observability", cluster_name="alone", topic=topic, topic_key=key,
+                  options=ObservabilityOptions(grafana=False))  # fmt: skip
+    template = Template.from_stack(stack).to_json()
+    (key_id,) = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::KMS::Key" and "Topic" in k]
+    (aps,) = [
+        s
+        for s in template["Resources"][key_id]["Properties"]["KeyPolicy"]["Statement"]
+        if s.get("Principal") == {"Service": "aps.amazonaws.com"}
+    ]
+    assert aps["Condition"] == {
+        "ArnLike": {
+            "aws:SourceArn": {"Fn::Join": ["", ["arn:aws:aps:eu-west-1:", {"Ref": "AWS::AccountId"}, ":workspace/*"]]}
+        },
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+    }
 
 
 def test_grafana_reads_prometheus_and_cloudwatch(default_cluster: Synthesized) -> None:
@@ -207,6 +265,17 @@ def test_dashboards_are_provisioned_by_a_custom_resource(default_cluster: Synthe
     ]
     grafana = next(s for s in statements if "grafana:CreateWorkspaceServiceAccount" in s["Action"])
     assert "/workspaces/" in json.dumps(grafana["Resource"]) and "*" not in json.dumps(grafana["Resource"])
+    # Issue 9: the provisioner asks Managed Grafana where the workspace is; the event names no host.
+    assert "grafana:DescribeWorkspace" in grafana["Action"]
+    assert set(props) == {
+        "ServiceToken",
+        "WorkspaceId",
+        "PrometheusUrl",
+        "Region",
+        "PrometheusDataSourceUid",
+        "CloudWatchDataSourceUid",
+        "Dashboards",
+    }
 
 
 def test_no_grafana_no_provisioning(variants: dict[str, Synthesized]) -> None:

@@ -141,13 +141,15 @@ def test_only_the_controller_writes_its_address(default_cluster: Synthesized) ->
 def test_auto_repair_drains_through_the_controller(default_cluster: Synthesized, p4d: Synthesized) -> None:
     sy = default_cluster
     assert sy.stack.auto_repair is not None
-    variables = sy.only(sy.stack.auto_repair, "AWS::Lambda::Function")["Properties"]["Environment"]["Variables"]
+    variables = sy.only(sy.stack.auto_repair.function, "AWS::Lambda::Function")["Properties"]["Environment"][
+        "Variables"
+    ]
     assert variables["DRAIN_COMMAND"] == "/opt/training-cluster/slurm/slurm-drain.sh"
     controller = sy.stack.fleets["controller"].auto_scaling_group.auto_scaling_group_name
     assert variables["DRAIN_GROUP"] == sy.stack.resolve(controller)
     # Without Slurm there is nothing to drain.
     assert p4d.stack.slurm is None and p4d.stack.auto_repair is not None
-    plain = p4d.only(p4d.stack.auto_repair, "AWS::Lambda::Function")
+    plain = p4d.only(p4d.stack.auto_repair.function, "AWS::Lambda::Function")
     assert "DRAIN_GROUP" not in plain["Properties"]["Environment"]["Variables"]
     assert not p4d.resources("AWS::SecretsManager::Secret") and "controller" not in p4d.stack.fleets
 

@@ -1,5 +1,6 @@
 """The Grafana provisioning custom resource against a local HTTP server standing in for Grafana's
-API, with botocore's Stubber for the grafana client (moto has none)."""
+API, with botocore's Stubber for the grafana client (moto has none). Requests for the workspace's
+real host are routed to the local server; any other host is refused and recorded."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import importlib.util
 import json
 import sys
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
@@ -20,6 +24,8 @@ from conftest import ROOT
 from training_cluster.constructs.observability import dashboards
 
 TOKEN = "glsa_short_lived_token"
+WORKSPACE = "g-0123456789"
+HOST = f"{WORKSPACE}.grafana-workspace.us-east-1.amazonaws.com"
 
 
 def load_handler() -> ModuleType:
@@ -79,7 +85,17 @@ class FakeGrafana:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.hosts: list[str] = []  # every host the provisioner sent a request to
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def opener(self, request: urllib.request.Request, timeout: float) -> Any:
+        """Like urlopen, for the workspace's host only: that host is this server."""
+        url = urllib.parse.urlsplit(request.full_url)
+        self.hosts.append(url.netloc)
+        if (url.scheme, url.netloc) != ("https", HOST):
+            raise urllib.error.URLError(f"the test refuses {url.scheme}://{url.netloc}")
+        request.full_url = f"{self.url}{url.path}"
+        return urllib.request.urlopen(request, timeout=timeout)
 
 
 @pytest.fixture
@@ -89,32 +105,53 @@ def grafana_api() -> Iterator[FakeGrafana]:
     fake.server.shutdown()
 
 
-def stubbed_client() -> tuple[Any, Stubber]:
+def described(endpoint: str = HOST) -> dict[str, Any]:
+    """DescribeWorkspace's answer, as the service gives it."""
+    return {
+        "workspace": {
+            "id": WORKSPACE,
+            "endpoint": endpoint,
+            "status": "ACTIVE",
+            "created": "2026-12-01T00:00:00Z",
+            "modified": "2026-12-01T00:00:00Z",
+            "dataSources": ["PROMETHEUS", "CLOUDWATCH"],
+            "grafanaVersion": "10.4",
+            "authentication": {"providers": ["AWS_SSO"]},
+        }
+    }
+
+
+def stubbed_client(endpoint: str = HOST, *, token: bool = True) -> tuple[Any, Stubber]:
+    """The grafana client, expecting the workspace to be described first and then, with ``token``,
+    the service account and token made and deleted."""
     client = boto3.client("grafana", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     stubber = Stubber(client)
+    stubber.add_response("describe_workspace", described(endpoint), {"workspaceId": WORKSPACE})
+    if not token:
+        return client, stubber
     stubber.add_response(
         "create_workspace_service_account",
-        {"id": "sa-1", "name": "n", "grafanaRole": "ADMIN", "workspaceId": "g-123"},
-        {"workspaceId": "g-123", "name": stubber_any(), "grafanaRole": "ADMIN"},
+        {"id": "sa-1", "name": "n", "grafanaRole": "ADMIN", "workspaceId": WORKSPACE},
+        {"workspaceId": WORKSPACE, "name": stubber_any(), "grafanaRole": "ADMIN"},
     )
     stubber.add_response(
         "create_workspace_service_account_token",
         {
             "serviceAccountToken": {"id": "tok-1", "name": "n", "key": TOKEN},
             "serviceAccountId": "sa-1",
-            "workspaceId": "g-123",
+            "workspaceId": WORKSPACE,
         },
-        {"workspaceId": "g-123", "serviceAccountId": "sa-1", "name": stubber_any(), "secondsToLive": 600},
+        {"workspaceId": WORKSPACE, "serviceAccountId": "sa-1", "name": stubber_any(), "secondsToLive": 600},
     )
     stubber.add_response(
         "delete_workspace_service_account_token",
-        {"tokenId": "tok-1", "serviceAccountId": "sa-1", "workspaceId": "g-123"},
-        {"workspaceId": "g-123", "serviceAccountId": "sa-1", "tokenId": "tok-1"},
+        {"tokenId": "tok-1", "serviceAccountId": "sa-1", "workspaceId": WORKSPACE},
+        {"workspaceId": WORKSPACE, "serviceAccountId": "sa-1", "tokenId": "tok-1"},
     )
     stubber.add_response(
         "delete_workspace_service_account",
-        {"serviceAccountId": "sa-1", "workspaceId": "g-123"},
-        {"workspaceId": "g-123", "serviceAccountId": "sa-1"},
+        {"serviceAccountId": "sa-1", "workspaceId": WORKSPACE},
+        {"workspaceId": WORKSPACE, "serviceAccountId": "sa-1"},
     )
     return client, stubber
 
@@ -134,8 +171,7 @@ def event(api: FakeGrafana, request_type: str) -> dict[str, Any]:
         "RequestId": "r-1",
         "LogicalResourceId": "Provisioning",
         "ResourceProperties": {
-            "WorkspaceId": "g-123",
-            "WorkspaceEndpoint": "g-123.grafana-workspace.us-east-1.amazonaws.com",
+            "WorkspaceId": WORKSPACE,
             "PrometheusUrl": "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-1/",
             "Region": "us-east-1",
             "PrometheusDataSourceUid": "training-cluster-prometheus",
@@ -148,7 +184,7 @@ def event(api: FakeGrafana, request_type: str) -> dict[str, Any]:
 def test_create_provisions_data_sources_and_dashboards_then_deletes_the_token(grafana_api: FakeGrafana) -> None:
     client, stubber = stubbed_client()
     with stubber:
-        handler.handler(event(grafana_api, "Create"), client=client, base_url=grafana_api.url)
+        handler.handler(event(grafana_api, "Create"), client=client, opener=grafana_api.opener)
     stubber.assert_no_pending_responses()  # the token and the service account were deleted
     posted = [(m, p, b) for m, p, b, _ in grafana_api.requests if m == "POST"]
     (prometheus,) = [b for m, p, b in posted if p == "/api/datasources" and b["type"] == "prometheus"]
@@ -175,7 +211,7 @@ def test_update_replaces_what_exists(grafana_api: FakeGrafana) -> None:
     grafana_api.sources = {"training-cluster-prometheus", "training-cluster-cloudwatch"}
     client, stubber = stubbed_client()
     with stubber:
-        handler.handler(event(grafana_api, "Update"), client=client, base_url=grafana_api.url)
+        handler.handler(event(grafana_api, "Update"), client=client, opener=grafana_api.opener)
     puts = [p for m, p, _, _ in grafana_api.requests if m == "PUT"]
     assert puts == [
         "/api/datasources/uid/training-cluster-prometheus",
@@ -187,7 +223,7 @@ def test_update_replaces_what_exists(grafana_api: FakeGrafana) -> None:
 def test_delete_cleans_up(grafana_api: FakeGrafana) -> None:
     client, stubber = stubbed_client()
     with stubber:
-        handler.handler(event(grafana_api, "Delete"), client=client, base_url=grafana_api.url)
+        handler.handler(event(grafana_api, "Delete"), client=client, opener=grafana_api.opener)
     deleted = [p for m, p, _, _ in grafana_api.requests if m == "DELETE"]
     assert (
         "/api/dashboards/uid/tc-demo-gpu" in deleted and "/api/datasources/uid/training-cluster-prometheus" in deleted
@@ -199,8 +235,61 @@ def test_a_grafana_error_fails_the_resource_and_still_deletes_the_token(grafana_
     grafana_api.fail_dashboards = True
     client, stubber = stubbed_client()
     with stubber:
-        handler.handler(event(grafana_api, "Create"), client=client, base_url=grafana_api.url)
+        handler.handler(event(grafana_api, "Create"), client=client, opener=grafana_api.opener)
     stubber.assert_no_pending_responses()
     (response,) = grafana_api.responses
     assert response["Status"] == "FAILED" and "HTTP 500" in response["Reason"]
     assert all(auth == f"Bearer {TOKEN}" for *_, auth in grafana_api.requests)
+
+
+def test_the_token_goes_to_the_described_workspace_not_to_the_host_the_event_names(grafana_api: FakeGrafana) -> None:
+    """Issue 9: the event names no endpoint the provisioner believes; Managed Grafana says where it is."""
+    forged = event(grafana_api, "Create")
+    forged["ResourceProperties"]["WorkspaceEndpoint"] = "grafana.attacker.example"
+    client, stubber = stubbed_client()
+    with stubber:
+        handler.handler(forged, client=client, opener=grafana_api.opener)
+    stubber.assert_no_pending_responses()
+    assert grafana_api.hosts and set(grafana_api.hosts) == {HOST}
+    assert [r["Status"] for r in grafana_api.responses] == ["SUCCESS"]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "grafana.attacker.example",
+        f"{HOST}.attacker.example",
+        f"attacker.example/{HOST}",
+        "g-9999999999.grafana-workspace.us-east-1.amazonaws.com",  # another workspace
+        f"{WORKSPACE}.grafana-workspace.eu-west-1.amazonaws.com",  # another region
+        f"{HOST}\n",
+    ],
+)
+def test_an_endpoint_that_is_not_the_workspaces_own_host_gets_no_token(grafana_api: FakeGrafana, endpoint: str) -> None:
+    client, stubber = stubbed_client(endpoint, token=False)
+    with stubber:
+        handler.handler(event(grafana_api, "Create"), client=client, opener=grafana_api.opener)
+    stubber.assert_no_pending_responses()  # no service account, no token
+    assert grafana_api.hosts == []
+    (response,) = grafana_api.responses
+    assert response["Status"] == "FAILED" and "no token sent" in response["Reason"]
+
+
+def test_a_workspace_id_that_is_not_one_is_refused_before_any_call(grafana_api: FakeGrafana) -> None:
+    bad = event(grafana_api, "Create")
+    bad["ResourceProperties"]["WorkspaceId"] = "../g-0123456789"
+    client = boto3.client("grafana", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client):  # any call would fail the stubber
+        handler.handler(bad, client=client, opener=grafana_api.opener)
+    (response,) = grafana_api.responses
+    assert response["Status"] == "FAILED" and "'../g-0123456789'" in response["Reason"]
+
+
+def test_delete_succeeds_when_the_workspace_is_gone(grafana_api: FakeGrafana) -> None:
+    client = boto3.client("grafana", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    stubber.add_client_error("describe_workspace", "ResourceNotFoundException", http_status_code=404)
+    with stubber:
+        handler.handler(event(grafana_api, "Delete"), client=client, opener=grafana_api.opener)
+    assert grafana_api.hosts == []
+    assert [r["Status"] for r in grafana_api.responses] == ["SUCCESS"]

@@ -11,7 +11,7 @@ import pytest
 import handler
 from auto_repair.drain import DrainError, RunCommandDrain
 from auto_repair.signals import from_event
-from repair_world import World, agent_event, aws, make_world, story, xid
+from repair_world import World, aws, make_world, story, xid
 
 __all__ = ["aws"]  # fixtures
 COMMAND = "/opt/training-cluster/slurm/slurm-drain.sh"
@@ -88,7 +88,7 @@ def test_the_function_drains_through_the_controller_when_configured(slurm_world:
     repairer.drain_hook.sleep = slurm_world.clock.sleep
     repairer.drain_hook.clock = slurm_world.clock
     bad = slurm_world.instances()[0]
-    (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+    (outcome,) = repairer.handle(from_event(slurm_world.agent(bad, xid(79))))
     assert outcome.result == "replaced"
     assert story(slurm_world, outcome.incident_id) == ["signal", "decision", "evidence", "drain", "action"]
     assert handler.make_repairer(slurm_world.settings(), slurm_world.clients).drain_hook is None

@@ -10,15 +10,15 @@ from botocore.stub import Stubber
 
 from auto_repair.aws import with_retries
 from auto_repair.policy import Policy
-from auto_repair.signals import Failure, Signal, from_event
-from repair_world import SESSION, World, agent_event, aws, impaired, make_world, story, world, xid
+from auto_repair.signals import HEALTH_TAG, Failure, Signal, from_event
+from repair_world import SESSION, World, agent_event, aws, health_tag, impaired, make_world, story, world, xid
 
 __all__ = ["aws", "world"]  # fixtures
 
 
 def test_replace_class_xid_replaces_the_node_through_its_group(world: World) -> None:
     bad, *healthy = world.instances()
-    (outcome,) = world.repairer().handle(from_event(agent_event(bad, xid(79))))
+    (outcome,) = world.repairer().handle(from_event(world.agent(bad, xid(79))))
     assert (outcome.result, outcome.action) == ("replaced", "replace")
     assert world.state(bad) in ("shutting-down", "terminated")
     assert all(world.state(i) == "running" for i in healthy)
@@ -44,8 +44,8 @@ def test_the_orchestrator_drains_before_the_node_goes(world: World) -> None:
         return wait
 
     repairer.drain_hook = hook
-    (replaced,) = repairer.handle(from_event(agent_event(bad, xid(79))))
-    (reboot,) = repairer.handle(from_event(agent_event(rebooted, xid(62))))
+    (replaced,) = repairer.handle(from_event(world.agent(bad, xid(79))))
+    (reboot,) = repairer.handle(from_event(world.agent(rebooted, xid(62))))
     assert (replaced.result, reboot.result) == ("replaced", "rebooted")
     # Drained while still running, with the action and the signal's reason.
     assert drained == [
@@ -75,7 +75,7 @@ def test_a_failing_drain_hook_is_recorded_and_the_repair_goes_on(world: World) -
     for hook, error in ((broken, "no controller in service"), (fails_later, "drain command Failed on i-0c")):
         bad = world.instances()[0]
         repairer.drain_hook = hook
-        (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+        (outcome,) = repairer.handle(from_event(world.agent(bad, xid(79))))
         assert outcome.result == "replaced" and world.state(bad) in ("shutting-down", "terminated")
         (step,) = [s for s in repairer.ledger.story(outcome.incident_id) if s["step"] == "drain"]
         assert step["result"] == "failed" and step["error"].startswith(error)
@@ -85,12 +85,15 @@ def test_evidence_goes_to_s3_through_run_command(world: World) -> None:
     bad = world.instances()[0]
     repairer = world.repairer()
     with mock.patch.object(world.clients.ssm, "send_command", wraps=world.clients.ssm.send_command) as send:
-        (outcome,) = repairer.handle(from_event(agent_event(bad, xid(48))))
+        (outcome,) = repairer.handle(from_event(world.agent(bad, xid(48))))
     kwargs = send.call_args.kwargs
     assert kwargs["InstanceIds"] == [bad] and kwargs["OutputS3BucketName"] == "evidence"
     assert "nvidia-smi -q || true" in kwargs["Parameters"]["commands"]
     evidence = [s for s in repairer.ledger.story(outcome.incident_id or "") if s["step"] == "evidence"]
-    assert evidence[0]["location"].startswith(f"s3://evidence/evidence/demo/{bad}/")
+    # under the instance's ARN: the only prefix the instance's own role may write to
+    prefix = f"evidence/demo/arn:aws:ec2:us-east-1:123456789012:instance/{bad}/"
+    assert kwargs["OutputS3KeyPrefix"] == prefix + str(outcome.incident_id)
+    assert evidence[0]["location"] == f"s3://evidence/{prefix}{outcome.incident_id}"
 
 
 def test_evidence_wait_is_bounded(world: World) -> None:
@@ -98,7 +101,7 @@ def test_evidence_wait_is_bounded(world: World) -> None:
     repairer = world.repairer(evidence_wait_seconds=10)
     stuck = {"Status": "InProgress"}
     with mock.patch.object(world.clients.ssm, "get_command_invocation", return_value=stuck):
-        (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+        (outcome,) = repairer.handle(from_event(world.agent(bad, xid(79))))
     assert outcome.result == "replaced"
     assert sum(world.clock.slept) <= 12
 
@@ -107,18 +110,18 @@ def test_reboot_class_xid_reboots_then_a_recurrence_replaces(world: World) -> No
     bad = world.instances()[0]
     repairer = world.repairer()
     with mock.patch.object(world.clients.ec2, "reboot_instances", wraps=world.clients.ec2.reboot_instances) as reboot:
-        (first,) = repairer.handle(from_event(agent_event(bad, xid(46))))
+        (first,) = repairer.handle(from_event(world.agent(bad, xid(46))))
     assert (first.result, first.action) == ("rebooted", "reboot")
     reboot.assert_called_once_with(InstanceIds=[bad])
     assert world.state(bad) == "running"
     world.clock.now += 30
-    (same_boot,) = repairer.handle(from_event(agent_event(bad, state="healthy")))
+    (same_boot,) = repairer.handle(from_event(world.agent(bad, state="healthy")))
     assert same_boot.result == "ignored"  # healthy before the reboot happened: the incident stays open
     world.clock.now += 300
-    (back,) = repairer.handle(from_event(agent_event(bad, state="healthy", boot="boot-2")))
+    (back,) = repairer.handle(from_event(world.agent(bad, state="healthy", boot="boot-2")))
     assert back.result == "closed"
-    world.clock.now += 600  # within the one-hour window
-    (second,) = repairer.handle(from_event(agent_event(bad, xid(46))))
+    world.clock.now += 600  # within the one-hour window, from the new boot
+    (second,) = repairer.handle(from_event(world.agent(bad, xid(46), boot="boot-2")))
     assert (second.result, second.action) == ("replaced", "replace")
     assert second.incident_id != first.incident_id
     signal = next(s for s in repairer.ledger.story(second.incident_id or "") if s["step"] == "signal")
@@ -128,24 +131,24 @@ def test_reboot_class_xid_reboots_then_a_recurrence_replaces(world: World) -> No
 def test_reboot_outside_the_window_reboots_again(world: World) -> None:
     bad = world.instances()[0]
     repairer = world.repairer()
-    repairer.handle(from_event(agent_event(bad, xid(46))))
-    repairer.handle(from_event(agent_event(bad, state="healthy", boot="boot-2")))
+    repairer.handle(from_event(world.agent(bad, xid(46))))
+    repairer.handle(from_event(world.agent(bad, state="healthy", boot="boot-2")))
     world.clock.now += 2 * 3600
-    (again,) = repairer.handle(from_event(agent_event(bad, xid(46))))
+    (again,) = repairer.handle(from_event(world.agent(bad, xid(46), boot="boot-2")))
     assert again.result == "rebooted"
 
 
 def test_reboot_before_replace_off_replaces_at_once(world: World) -> None:
     bad = world.instances()[0]
     (outcome,) = world.repairer(reboot_before_replace=False).handle(
-        from_event(agent_event(bad, {"check": "gpu_count", "message": "7 of 8 GPUs"}))
+        from_event(world.agent(bad, {"check": "gpu_count", "message": "7 of 8 GPUs"}))
     )
     assert outcome.result == "replaced"
 
 
 def test_application_xid_is_observed_and_nothing_is_touched(world: World) -> None:
     bad = world.instances()[0]
-    (outcome,) = world.repairer().handle(from_event(agent_event(bad, xid(13))))
+    (outcome,) = world.repairer().handle(from_event(world.agent(bad, xid(13))))
     assert (outcome.result, outcome.action) == ("observed", "observe")
     assert world.state(bad) == "running" and bad in world.instances()
     assert story(world, outcome.incident_id) == ["observed"]
@@ -154,7 +157,7 @@ def test_application_xid_is_observed_and_nothing_is_touched(world: World) -> Non
 def test_the_worst_failure_of_an_event_decides(world: World) -> None:
     bad = world.instances()[0]
     (outcome,) = world.repairer().handle(
-        from_event(agent_event(bad, xid(13), {"check": "gpu_count", "message": "7 of 8"}, xid(74)))
+        from_event(world.agent(bad, xid(13), {"check": "gpu_count", "message": "7 of 8"}, xid(74)))
     )
     assert outcome.action == "replace"
 
@@ -162,7 +165,7 @@ def test_the_worst_failure_of_an_event_decides(world: World) -> None:
 def test_policy_overrides_from_the_config(world: World) -> None:
     bad = world.instances()[0]
     repairer = world.repairer(policy=Policy.with_overrides({"xid": {"79": "observe"}}))
-    (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+    (outcome,) = repairer.handle(from_event(world.agent(bad, xid(79))))
     assert outcome.result == "observed" and world.state(bad) == "running"
     with pytest.raises(ValueError, match="'destroy' is not one of observe, reboot, replace"):
         Policy.with_overrides({"xid": {"79": "destroy"}})
@@ -171,7 +174,7 @@ def test_policy_overrides_from_the_config(world: World) -> None:
 def test_duplicate_events_act_once(world: World) -> None:
     bad = world.instances()[0]
     repairer = world.repairer()
-    event = agent_event(bad, xid(79))
+    event = world.agent(bad, xid(79))
     with mock.patch.object(
         world.clients.autoscaling,
         "terminate_instance_in_auto_scaling_group",
@@ -189,7 +192,7 @@ def test_three_failing_with_one_replacement_at_a_time(aws: None) -> None:
     world = make_world({"gpu": 8})
     bad = world.instances()[:3]
     repairer = world.repairer(max_parallel_replacements=1, unhealthy_threshold_percent=50)
-    outcomes = repairer.handle([s for i in bad for s in from_event(agent_event(i, xid(79)))])
+    outcomes = repairer.handle([s for i in bad for s in from_event(world.agent(i, xid(79)))])
     assert [o.result for o in outcomes] == ["replaced", "deferred", "deferred"]
     assert [world.state(i) for i in bad][1:] == ["running", "running"]
     replaced = 1
@@ -228,29 +231,34 @@ def test_half_the_group_unhealthy_opens_the_breaker_and_touches_nothing(world: W
     # a person resets the breaker; the next fault is repaired again
     repairer.reset_breaker("gpu")
     good = world.instances()[5]
-    (outcome,) = repairer.handle(from_event(agent_event(good, xid(79))))
+    (outcome,) = repairer.handle(from_event(world.agent(good, xid(79))))
     assert outcome.result == "replaced"
 
 
 def test_a_single_unhealthy_node_of_a_small_group_is_repaired(aws: None) -> None:
     world = make_world({"gpu": 2})
-    (outcome,) = world.repairer().handle(from_event(agent_event(world.instances()[0], xid(79))))
+    (outcome,) = world.repairer().handle(from_event(world.agent(world.instances()[0], xid(79))))
     assert outcome.result == "replaced"  # 1 of 2 is 50%, but one node alone never trips the breaker
 
 
 def test_throttling_is_retried_with_jitter(world: World) -> None:
     bad = world.instances()[0]
+    event = world.agent(bad, xid(46))
     ec2 = SESSION.client("ec2", region_name="us-east-1")
     stubber = Stubber(ec2)
+    tag = {"Key": HEALTH_TAG, "ResourceId": bad, "ResourceType": "instance", "Value": health_tag(xid(46))}
+    stubber.add_client_error("describe_tags", service_error_code="RequestLimitExceeded", http_status_code=503)
+    stubber.add_response("describe_tags", {"Tags": [tag]})
     stubber.add_client_error("reboot_instances", service_error_code="RequestLimitExceeded", http_status_code=503)
     stubber.add_client_error("reboot_instances", service_error_code="RequestLimitExceeded", http_status_code=503)
     stubber.add_response("reboot_instances", {}, {"InstanceIds": [bad]})
     world.clients.set("ec2", ec2)
     with stubber:
-        (outcome,) = world.repairer().handle(from_event(agent_event(bad, xid(46))))
+        (outcome,) = world.repairer().handle(from_event(event))
     stubber.assert_no_pending_responses()
     assert outcome.result == "rebooted"
-    assert len(world.clock.slept) == 2 and world.clock.slept[0] <= 0.2 and world.clock.slept[1] <= 0.4
+    assert len(world.clock.slept) == 3 and world.clock.slept[0] <= 0.2
+    assert world.clock.slept[1] <= 0.2 and world.clock.slept[2] <= 0.4
 
 
 def test_retries_give_up_and_other_errors_are_not_retried() -> None:
@@ -285,7 +293,7 @@ def test_no_capacity_backs_off_and_notifies_then_retries(world: World) -> None:
     )
     assert result is not None and result.result == "backoff"
     assert any("No capacity in instance group gpu" in s for s in world.notifications())
-    (outcome,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+    (outcome,) = repairer.handle(from_event(world.agent(bad, xid(79))))
     assert outcome.result == "deferred" and world.state(bad) == "running"
     world.clock.now += 300
     assert [o.result for o in repairer.sweep()] == ["deferred"]  # still backing off: no loop
@@ -295,7 +303,7 @@ def test_no_capacity_backs_off_and_notifies_then_retries(world: World) -> None:
 
 def test_dry_run_decides_but_does_not_act(world: World) -> None:
     bad = world.instances()[0]
-    (outcome,) = world.repairer(dry_run=True).handle(from_event(agent_event(bad, xid(79))))
+    (outcome,) = world.repairer(dry_run=True).handle(from_event(world.agent(bad, xid(79))))
     assert outcome.result == "dry-run" and world.state(bad) == "running"
     assert story(world, outcome.incident_id) == ["signal", "decision", "dry-run"]
     assert any(s.startswith("[demo] [dry run] Replacing") for s in world.notifications())
@@ -305,7 +313,7 @@ def test_instances_outside_the_cluster_are_ignored(world: World) -> None:
     ec2 = world.clients.ec2
     image = "ami-0123456789abcdef0"
     stranger = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-    (outcome,) = world.repairer().handle(from_event(agent_event(stranger, xid(79))))
+    (outcome,) = world.repairer().handle(from_event(world.agent(stranger, xid(79))))
     assert outcome.result == "ignored" and world.state(stranger) == "running"
 
 
@@ -328,9 +336,9 @@ def test_aws_health_retirement_replaces(world: World) -> None:
 def test_healthy_report_does_not_end_a_replacement(world: World) -> None:
     bad = world.instances()[0]
     repairer = world.repairer()
-    (replaced,) = repairer.handle(from_event(agent_event(bad, xid(79))))
+    (replaced,) = repairer.handle(from_event(world.agent(bad, xid(79))))
     assert replaced.result == "replaced"
-    (healthy,) = repairer.handle(from_event(agent_event(bad, state="healthy", boot="boot-2")))
+    (healthy,) = repairer.handle(from_event(world.agent(bad, state="healthy", boot="boot-2")))
     assert healthy.result == "ignored"
     assert repairer.ledger.instance(bad)["status"] == "open"
 
@@ -367,7 +375,7 @@ def metric(world: World, name: str) -> list[float]:
 def test_repeated_replacements_in_a_group_are_flagged(world: World) -> None:
     repairer = world.repairer(max_parallel_replacements=3, unhealthy_threshold_percent=100)
     for instance_id in world.instances()[:3]:
-        repairer.handle(from_event(agent_event(instance_id, xid(79))))
+        repairer.handle(from_event(world.agent(instance_id, xid(79))))
         world.clock.now += 60
         repairer.sweep()
     assert sum("keeps losing nodes" in s for s in world.notifications()) == 1
@@ -387,11 +395,12 @@ def test_signals_from_events() -> None:
     assert (
         from_event({"source": "aws.health", "detail": {"affectedEntities": [{"entityValue": "arn:aws:ec2:..."}]}}) == []
     )
-    (signal,) = from_event(agent_event("i-9", xid(79), {"check": "disk", "message": "97% used"}))
+    (signal,) = from_event(agent_event("i-0123456789abcdef0", xid(79), {"check": "disk", "message": "97% used"}))
     assert signal == Signal(
-        instance_id="i-9",
+        instance_id="i-0123456789abcdef0",
         source="agent",
         failures=(Failure("xid", "79", signal.failures[0].message), Failure("disk", None, "97% used")),
         boot_id="boot-1",
         detail=signal.detail,
+        claim=True,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -219,18 +220,155 @@ def test_event_and_metric_through_the_aws_cli(node: Settings, monkeypatch: pytes
     assert "InstanceId=i-0abc" in sent[1][-1]
 
 
-def test_agent_events_are_what_the_control_plane_reads(node: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The agent's event, as sent, parses into the signal the repair function acts on."""
+BOOT = "6f1c2a7e-0d3b-4c55-9a1e-2b7c8d9e0f11"
+
+
+def test_a_change_tags_the_instance_before_it_sends_the_event(node: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tag is what the control plane acts on (IAM lets a node tag only itself); the event follows."""
+    monkeypatch.setattr(health_agent, "instance_identity", lambda: ("i-0abc", "us-east-1"))
+    monkeypatch.setattr(health_agent, "boot_id", lambda: BOOT)
+    runner = Recorded({"aws": (0, "")})
+    Reporter(node, runner).report(
+        [Failure("xid", "GPU 0000:a8:00: fallen off the bus", code="79"), Failure("gpu_count", "7 of 8 GPUs visible")]
+    )
+    tag, event = runner.calls
+    assert tag[:7] == ["aws", "--region", "us-east-1", "ec2", "create-tags", "--resources", "i-0abc"]
+    assert tag[7] == "--tags" and len(tag) == 9  # the tags are one argument: nothing for a shell to split
+    assert json.loads(tag[8]) == [
+        {"Key": "training-cluster:health", "Value": f"unhealthy boot={BOOT} xid:79 gpu_count"}
+    ]
+    assert event[3:5] == ["events", "put-events"]
+
+
+def test_the_health_tag_value() -> None:
+    assert health_agent.health_tag_value([], BOOT) == f"healthy boot={BOOT}"
+    failures = [
+        Failure("xid", "GPU 0000:a8:00", code="79"),
+        Failure("xid", "GPU 0000:b9:00", code="79"),  # the same fault on a second GPU: one token
+        Failure("xid", "GPU 0000:a8:00", code="13"),
+        Failure("dcgm_health", "dcgmi diag -r 2 failed", code="diag"),
+        Failure("lustre", "/fsx is not mounted"),
+    ]
+    assert (
+        health_agent.health_tag_value(failures, BOOT) == f"unhealthy boot={BOOT} xid:79 xid:13 dcgm_health:diag lustre"
+    )
+
+
+def test_the_health_tag_keeps_to_the_contracts_characters() -> None:
+    failures = [
+        Failure("xid", "", code="79 dcgm_health"),  # a space would make a second token
+        Failure("Row-Remap!", "", code="$(reboot);"),
+        Failure("xid", "", code="٧٩"),  # non-ASCII digits are not digits here
+        Failure("ü", "", code="1.2_3-x"),
+    ]
+    value = health_agent.health_tag_value(failures, "6f1c 2a7e_\n")
+    assert value == "unhealthy boot=6f1c2a7e xid:79dcgm_health rowremap:reboot xid"  # "ü" leaves no check
+    assert health_agent.health_tag_value([Failure("x" * 100, "", code="7" * 100)], "b" * 100) == (
+        f"unhealthy boot={'b' * 64} {'x' * 64}:{'7' * 64}"
+    )
+    assert re.fullmatch(r"(healthy|unhealthy) boot=[A-Za-z0-9-]+( [a-z0-9_]+(:[A-Za-z0-9._-]+)?)*", value)
+
+
+def test_the_health_tag_is_cut_at_whole_tokens() -> None:
+    failures = [Failure("xid", "", code=str(code)) for code in range(100, 160)]
+    value = health_agent.health_tag_value(failures, BOOT)
+    assert len(value) <= 256 and len(value) > 256 - len(" xid:159")
+    tokens = value.split(" ")
+    assert tokens[:3] == ["unhealthy", f"boot={BOOT}", "xid:100"]
+    assert tokens[2:] == [f"xid:{code}" for code in range(100, 100 + len(tokens) - 2)]  # in order, none cut
+
+
+def test_the_service_tags_then_sends_on_a_change(
+    node: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """main(): a change is tagged, then sent, then the metric; no change, only the metric."""
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({**node.__dict__, "textfile_dir": None}))
+    monkeypatch.setattr(health_agent, "instance_identity", lambda: ("i-0abc", "us-east-1"))
+    monkeypatch.setattr(health_agent, "boot_id", lambda: BOOT)
+    checks = Recorded({**HEALTHY, "nvidia-smi --query-gpu": "nvidia-smi-7-gpus.txt"})
+    aws = Recorded({"aws": (0, "")})
+    monkeypatch.setattr(health_agent, "Agent", lambda settings: Agent(settings, checks))
+    monkeypatch.setattr(health_agent, "Reporter", lambda settings: Reporter(settings, aws))
+
+    class Stop(Exception):
+        pass
+
+    intervals: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        intervals.append(seconds)
+        if len(intervals) % 2 == 0:  # two checks per run
+            raise Stop
+
+    monkeypatch.setattr(health_agent.time, "sleep", sleep)
+    with pytest.raises(Stop):
+        health_agent.main(["--config", str(path)])
+    assert [c[3:5] for c in aws.calls] == [
+        ["ec2", "create-tags"],
+        ["events", "put-events"],
+        ["cloudwatch", "put-metric-data"],
+        ["cloudwatch", "put-metric-data"],
+    ]
+
+    # A tag that could not be written is written again at the next check: until then the control
+    # plane has nothing to act on.
+    aws.calls.clear()
+    aws.answers = {"aws --region us-east-1 ec2 create-tags": (255, ""), "aws": (0, "")}
+    with pytest.raises(Stop):
+        health_agent.main(["--config", str(path)])
+    assert [c[3:5] for c in aws.calls] == [
+        ["ec2", "create-tags"],
+        ["events", "put-events"],
+        ["cloudwatch", "put-metric-data"],
+        ["ec2", "create-tags"],
+        ["events", "put-events"],
+        ["cloudwatch", "put-metric-data"],
+    ]
+
+
+def test_agent_reports_are_what_the_control_plane_reads(node: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's tag, in the event AWS sends for it (shaped after the Tagging user guide's
+    example), and its own event parse into the signals the repair function acts on."""
     from auto_repair.signals import from_event
 
-    monkeypatch.setattr(health_agent, "instance_identity", lambda: ("i-0abc", "us-east-1"))
-    sent: list[Any] = []
-    reporter = Reporter(node, lambda c, t: sent.append(json.loads(Path(c[-1][7:]).read_text())) or (0, ""))
-    reporter.event([Failure("gpu_count", "7 of 8 GPUs visible")])
-    (entry,) = sent[0]
+    monkeypatch.setattr(health_agent, "instance_identity", lambda: ("i-0123456789abcdef0", "us-east-1"))
+    monkeypatch.setattr(health_agent, "boot_id", lambda: BOOT)
+    calls: list[list[str]] = []
+    entries: list[Any] = []
+
+    def aws(command: Sequence[str], timeout: float) -> tuple[int, str]:
+        calls.append(list(command))
+        if "put-events" in command:
+            entries.extend(json.loads(Path(command[-1].removeprefix("file://")).read_text()))
+        return 0, ""
+
+    Reporter(node, aws).report([Failure("xid", "GPU 0000:a8:00: fallen off the bus", code="79")])
+    (tag,) = json.loads(calls[0][-1])
+    tag_change = {
+        "version": "0",
+        "id": "bddcf1d6-0251-35a1-aab0-adc1fb47c11c",
+        "detail-type": "Tag Change on Resource",
+        "source": "aws.tag",
+        "account": "123456789012",
+        "time": "2026-12-01T11:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"],
+        "detail": {
+            "changed-tag-keys": [tag["Key"]],
+            "service": "ec2",
+            "resource-type": "instance",
+            "version": 3,
+            "tags": {tag["Key"]: tag["Value"], "training-cluster:cluster": "demo"},
+        },
+    }
+    (proven,) = from_event(tag_change)
+    assert (proven.instance_id, proven.boot_id, proven.healthy) == ("i-0123456789abcdef0", BOOT, False)
+    assert [(f.check, f.code) for f in proven.failures] == [("xid", "79")]
+    (entry,) = entries
     event = {"source": entry["Source"], "detail-type": entry["DetailType"], "detail": json.loads(entry["Detail"])}
-    (signal,) = from_event(event)
-    assert signal.instance_id == "i-0abc" and [f.check for f in signal.failures] == ["gpu_count"]
+    (claim,) = from_event(event)
+    assert claim.instance_id == "i-0123456789abcdef0" and [f.check for f in claim.failures] == ["xid"]
 
 
 def test_deep_checks(node: Settings) -> None:

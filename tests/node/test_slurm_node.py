@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -271,7 +272,12 @@ def test_the_controller_publishes_its_address_when_it_changed(tmp_path: Path, cu
     )
 
 
-def test_containers_install_enroot_and_pyxis_with_folders_every_user_can_use(tmp_path: Path) -> None:
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="folders owned by other users: chown needs root")
+
+
+@pytest.fixture
+def containers(tmp_path: Path) -> dict[str, Any]:
+    """containers.sh with stand-ins for the downloads, the package manager and make, in a temp root."""
     bin_dir = stand_ins(
         tmp_path / "bin",
         {
@@ -294,29 +300,198 @@ def test_containers_install_enroot_and_pyxis_with_folders_every_user_can_use(tmp
         "ENROOT_SCRATCH": str(scratch),
         "ENROOT_CONF_DIR": str(tmp_path / "enroot.conf.d"),
         "ENROOT_RUN_DIR": str(tmp_path / "run-enroot"),
+        "ENROOT_FOLDERS_LOG": str(tmp_path / "enroot-folders.log"),
         "TMPFILES_DIR": str(tmp_path),
         "PYXIS_PLUGIN": str(tmp_path / "lib" / "spank_pyxis.so"),
+        "SLURM_USERS": "alice:2001 bob:2002",
+    }
+    parents = [scratch / "enroot" / p for p in ("data", "cache", "tmp")] + [tmp_path / "run-enroot"]
+    return {
+        "env": env,
+        "scratch": scratch,
+        "parents": parents,
+        "conf": tmp_path / "enroot.conf.d" / "training-cluster.conf",
     }
 
-    def run(*args: str) -> list[str]:
-        log = tmp_path / "calls.log"
-        log.unlink(missing_ok=True)
-        result = subprocess.run(
-            ["/bin/bash", str(SLURM / "containers.sh"), *args], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return log.read_text().splitlines() if log.exists() else []
 
+def run_containers(containers: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    log = Path(containers["env"]["FAKE_LOG"])
+    log.unlink(missing_ok=True)
+    return subprocess.run(
+        ["/bin/bash", str(SLURM / "containers.sh"), *args],
+        env=containers["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def installed(containers: dict[str, Any], *args: str) -> list[str]:
+    result = run_containers(containers, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = Path(containers["env"]["FAKE_LOG"])
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def owner_and_mode(path: Path) -> tuple[int, int]:
+    info = path.lstat()
+    return info.st_uid, stat.S_IMODE(info.st_mode)
+
+
+@ROOT_ONLY
+def test_containers_install_enroot_and_pyxis_with_a_folder_of_their_own_for_each_user(
+    containers: dict[str, Any], tmp_path: Path
+) -> None:
+    """Issue 9: enroot's per-user folders are made for each user, owned by the user, mode 0700, in
+    parents only root may write to (no longer 1777 folders where a user could make another's)."""
     # A login node: the plugin alone.
-    login = run("--pyxis-only")
+    login = installed(containers, "--pyxis-only")
     assert any("pyxis/archive/refs/tags/v0.20.0.tar.gz" in c for c in login) and not any("enroot" in c for c in login)
     (tmp_path / "lib" / "spank_pyxis.so").unlink()
-    first = run()
+    first = installed(containers)
     assert any("enroot_3.5.0-1_amd64.deb" in c for c in first) and any(c.startswith("make -C") for c in first)
-    for folder in ("enroot/data", "enroot/cache", "enroot/tmp"):
-        assert stat.S_IMODE((scratch / folder).stat().st_mode) == 0o1777, folder
-    assert stat.S_IMODE((tmp_path / "run-enroot").stat().st_mode) == 0o1777
-    assert (tmp_path / "training-cluster-enroot.conf").read_text() == f"d {tmp_path}/run-enroot 1777 root root -\n"
-    conf = (tmp_path / "enroot.conf.d" / "training-cluster.conf").read_text()
-    assert f"ENROOT_DATA_PATH {scratch}/enroot/data/user-${{UID}}" in conf
-    assert run() == []  # installed: nothing is fetched again
+    for parent in containers["parents"]:
+        assert owner_and_mode(parent) == (0, 0o755), parent
+        for uid in (2001, 2002):  # the cluster's users, before any job of theirs
+            assert owner_and_mode(parent / str(uid)) == (uid, 0o700), parent / str(uid)
+    assert owner_and_mode(containers["scratch"] / "enroot") == (0, 0o755)
+    run_dir = tmp_path / "run-enroot"
+    assert (tmp_path / "training-cluster-enroot.conf").read_text() == (
+        f"d {run_dir} 0755 root root -\nd {run_dir}/2001 0700 2001 - -\nd {run_dir}/2002 0700 2002 - -\n"
+    )  # /run at every boot
+    conf = containers["conf"].read_text()
+    scratch = containers["scratch"]
+    assert conf == (
+        f"ENROOT_RUNTIME_PATH {run_dir}/${{UID}}\nENROOT_DATA_PATH {scratch}/enroot/data/${{UID}}\n"
+        f"ENROOT_CACHE_PATH {scratch}/enroot/cache/${{UID}}\nENROOT_TEMP_PATH {scratch}/enroot/tmp/${{UID}}\n"
+    )
+    assert "made" in (tmp_path / "enroot-folders.log").read_text()
+    assert installed(containers) == []  # installed: nothing is fetched again
+    for parent in containers["parents"]:
+        assert owner_and_mode(parent / "2001") == (2001, 0o700)
+
+
+@ROOT_ONLY
+def test_containers_fix_the_folders_of_a_node_that_had_them_open(containers: dict[str, Any]) -> None:
+    """A node set up before: its 1777 parents become root's 0755; the old user-<uid> folders stay."""
+    old = containers["scratch"] / "enroot" / "data"
+    (old / "user-2001").mkdir(parents=True)
+    old.chmod(0o1777)
+    installed(containers, "--pyxis-only")
+    installed(containers)
+    assert owner_and_mode(old) == (0, 0o755) and (old / "user-2001").is_dir()
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("planted", ["another user's folder", "a symlink", "a file"])
+def test_a_folder_planted_for_a_user_is_refused_and_the_boot_fails_loudly(
+    containers: dict[str, Any], tmp_path: Path, planted: str
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    os.chown(victim, 2002, 2002)
+    data = containers["scratch"] / "enroot" / "data"
+    data.mkdir(parents=True)
+    path = data / "2001"
+    if planted == "a symlink":
+        path.symlink_to(victim)
+    elif planted == "a file":
+        path.write_text("")
+    else:
+        path.mkdir()
+        os.chown(path, 2002, 2002)
+    installed(containers, "--pyxis-only")
+    result = run_containers(containers)
+    assert result.returncode == 1
+    assert f"refusing {path}: not a directory of uid 2001's own" in result.stderr
+    assert f"refusing {path}" in (tmp_path / "enroot-folders.log").read_text()
+    assert owner_and_mode(victim) == (2002, 0o700)  # nothing followed the link
+    assert path.is_symlink() == (planted == "a symlink")
+    assert owner_and_mode(data / "2002") == (2002, 0o700)  # the other users still get theirs
+
+
+def folders(tmp_path: Path, *uids: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """enroot-folders.sh with a configuration naming two parents in ``tmp_path``."""
+    conf = tmp_path / "training-cluster.conf"
+    if not conf.exists():
+        conf.write_text(f"ENROOT_RUNTIME_PATH {tmp_path}/run/${{UID}}\nENROOT_DATA_PATH {tmp_path}/data/${{UID}}\n")
+    return subprocess.run(
+        ["/bin/bash", str(SLURM / "enroot-folders.sh"), *uids],
+        env={**os.environ, "ENROOT_CONF": str(conf), "ENROOT_FOLDERS_LOG": str(tmp_path / "folders.log"), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@ROOT_ONLY
+def test_enroot_folders_for_a_new_user_and_again(tmp_path: Path) -> None:
+    result = folders(tmp_path, "3001")
+    assert result.returncode == 0, result.stderr
+    for parent in ("run", "data"):
+        assert owner_and_mode(tmp_path / parent) == (0, 0o755)
+        assert owner_and_mode(tmp_path / parent / "3001") == (3001, 0o700)
+    (tmp_path / "data" / "3001").chmod(0o755)  # the user opened it: it is closed again
+    assert folders(tmp_path, "3001").returncode == 0
+    assert owner_and_mode(tmp_path / "data" / "3001") == (3001, 0o700)
+
+
+@ROOT_ONLY
+def test_enroot_folders_refuse_an_open_parent_and_a_uid_that_is_not_one(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir(mode=0o777)
+    (tmp_path / "data").chmod(0o1777)
+    result = folders(tmp_path, "3001", "x;rm")
+    assert result.returncode == 1
+    assert f"refusing {tmp_path}/data: not a directory of root's that only root may write to" in result.stderr
+    assert "refusing uid 'x;rm': not a number" in result.stderr
+    assert not (tmp_path / "data" / "3001").exists()
+    assert owner_and_mode(tmp_path / "run" / "3001") == (3001, 0o700)
+
+
+def test_enroot_folders_do_nothing_without_enroot(tmp_path: Path) -> None:
+    result = folders(tmp_path, "3001", ENROOT_CONF=str(tmp_path / "missing.conf"))
+    assert result.returncode == 0 and not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+@ROOT_ONLY
+def test_the_prolog_makes_the_jobs_users_folders_and_never_fails(tmp_path: Path) -> None:
+    """Issue 9: a job's user who is not one of the config's gets folders before the job needs them."""
+    conf = tmp_path / "training-cluster.conf"
+    conf.write_text(f"ENROOT_DATA_PATH {tmp_path}/data/${{UID}}\n")
+    hook = script(
+        tmp_path / "enroot-folders",
+        f'ENROOT_CONF={conf} ENROOT_FOLDERS_LOG={tmp_path}/folders.log exec /bin/bash {SLURM}/enroot-folders.sh "$@"',
+    )
+
+    def prolog(uid: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/bash", str(SLURM / "slurm-prolog.sh")],
+            env={
+                **os.environ,
+                "ENROOT_FOLDERS": str(hook),
+                "SLURM_JOB_UID": uid,
+                "SLURM_JOB_ID": "7",
+                "TEXTFILE_DIR": str(tmp_path / "textfile"),
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    assert prolog("3001").returncode == 0
+    assert owner_and_mode(tmp_path / "data" / "3001") == (3001, 0o700)
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o755)
+    (tmp_path / "data" / "3002").symlink_to(target)
+    result = prolog("3002")
+    assert result.returncode == 0  # a failing prolog would drain the node
+    assert f"refusing {tmp_path}/data/3002" in (tmp_path / "folders.log").read_text()
+    assert owner_and_mode(target) == (0, 0o755) and (tmp_path / "data" / "3002").is_symlink()
+
+
+def test_a_compute_node_with_containers_installs_the_folders_hook(node: dict[str, str], tmp_path: Path) -> None:
+    result = run(node, "compute", SLURM_CONTAINERS="true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"bash {tmp_path}/slurm/containers.sh" in calls(node)
+    hook = tmp_path / "hooks" / "enroot-folders"
+    assert hook.read_text() == (SLURM / "enroot-folders.sh").read_text() and os.access(hook, os.X_OK)

@@ -43,15 +43,92 @@ def test_stack_is_placed_in_the_config_region(example: Synthesized) -> None:
     assert example.stack.region == example.config.region
 
 
-def test_events_topic_is_encrypted_and_usable_by_auto_scaling(default_cluster: Synthesized) -> None:
-    (topic,) = default_cluster.resources("AWS::SNS::Topic").values()
-    assert "KmsMasterKeyId" in topic["Properties"]
-    key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
-    key = default_cluster.resources("AWS::KMS::Key")[key_id]
+ACCOUNT = "111122223333"
+PSEUDO = {"AWS::AccountId": ACCOUNT, "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+
+
+def render(value: Any) -> Any:
+    """A value with its pseudo parameters filled in and its joins joined: what the policy reads."""
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in PSEUDO:
+        return PSEUDO[value["Ref"]]
+    if isinstance(value, dict) and set(value) == {"Fn::Join"}:
+        separator, parts = value["Fn::Join"]
+        rendered = [render(p) for p in parts]
+        return separator.join(rendered) if all(isinstance(p, str) for p in rendered) else value
+    if isinstance(value, dict):
+        return {k: render(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v) for v in value]
+    return value
+
+
+def events_key(sy: Synthesized) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The events topic and its key's policy statements."""
+    (topic,) = sy.resources("AWS::SNS::Topic").values()
+    key = sy.resources("AWS::KMS::Key")[topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]]
     assert key["Properties"]["EnableKeyRotation"] is True
-    statements = key["Properties"]["KeyPolicy"]["Statement"]
-    principals = json.dumps([s["Principal"] for s in statements])
-    assert "AWSServiceRoleForAutoScaling" in principals
+    return topic, render(key["Properties"]["KeyPolicy"]["Statement"])
+
+
+def test_events_topic_is_encrypted_and_usable_by_auto_scaling(default_cluster: Synthesized) -> None:
+    """Issue 9: the Auto Scaling service-linked role is a role, not a service principal: its requests
+    carry no aws:SourceAccount/aws:SourceArn. It may use the key through SNS, for this topic only."""
+    topic, statements = events_key(default_cluster)
+    assert topic["Properties"]["TopicName"] == "demo-events"
+    (auto_scaling,) = [s for s in statements if "AWSServiceRoleForAutoScaling" in json.dumps(s["Principal"])]
+    role = "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+    assert auto_scaling["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:{role}"}
+    assert set(auto_scaling["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+    assert auto_scaling["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": "sns.us-east-1.amazonaws.com",
+            "kms:EncryptionContext:aws:sns:topicArn": f"arn:aws:sns:us-east-1:{ACCOUNT}:demo-events",
+        }
+    }
+
+
+def test_service_principals_on_the_events_key_and_topic_act_for_this_account_only(example: Synthesized) -> None:
+    """Issue 9 (confused deputy): every service principal in the key and topic policies is held to
+    aws:SourceAccount and aws:SourceArn; on the key, to this topic's encryption context too."""
+    _, key_statements = events_key(example)
+    (policy,) = example.resources("AWS::SNS::TopicPolicy").values()
+    topic_statements = render(policy["Properties"]["PolicyDocument"]["Statement"])
+    topic_arn = f"arn:aws:sns:{example.config.region}:{ACCOUNT}:{example.config.name}-events"
+    services = set()
+    for statement in key_statements + topic_statements:
+        if statement["Effect"] != "Allow" or "Service" not in statement["Principal"]:
+            continue
+        services.add(statement["Principal"]["Service"])
+        condition = statement["Condition"]
+        assert condition["StringEquals"]["aws:SourceAccount"] == ACCOUNT, statement
+        assert any("aws:SourceArn" in condition.get(op, {}) for op in ("ArnEquals", "ArnLike")), statement
+        if statement in key_statements:
+            assert condition["StringEquals"]["kms:EncryptionContext:aws:sns:topicArn"] == topic_arn, statement
+    expected = {"cloudwatch.amazonaws.com"} | (
+        {"aps.amazonaws.com"} if example.config.observability.prometheus else set()
+    )
+    assert services == expected
+
+
+def test_alarms_may_publish_to_the_encrypted_topic(default_cluster: Synthesized) -> None:
+    """The repair circuit breaker's alarm notifies through the topic: CloudWatch may publish to it and
+    use its key, for this account's alarms in this region."""
+    assert default_cluster.resources("AWS::CloudWatch::Alarm")
+    _, key_statements = events_key(default_cluster)
+    (policy,) = default_cluster.resources("AWS::SNS::TopicPolicy").values()
+    alarms = f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:*"
+    for statements in (key_statements, render(policy["Properties"]["PolicyDocument"]["Statement"])):
+        (cloudwatch,) = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+        assert cloudwatch["Condition"]["ArnLike"] == {"aws:SourceArn": alarms}
+
+
+def test_the_key_names_the_topic_without_referring_to_it(default_cluster: Synthesized) -> None:
+    """The topic refers to its key; a reference back (its ARN in the key policy) is a dependency cycle
+    that CloudFormation refuses (cfn-lint E3004 in the gates)."""
+    topic, _ = events_key(default_cluster)
+    (topic_id,) = default_cluster.resources("AWS::SNS::Topic")
+    key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    assert topic_id not in json.dumps(default_cluster.resources()[key_id])
 
 
 def test_changing_a_count_changes_only_that_groups_size(p4d_pair: tuple[Synthesized, Synthesized]) -> None:

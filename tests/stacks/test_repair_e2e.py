@@ -1,5 +1,8 @@
 """Auto-repair end to end, offline: the synthesized stack created in moto's CloudFormation, the
-repair handler run in-process with the deployed function's environment, fed real event shapes."""
+report intake and the repair handler run in-process with the deployed functions' environments,
+fed real event shapes, each to the function its rule targets: the agent's events to the intake,
+which forwards the confirmed ones to the repair function (an asynchronous invoke, kept here and
+delivered in order: moto would run the function in Docker); AWS's events to the repair function."""
 
 from __future__ import annotations
 
@@ -16,11 +19,12 @@ from moto import mock_aws
 
 import handler
 from auto_repair.aws import Clients
+from auto_repair.intake import Intake, IntakeSettings
 from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
 from conftest import Synthesized, minimal_config
 from offline_deploy import deploy
-from repair_world import impaired
+from repair_world import health_tag, impaired, tag_event
 from training_cluster import ClusterConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # moto names each type it skips
@@ -46,6 +50,9 @@ class Deployed:
     now: list[float]
     answers: dict[str, Callable[..., dict[str, Any]]]  # API operations answered by hand
     events: list[dict[str, Any]]  # what the handler put on EventBridge
+    intake_environment: dict[str, str]
+    repair_arn: str  # the deployed repair function's
+    invoked: list[dict[str, Any]]  # the intake's asynchronous invokes of the repair function, not yet delivered
 
     def repairer(self, clients: Clients | None = None) -> Repairer:
         settings = Settings.from_env(self.environment)
@@ -56,13 +63,40 @@ class Deployed:
     def _sleep(self, seconds: float) -> None:
         self.now[0] += seconds
 
+    def intake(self) -> Intake:
+        settings = IntakeSettings.from_env(self.intake_environment)
+        return Intake(settings, Clients(region=REGION, session=SESSION), clock=lambda: self.now[0], sleep=self._sleep)
+
     def send(self, event: dict[str, Any], clients: Clients | None = None) -> list[dict[str, Any]]:
+        """``event`` to the function its rule targets. For the agent's events, what the intake
+        did, a forwarded report standing for what the repair function then did with it."""
+        if event.get("source") == "training-cluster.health":
+            received: list[dict[str, Any]] = handler.intake(event, use=self.intake())["received"]
+            return [o for r in received for o in (self.deliver(clients) if r["result"] == "forwarded" else [r])]
         outcomes: list[dict[str, Any]] = handler.handler(event, use=self.repairer(clients))["outcomes"]
+        return outcomes
+
+    def deliver(self, clients: Clients | None = None) -> list[dict[str, Any]]:
+        """Lambda's asynchronous queue: the intake's forwards to the repair function, in order."""
+        outcomes: list[dict[str, Any]] = []
+        while self.invoked:
+            outcomes += handler.handler(self.invoked.pop(0), use=self.repairer(clients))["outcomes"]
         return outcomes
 
     @property
     def asg(self) -> str:
         return next(iter(json.loads(self.environment["AUTO_SCALING_GROUPS"])))
+
+    def agent(
+        self, instance_id: str, *failures: dict[str, Any], state: str = "unhealthy", boot: str = "b1"
+    ) -> dict[str, Any]:
+        """An honest agent: it tags its own instance, then sends its event."""
+        self.tag(instance_id, health_tag(*failures, state=state, boot=boot))
+        return agent(instance_id, *failures, state=state, boot=boot)
+
+    def tag(self, instance_id: str, value: str) -> None:
+        tags = [{"Key": "training-cluster:health", "Value": value}]
+        SESSION.client("ec2", region_name=REGION).create_tags(Resources=[instance_id], Tags=tags)
 
     def instances(self) -> list[str]:
         groups = SESSION.client("autoscaling", region_name=REGION).describe_auto_scaling_groups(
@@ -86,24 +120,43 @@ def deployed(synth: Callable[..., Synthesized], request: pytest.FixtureRequest) 
     sy = synth(cluster(**repair))
     with mock_aws():
         deploy(sy.template_json, sy.outdir, sy.stack.artifact_id, REGION, "ami-0123456789abcdef0")
-        function = sy.stack.resolve(sy.stack.auto_repair.function.function_name)["Ref"]  # type: ignore[union-attr]
+        assert sy.stack.auto_repair is not None
         resources = SESSION.client("cloudformation", region_name=REGION).list_stack_resources(
             StackName=sy.stack.artifact_id
+        )["StackResourceSummaries"]
+
+        def configuration(function: Any) -> dict[str, Any]:
+            logical_id = sy.stack.resolve(function.function_name)["Ref"]
+            name = next(r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == logical_id)
+            found: dict[str, Any] = SESSION.client("lambda", region_name=REGION).get_function_configuration(
+                FunctionName=name
+            )
+            return found
+
+        repair, intake = configuration(sy.stack.auto_repair.function), configuration(sy.stack.auto_repair.intake)
+        world = Deployed(
+            sy=sy,
+            environment=repair["Environment"]["Variables"],
+            now=[1_800_000_000.0],
+            answers={},
+            events=[],
+            intake_environment=intake["Environment"]["Variables"],
+            repair_arn=repair["FunctionArn"],
+            invoked=[],
         )
-        name = next(
-            r["PhysicalResourceId"] for r in resources["StackResourceSummaries"] if r["LogicalResourceId"] == function
-        )
-        environment = SESSION.client("lambda", region_name=REGION).get_function_configuration(FunctionName=name)[
-            "Environment"
-        ]["Variables"]
-        world = Deployed(sy=sy, environment=environment, now=[1_800_000_000.0], answers={}, events=[])
 
         def put_events(**params: Any) -> dict[str, Any]:
             world.events.extend(params["Entries"])
             return {"FailedEntryCount": 0, "Entries": [{"EventId": str(len(world.events))}]}
 
+        def invoke(**params: Any) -> dict[str, Any]:
+            assert (params["FunctionName"], params["InvocationType"]) == (world.repair_arn, "Event"), params
+            world.invoked.append(json.loads(params["Payload"]))
+            return {"StatusCode": 202}
+
         # moto's EventBridge cannot match rules that CloudFormation created: the events are kept here.
         world.answers["PutEvents"] = put_events
+        world.answers["Invoke"] = invoke
         intercept = _intercept(world.answers)
         with mock.patch("botocore.client.BaseClient._make_api_call", autospec=True, side_effect=intercept):
             yield world
@@ -125,35 +178,76 @@ def xid(code: int) -> dict[str, Any]:
 SWEEP = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
 
 
-def test_the_deployed_function_is_configured_for_this_cluster(deployed: Deployed) -> None:
+def test_the_deployed_functions_are_configured_for_this_cluster(deployed: Deployed) -> None:
+    intake = deployed.intake_environment
+    assert intake["REPAIR_FUNCTION"] == deployed.repair_arn and intake["CLUSTER_NAME"] == "e2e"
+    assert intake["LEDGER_TABLE"] == deployed.environment["LEDGER_TABLE"]
+    assert intake["AUTO_SCALING_GROUPS"] == deployed.environment["AUTO_SCALING_GROUPS"]
     env = deployed.environment
     assert env["CLUSTER_NAME"] == "e2e" and env["DRY_RUN"] == "false" and env["MAX_PARALLEL_REPLACEMENTS"] == "1"
+    assert env["INSTANCE_ARN_PREFIX"] == "arn:aws:ec2:us-east-1:123456789012:instance/"
     assert list(json.loads(env["AUTO_SCALING_GROUPS"]).values()) == ["gpu"]
     assert len(deployed.instances()) == 8
 
 
 def test_replace_class_xid(deployed: Deployed) -> None:
     bad, *healthy = deployed.instances()
-    (outcome,) = deployed.send(agent(bad, xid(79)))
+    (outcome,) = deployed.send(deployed.agent(bad, xid(79)))
     assert outcome["result"] == "replaced"
     assert deployed.state(bad) in ("shutting-down", "terminated") and all(
         deployed.state(i) == "running" for i in healthy
     )
     assert len(deployed.instances()) == 8
     assert deployed.story(bad) == ["signal", "decision", "evidence", "action"]
+    ledger = deployed.repairer().ledger
+    (evidence,) = [s for s in ledger.story(ledger.instance(bad)["incident_id"]) if s["step"] == "evidence"]
+    assert f"/evidence/e2e/arn:aws:ec2:us-east-1:123456789012:instance/{bad}/" in evidence["location"]
     (announced,) = deployed.events
     assert (announced["Source"], announced["DetailType"]) == ("training-cluster.repair", "Repair Action")
     assert json.loads(announced["Detail"])["instance_id"] == bad
+    # the instance has left its group: a late copy of its report stops at the intake
+    assert deployed.send(agent(bad, xid(79))) == [{"instance_id": bad, "result": "ignored"}]
 
 
 def test_reboot_class_xid_then_recurrence(deployed: Deployed) -> None:
     bad = deployed.instances()[3]
-    assert deployed.send(agent(bad, xid(64)))[0]["result"] == "rebooted"
+    assert deployed.send(deployed.agent(bad, xid(64)))[0]["result"] == "rebooted"
     deployed.now[0] += 600
-    assert deployed.send(agent(bad, state="healthy", boot="b2"))[0]["result"] == "closed"
+    assert deployed.send(deployed.agent(bad, state="healthy", boot="b2"))[0]["result"] == "closed"
     deployed.now[0] += 600
-    assert deployed.send(agent(bad, xid(64), boot="b2"))[0]["result"] == "replaced"
+    assert deployed.send(deployed.agent(bad, xid(64), boot="b2"))[0]["result"] == "replaced"
     assert deployed.story(bad) == ["signal", "decision", "evidence", "action"]
+
+
+def test_a_forged_report_touches_nothing_and_the_tag_change_event_repairs(deployed: Deployed) -> None:
+    """A node names a healthy neighbour: nothing happens. AWS's event for a node's own tag acts."""
+    victim, bad = deployed.instances()[1:3]
+    deployed.tag(victim, "healthy boot=b1")
+    assert [o["result"] for o in deployed.send(agent(victim, xid(79)))] == ["unconfirmed"]
+    assert all(deployed.state(i) == "running" for i in deployed.instances()) and deployed.events == []
+    deployed.tag(bad, health_tag(xid(79), boot="b1"))
+    event = tag_event(bad, health_tag(xid(79), boot="b1"))
+    event["detail"]["tags"]["training-cluster:cluster"] = "e2e"
+    assert deployed.send(event)[0]["result"] == "replaced"
+    assert deployed.state(bad) in ("shutting-down", "terminated") and deployed.state(victim) == "running"
+
+
+def test_a_flood_of_forged_reports_never_reaches_the_repair_function(deployed: Deployed) -> None:
+    """Issue 9: a node floods the bus with reports naming its neighbours. The intake records them
+    and invokes nothing; AWS's event for a real fault goes to the repair function, which acts at once."""
+    bad, *victims = deployed.instances()
+    for victim in victims:
+        deployed.tag(victim, "healthy boot=b1")
+    results = [r["result"] for n in range(200) for r in deployed.send(agent(victims[n % len(victims)], xid(79)))]
+    assert results == ["unconfirmed"] * 200 and deployed.invoked == []
+    ledger = deployed.repairer().ledger
+    counts = [ledger.table.get_item(Key={"pk": f"report#{v}", "sk": "state"})["Item"]["unconfirmed"] for v in victims]
+    assert sum(counts) == 200
+    deployed.tag(bad, health_tag(xid(79), boot="b1"))
+    event = tag_event(bad, health_tag(xid(79), boot="b1"))
+    event["detail"]["tags"]["training-cluster:cluster"] = "e2e"
+    assert [o["result"] for o in deployed.send(event)] == ["replaced"]
+    assert all(deployed.state(v) == "running" for v in victims) and deployed.state(bad) != "running"
 
 
 def test_failed_status_check(deployed: Deployed) -> None:
@@ -180,16 +274,24 @@ def test_retirement_event(deployed: Deployed) -> None:
 
 
 def test_duplicate_event_acts_once(deployed: Deployed) -> None:
+    """Repeats of the report stop at the intake; AWS's event for the same tag and a retried
+    delivery of the forward reach the repair function, which acts once (a reboot: the node stays)."""
     bad = deployed.instances()[2]
-    results = [deployed.send(agent(bad, xid(79)))[0]["result"] for _ in range(3)]
-    assert results == ["replaced", "duplicate", "duplicate"]
+    event = deployed.agent(bad, xid(64))
+    results = [deployed.send(event)[0]["result"] for _ in range(3)]
+    assert results == ["rebooted", "repeated", "repeated"]
+    tag_change = tag_event(bad, health_tag(xid(64), boot="b1"))
+    tag_change["detail"]["tags"]["training-cluster:cluster"] = "e2e"
+    assert [o["result"] for o in deployed.send(tag_change)] == ["duplicate"]
+    deployed.invoked.append(agent(bad, xid(64)))  # Lambda retries an asynchronous invoke
+    assert [o["result"] for o in deployed.deliver()] == ["duplicate"]
     assert deployed.story(bad).count("action") == 1
 
 
 @pytest.mark.parametrize("deployed", [{"unhealthy_threshold_percent": 50}], indirect=True)
 def test_three_of_eight_with_a_limit_of_one(deployed: Deployed) -> None:
     bad = deployed.instances()[:3]
-    results = [deployed.send(agent(i, xid(79)))[0]["result"] for i in bad]
+    results = [deployed.send(deployed.agent(i, xid(79)))[0]["result"] for i in bad]
     assert results == ["replaced", "deferred", "deferred"]
     # each sweep sees the replaced node gone, frees its slot, replaces the next; the last one waits
     for expected in (["closed", "deferred", "replaced"], ["closed", "replaced"]):
@@ -205,8 +307,18 @@ def test_half_the_group_unhealthy_opens_the_breaker(deployed: Deployed) -> None:
     outcomes = deployed.send(SWEEP)
     assert [o["result"] for o in outcomes] == ["suppressed"] * 4
     assert all(deployed.state(i) == "running" for i in deployed.instances()) and len(deployed.instances()) == 8
-    assert all(deployed.story(i) == ["signal", "decision", "suppressed"] for i in bad)
+    assert all(deployed.story(i) == ["signal", "decision", "held"] for i in bad)
     assert deployed.events == []
+    # a person resets the breaker: the held nodes still failing are replaced, one at a time
+    deployed.answers["DescribeInstanceStatus"] = impaired(bad[1:])  # one recovered meanwhile
+    results = [o["result"] for o in deployed.send({"reset_circuit_breaker": "gpu"})]
+    assert results == ["closed", "replaced", "deferred", "deferred"]
+    # each sweep: the replaced node gone (its slot freed), the others still failing (duplicates), the next one goes
+    for expected in (["closed", "deferred", "duplicate", "duplicate", "replaced"], ["closed", "duplicate", "replaced"]):
+        deployed.now[0] += 60
+        assert sorted(o["result"] for o in deployed.send(SWEEP)) == expected
+    assert deployed.state(bad[0]) == "running"
+    assert all(deployed.story(i)[:5] == ["signal", "decision", "held", "released", "evidence"] for i in bad[1:2])
 
 
 def test_throttling(deployed: Deployed) -> None:
@@ -237,7 +349,7 @@ def test_throttling(deployed: Deployed) -> None:
     )
     clients.set("autoscaling", autoscaling)
     with stubber:
-        (outcome,) = deployed.send(agent(bad, xid(79)), clients)
+        (outcome,) = deployed.send(deployed.agent(bad, xid(79)), clients)
     assert outcome["result"] == "replaced"
     stubber.assert_no_pending_responses()
 
@@ -254,7 +366,7 @@ def test_no_capacity(deployed: Deployed) -> None:
         },
     }
     assert deployed.send(failure)[0]["result"] == "backoff"
-    assert deployed.send(agent(bad, xid(79)))[0]["result"] == "deferred"
+    assert deployed.send(deployed.agent(bad, xid(79)))[0]["result"] == "deferred"
     assert deployed.state(bad) == "running"
     deployed.now[0] += 601
     assert [o["result"] for o in deployed.send(SWEEP)] == ["replaced"]

@@ -28,6 +28,11 @@ class Clients:
             self._made[service] = (self.session or boto3).client(service, region_name=self.region)
         return self._made[service]
 
+    @property
+    def lambda_(self) -> Any:
+        """The Lambda client (``lambda`` is a keyword)."""
+        return self.__getattr__("lambda")
+
     def set(self, service: str, client: Any) -> None:
         self._made[service] = client
 

@@ -3,7 +3,12 @@
 One table, string keys ``pk`` and ``sk``:
 - ``instance#<id>`` / ``state``: the instance's open or last incident and when it was last rebooted;
 - ``incident#<id>`` / ``<time>#<n>``: each step of an incident (signal, decision, action, outcome);
-- ``group#<name>`` / ``state``: unhealthy instances, replacements in flight, circuit breaker, backoff.
+- ``group#<name>`` / ``state``: unhealthy instances, replacements in flight, circuit breaker, backoff,
+  the instances held while the breaker was open and those released when it was reset;
+- ``report#<id>`` / ``state``: the report intake's item for the instance: reports its health tag
+  did not confirm (a count and the last reason: one item per instance however many arrive), and
+  the tag value the last confirmed report was forwarded for (forwarded once per value). The
+  intake may write these items and no others.
 
 Conditional writes make each incident act once, however many copies of its events arrive.
 """
@@ -52,15 +57,17 @@ class Ledger:
         item: dict[str, Any] = self.table.get_item(Key={"pk": f"instance#{instance_id}", "sk": STATE}).get("Item") or {}
         return item
 
-    def open_incident(self, instance_id: str, incident_id: str, group: str, action: str, boot_id: str = "") -> bool:
+    def open_incident(
+        self, instance_id: str, incident_id: str, group: str, action: str, boot_id: str = "", source: str = ""
+    ) -> bool:
         """Open an incident unless one is open already; True when this call opened it."""
         return (
             self._conditional(
                 Key={"pk": f"instance#{instance_id}", "sk": STATE},
                 UpdateExpression="SET #s = :open, incident_id = :incident, instance_group = :group, "
-                "#a = :action, opened_at = :now, boot_id = :boot",
+                "#a = :action, opened_at = :now, boot_id = :boot, #src = :source",
                 ConditionExpression="attribute_not_exists(#s) OR #s = :closed",
-                ExpressionAttributeNames={"#s": "status", "#a": "action"},
+                ExpressionAttributeNames={"#s": "status", "#a": "action", "#src": "source"},
                 ExpressionAttributeValues={
                     ":open": "open",
                     ":closed": "closed",
@@ -69,6 +76,7 @@ class Ledger:
                     ":action": action,
                     ":now": str(self.clock()),
                     ":boot": boot_id,
+                    ":source": source,
                 },
             )
             is not None
@@ -85,6 +93,60 @@ class Ledger:
                 ExpressionAttributeValues={":open": "open", ":incident": incident_id, ":action": action},
             )
             is not None
+        )
+
+    def rebooted(self, instance_id: str) -> None:
+        """The instance was rebooted for its open incident: remember when, and from which boot
+        (signals from that boot are the same incident, however late they arrive)."""
+        self.table.update_item(
+            Key={"pk": f"instance#{instance_id}", "sk": STATE},
+            UpdateExpression="SET last_reboot_at = :now, rebooted_boot_id = boot_id",
+            ExpressionAttributeValues={":now": str(self.clock())},
+        )
+
+    def announce_once(self, instance_id: str, incident_id: str, action: str) -> bool:
+        """Remember that a decision was announced (dry run); True only the first time."""
+        key = f"{incident_id}#{action}"
+        return (
+            self._conditional(
+                Key={"pk": f"instance#{instance_id}", "sk": STATE},
+                UpdateExpression="SET announced = :key",
+                ConditionExpression="attribute_not_exists(announced) OR announced <> :key",
+                ExpressionAttributeValues={":key": key},
+            )
+            is not None
+        )
+
+    def unconfirmed(self, instance_id: str, reason: str) -> int:
+        """Count a report about the instance that its health tag did not confirm; the new count."""
+        response = self.table.update_item(
+            Key={"pk": f"report#{instance_id}", "sk": STATE},
+            UpdateExpression="ADD unconfirmed :one SET last_reason = :reason, last_at = :now",
+            ExpressionAttributeValues={":one": 1, ":reason": reason[:300], ":now": str(self.clock())},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["unconfirmed"])
+
+    def forward_once(self, instance_id: str, tag: str) -> bool:
+        """Mark a confirmed report about the instance as forwarded for this health tag value; True
+        only the first time (one forward per change of the tag, however many reports repeat it)."""
+        return (
+            self._conditional(
+                Key={"pk": f"report#{instance_id}", "sk": STATE},
+                UpdateExpression="SET forwarded = :tag, forwarded_at = :now",
+                ConditionExpression="attribute_not_exists(forwarded) OR forwarded <> :tag",
+                ExpressionAttributeValues={":tag": tag, ":now": str(self.clock())},
+            )
+            is not None
+        )
+
+    def unforward(self, instance_id: str, tag: str) -> None:
+        """Undo ``forward_once`` when the forward itself failed, so a retry forwards again."""
+        self._conditional(
+            Key={"pk": f"report#{instance_id}", "sk": STATE},
+            UpdateExpression="REMOVE forwarded, forwarded_at",
+            ConditionExpression="forwarded = :tag",
+            ExpressionAttributeValues={":tag": tag},
         )
 
     def set_instance(self, instance_id: str, **values: Any) -> None:
@@ -113,10 +175,18 @@ class Ledger:
         return item
 
     def mark_unhealthy(self, group: str, instance_id: str, unhealthy: bool) -> None:
-        verb = "ADD" if unhealthy else "DELETE"
+        """Count the instance towards the breaker, or (no longer unhealthy) forget it everywhere."""
         self.table.update_item(
             Key={"pk": f"group#{group}", "sk": STATE},
-            UpdateExpression=f"{verb} unhealthy :ids",
+            UpdateExpression="ADD unhealthy :ids" if unhealthy else "DELETE unhealthy :ids, held :ids, released :ids",
+            ExpressionAttributeValues={":ids": {instance_id}},
+        )
+
+    def hold(self, group: str, instance_id: str) -> None:
+        """The breaker is open: the instance waits for the reset."""
+        self.table.update_item(
+            Key={"pk": f"group#{group}", "sk": STATE},
+            UpdateExpression="ADD held :ids",
             ExpressionAttributeValues={":ids": {instance_id}},
         )
 
@@ -157,12 +227,23 @@ class Ledger:
             is not None
         )
 
-    def reset_breaker(self, group: str) -> None:
-        self.table.update_item(
+    def reset_breaker(self, group: str) -> set[str]:
+        """Close the breaker and forget who was unhealthy; the instances it held move to
+        ``released`` (repaired, but not counted again towards the breaker). Returns them."""
+        old = self.table.update_item(
             Key={"pk": f"group#{group}", "sk": STATE},
-            UpdateExpression="SET breaker = :closed REMOVE unhealthy",
+            UpdateExpression="SET breaker = :closed REMOVE unhealthy, held",
             ExpressionAttributeValues={":closed": "closed"},
-        )
+            ReturnValues="ALL_OLD",
+        ).get("Attributes", {})
+        held = {str(i) for i in old.get("held", set())}
+        if held:
+            self.table.update_item(
+                Key={"pk": f"group#{group}", "sk": STATE},
+                UpdateExpression="ADD released :ids",
+                ExpressionAttributeValues={":ids": held},
+            )
+        return held
 
     def set_group(self, group: str, **values: Any) -> None:
         self._set(f"group#{group}", values)

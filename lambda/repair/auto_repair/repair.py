@@ -1,16 +1,19 @@
 """Decide and act: from health signals to observe, reboot or replace, within the safety limits.
 
-For each signal about a cluster instance: the policy decides; a reboot-class fault on a node that
-was rebooted for a fault within the recurrence window is replaced instead. An incident opens with
-a conditional write (duplicates and concurrent copies of an event act once). Before acting:
-the group's circuit breaker (more than the threshold of the group unhealthy at once, and more
-than one node: stop acting and notify until someone resets it), the capacity backoff after an
-insufficient-capacity launch failure, and at most N replacements in flight per group. A
-replacement drains the node (orchestrator hook), captures evidence through SSM Run Command with a
-bounded wait, then terminates the instance through its Auto Scaling group without lowering the
-desired capacity, so the new node comes up with the same launch template, placement group and
-capacity. Every step is written to the ledger; actions are announced on SNS and EventBridge and
-counted in CloudWatch.
+For each signal about a cluster instance (the agent's own reports only once the instance's
+health tag confirms them, see ``identity``): the policy decides; a reboot-class fault on a node
+that was rebooted for a fault within the recurrence window, seen from a *new* boot, is replaced
+instead (signals from the boot that was rebooted are the same incident). An incident opens with
+a conditional write (duplicates and concurrent copies of an event act once). Before acting: the
+group's circuit breaker (more than the threshold of the group unhealthy at once, and more than
+one node: hold the nodes and notify until someone resets it; the reset repairs the held nodes
+that still fail), the capacity backoff after an insufficient-capacity launch failure, and at
+most N replacements in flight per group. A replacement drains the node (orchestrator hook),
+captures evidence through SSM Run Command with a bounded wait, then terminates the instance
+through its Auto Scaling group without lowering the desired capacity, so the new node comes up
+with the same launch template, placement group and capacity. Every step is written to the
+ledger; actions are announced on SNS and EventBridge and counted in CloudWatch. The sweep
+(every minute) adds failed EC2 status checks and health tags that no incident has taken up.
 """
 
 from __future__ import annotations
@@ -25,26 +28,23 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .aws import Clients, with_retries
+from .evidence import capture_evidence
+from .fleet import Fleet
+from .identity import confirm, health_tags
 from .ledger import Ledger
-from .policy import Action, most_severe
+from .policy import ACTIONS, Action, most_severe
 from .report import Reporter
 from .settings import Settings
-from .signals import Failure, Signal
+from .signals import Signal
 
 log = logging.getLogger("training-cluster.repair")
-
-EVIDENCE_COMMANDS = [
-    "journalctl -k --no-pager -n 5000 || dmesg",
-    "nvidia-smi -q || true",
-    "dcgmi health -c || true",
-    "cat /var/log/training-cluster/health-agent.log 2>/dev/null | tail -n 500 || true",
-]
 
 
 @dataclass
 class Outcome:
     instance_id: str
-    result: str  # observed | rebooted | replaced | duplicate | suppressed | deferred | dry-run | ignored | closed
+    # observed | rebooted | replaced | duplicate | suppressed | deferred | dry-run | ignored | closed | unconfirmed
+    result: str
     action: Action | None = None
     incident_id: str | None = None
 
@@ -64,7 +64,7 @@ class Repairer:
         self.sleep = sleep
         self.ledger = Ledger(clients.table(settings.table_name), clock)
         self.report = Reporter(settings, clients, self.ledger, clock=clock, sleep=sleep)
-        self._sizes: dict[str, int] = {}  # desired capacity per group, read once per invocation
+        self.fleet = Fleet(settings, clients, self.ledger, sleep)
         # Set by an orchestrator integration (Slurm): called with (instance id, action, reason)
         # before a reboot or replacement, it starts the drain and returns a function that waits
         # for it (bounded) and says what happened, for the ledger.
@@ -74,19 +74,27 @@ class Repairer:
     # entry points
     def new_invocation(self) -> None:
         """Forget what was read from AWS in an earlier invocation of a warm function."""
-        self._sizes = {}
+        self.fleet.sizes = {}
         self._reasons = {}
 
     def handle(self, signals: Iterable[Signal]) -> list[Outcome]:
-        """Act on signals; all of them count towards the circuit breaker before any acts."""
+        """Act on signals; all of them count towards the circuit breaker before any acts. The
+        agent's claims are checked against their instances' health tags first (one read for all)."""
         signals = list(signals)
-        memberships = self._memberships([s.instance_id for s in signals])
+        memberships = self.fleet.memberships([s.instance_id for s in signals])
+        tags = health_tags(
+            self.clients, {s.instance_id for s in signals if s.claim and s.instance_id in memberships}, self.sleep
+        )
         opened: list[tuple[str, str, Action, str]] = []
         outcomes: list[Outcome] = []
-        for signal in signals:
-            group = memberships.get(signal.instance_id)
+        for claimed in signals:
+            group = memberships.get(claimed.instance_id)
             if group is None:
-                outcomes.append(Outcome(signal.instance_id, "ignored"))
+                outcomes.append(Outcome(claimed.instance_id, "ignored"))
+                continue
+            signal = confirm(claimed, tags.get(claimed.instance_id)) if claimed.claim else claimed
+            if isinstance(signal, str):
+                outcomes.append(self._unconfirmed(claimed, group, signal))
                 continue
             if signal.terminated:
                 outcomes.append(self._terminated(signal.instance_id, group))
@@ -103,32 +111,18 @@ class Repairer:
         return outcomes
 
     def sweep(self) -> list[Outcome]:
-        """The scheduled pass: failed EC2 status checks, finished and deferred replacements."""
-        groups = self._groups()
-        signals: list[Signal] = []
+        """The scheduled pass: failed EC2 status checks, health tags that say unhealthy but were
+        never acted on, finished and deferred replacements."""
+        groups = self.fleet.groups()
         ids = [m["InstanceId"] for _, members in groups.values() for m in members]
-        for start in range(0, len(ids), 100):
-            statuses = with_retries(
-                self.clients.ec2.describe_instance_status,
-                sleep=self.sleep,
-                InstanceIds=ids[start : start + 100],
-                IncludeAllInstances=True,
-            )["InstanceStatuses"]
-            for status in statuses:
-                failed = [
-                    name
-                    for name, key in (("system", "SystemStatus"), ("instance", "InstanceStatus"))
-                    if status.get(key, {}).get("Status") == "impaired"
-                ]
-                if failed:
-                    failure = Failure(
-                        check="status_check",
-                        code=",".join(failed),
-                        message=f"{' and '.join(failed)} status check failed",
-                    )
-                    signals.append(Signal(instance_id=status["InstanceId"], source="status-sweep", failures=(failure,)))
+        signals = [
+            Signal(instance_id=i, source="status-sweep", failures=(failure,))
+            for i, failure in self.fleet.impaired(ids).items()
+        ]
+        signals += [s for s in self.fleet.tagged_unhealthy(ids) if self._unseen(s)]
         outcomes = self.handle(signals)
-        outcomes += self._reconcile(groups, handled={s.instance_id for s in signals})
+        # Retry deferred replacements, but not those this pass has just acted on or deferred.
+        outcomes += self._reconcile(groups, handled={o.instance_id for o in outcomes if o.result != "duplicate"})
         return outcomes
 
     def launch_failed(self, asg_name: str, message: str) -> Outcome | None:
@@ -151,15 +145,55 @@ class Repairer:
         )
         return Outcome(asg_name, "backoff" if no_capacity else "notified")
 
-    def reset_breaker(self, group: str) -> None:
-        self.ledger.reset_breaker(group)
-        self.report.notify(f"Auto-repair resumed for instance group {group}", "The circuit breaker was reset by hand.")
+    def reset_breaker(self, group: str) -> list[Outcome]:
+        """A person resets the group's breaker: the nodes it held that still fail are repaired
+        (replacements within ``max_parallel_replacements``, the rest retried by the sweep), and
+        are not counted again towards the breaker; those that recovered are closed."""
+        if group not in set(self.settings.groups.values()):
+            log.warning("reset_circuit_breaker: %r is not an instance group of this cluster", group[:80])
+            return []
+        held = sorted(self.ledger.reset_breaker(group))
+        self.report.notify(
+            f"Auto-repair resumed for instance group {group}",
+            "The circuit breaker was reset by hand."
+            + (f" Held nodes, repaired now if they still fail: {', '.join(held)}." if held else ""),
+        )
+        states = {i: self.ledger.instance(i) for i in held}
+        states = {i: s for i, s in states.items() if s.get("status") == "open" and s.get("action") in ACTIONS}
+        failing = self.fleet.still_failing(states)
+        outcomes = []
+        for instance_id, state in states.items():
+            incident_id, action = str(state["incident_id"]), state["action"]
+            self.ledger.record(incident_id, "released", reason="breaker reset")
+            if instance_id in failing:
+                outcomes.append(self._act(instance_id, group, action, incident_id))
+                continue
+            if self.ledger.close_incident(instance_id, "recovered while held") is not None:
+                self.ledger.mark_unhealthy(group, instance_id, False)
+                self.ledger.record(incident_id, "closed", outcome="recovered while held")
+                outcomes.append(Outcome(instance_id, "closed", None, incident_id))
+        return outcomes
 
     # steps
+    def _unseen(self, signal: Signal) -> bool:
+        """A health tag's fault that no incident has taken up: not one the policy only observes,
+        not on a node with an open incident, not from a boot an incident already covered."""
+        action = most_severe([self.settings.policy.decide(f.check, f.code) for f in signal.failures])
+        state = self.ledger.instance(signal.instance_id)
+        covered = signal.boot_id in (state.get("boot_id"), state.get("rebooted_boot_id"))
+        return action != "observe" and state.get("status") != "open" and not covered
+
     def _open(self, signal: Signal, group: str) -> Outcome | tuple[Action, str]:
         action = most_severe([self.settings.policy.decide(f.check, f.code) for f in signal.failures])
         state = self.ledger.instance(signal.instance_id)
-        reasons = "; ".join(f"{f.check}{' ' + f.code if f.code else ''}: {f.message}".strip() for f in signal.failures)
+        reasons = "; ".join(
+            f"{f.check}{' ' + f.code if f.code else ''}{': ' + f.message if f.message else ''}" for f in signal.failures
+        )
+        if action != "observe" and signal.boot_id and signal.boot_id == state.get("rebooted_boot_id"):
+            # From the boot that was rebooted (a late copy, a retry): the same incident, never a recurrence.
+            incident = str(state.get("incident_id", ""))
+            self.ledger.record(incident, "duplicate", source=signal.source, signal=reasons, note="the rebooted boot")
+            return Outcome(signal.instance_id, "duplicate", action, incident)
         last_reboot = float(state.get("last_reboot_at", "0") or 0)
         recurred = self.clock() - last_reboot < self.settings.recurrence_window_seconds
         if action == "reboot" and (recurred or not self.settings.reboot_before_replace):
@@ -172,7 +206,7 @@ class Repairer:
             self.report.metric("Observations", group)
             return Outcome(signal.instance_id, "observed", "observe", incident_id)
         self._reasons[incident_id] = reasons
-        if self.ledger.open_incident(signal.instance_id, incident_id, group, action, signal.boot_id):
+        if self.ledger.open_incident(signal.instance_id, incident_id, group, action, signal.boot_id, signal.source):
             self.ledger.mark_unhealthy(group, signal.instance_id, True)
             self.ledger.record(incident_id, "signal", **seen)
             self.ledger.record(incident_id, "decision", action=action)
@@ -190,10 +224,11 @@ class Repairer:
     def _act(self, instance_id: str, group: str, action: Action, incident_id: str) -> Outcome:
         state = self.ledger.group(group)
         if state.get("breaker") == "open":
-            self.ledger.record(incident_id, "suppressed", reason="circuit breaker open")
+            self.ledger.hold(group, instance_id)
+            self.ledger.record(incident_id, "held", reason="breaker open")
             return Outcome(instance_id, "suppressed", action, incident_id)
         unhealthy = set(state.get("unhealthy", set()))
-        size = self._group_size(group)
+        size = self.fleet.group_size(group)
         if len(unhealthy) > 1 and len(unhealthy) * 100 > self.settings.unhealthy_threshold_percent * size:
             limit = self.settings.unhealthy_threshold_percent
             reason = f"{len(unhealthy)} of {size} nodes unhealthy at once (limit {limit:g}%)"
@@ -205,11 +240,13 @@ class Repairer:
                     f"Unhealthy: {', '.join(sorted(unhealthy))}.",
                 )
                 self.report.metric("CircuitBreakerOpened", group)
-            self.ledger.record(incident_id, "suppressed", reason=f"circuit breaker open: {reason}")
+            self.ledger.hold(group, instance_id)
+            self.ledger.record(incident_id, "held", reason=f"breaker open: {reason}")
             return Outcome(instance_id, "suppressed", action, incident_id)
         if self.settings.dry_run:
-            self.ledger.record(incident_id, "dry-run", action=action)
-            self.report.announce(instance_id, group, action, incident_id, dry_run=True)
+            if self.ledger.announce_once(instance_id, incident_id, action):  # once per decision, not per sweep
+                self.ledger.record(incident_id, "dry-run", action=action)
+                self.report.announce(instance_id, group, action, incident_id, dry_run=True)
             return Outcome(instance_id, "dry-run", action, incident_id)
         if action == "reboot":
             return self._reboot(instance_id, group, incident_id)
@@ -218,7 +255,7 @@ class Repairer:
     def _reboot(self, instance_id: str, group: str, incident_id: str) -> Outcome:
         self._start_drain(instance_id, incident_id, "reboot")()
         with_retries(self.clients.ec2.reboot_instances, sleep=self.sleep, InstanceIds=[instance_id])
-        self.ledger.set_instance(instance_id, last_reboot_at=str(self.clock()))
+        self.ledger.rebooted(instance_id)
         self.ledger.record(incident_id, "action", action="reboot")
         self.report.metric("Reboots", group)
         self.report.time_since_first_signal(incident_id, group)
@@ -236,7 +273,10 @@ class Repairer:
             )
             return Outcome(instance_id, "deferred", "replace", incident_id)
         drained = self._start_drain(instance_id, incident_id, "replace")
-        self._capture_evidence(instance_id, incident_id)  # while the drain runs: the waits overlap
+        # while the drain runs: the waits overlap
+        capture_evidence(
+            self.clients, self.settings, self.ledger, instance_id, incident_id, clock=self.clock, sleep=self.sleep
+        )
         drained()
         try:
             with_retries(
@@ -285,37 +325,13 @@ class Repairer:
 
         return wait
 
-    def _capture_evidence(self, instance_id: str, incident_id: str) -> None:
-        """Kernel log, nvidia-smi and DCGM output to S3 through SSM, waiting a bounded time."""
-        try:
-            command = self.clients.ssm.send_command(
-                InstanceIds=[instance_id],
-                DocumentName="AWS-RunShellScript",
-                Comment=f"training-cluster evidence {incident_id}"[:100],
-                Parameters={"commands": EVIDENCE_COMMANDS},
-                OutputS3BucketName=self.settings.evidence_bucket,
-                OutputS3KeyPrefix=f"evidence/{self.settings.cluster}/{instance_id}/{incident_id}",
-                TimeoutSeconds=max(30, self.settings.evidence_wait_seconds),
-            )["Command"]["CommandId"]
-        except ClientError as error:
-            self.ledger.record(incident_id, "evidence", result="not sent", error=str(error))
-            return
-        deadline = self.clock() + self.settings.evidence_wait_seconds
-        status = "Pending"
-        while self.clock() < deadline:
-            try:
-                status = self.clients.ssm.get_command_invocation(CommandId=command, InstanceId=instance_id)["Status"]
-            except ClientError:
-                status = "Pending"
-            if status not in ("Pending", "InProgress", "Delayed"):
-                break
-            self.sleep(2)
-        self.ledger.record(
-            incident_id,
-            "evidence",
-            result=status,
-            location=f"s3://{self.settings.evidence_bucket}/evidence/{self.settings.cluster}/{instance_id}/{incident_id}",
-        )
+    def _unconfirmed(self, claim: Signal, group: str, reason: str) -> Outcome:
+        """A report its instance's health tag does not confirm: no action; counted (one ledger
+        item per instance), a metric and a log line. Nothing waits on it."""
+        count = self.ledger.unconfirmed(claim.instance_id, reason)
+        self.report.metric_in_log("UnconfirmedReports", group, instance_id=claim.instance_id, reason=reason)
+        log.warning("unconfirmed report about %s (%d so far): %s", claim.instance_id, count, reason)
+        return Outcome(claim.instance_id, "unconfirmed")
 
     def _healthy(self, signal: Signal, group: str) -> Outcome:
         """A node reports healthy again: close a reboot incident once the node has rebooted (a new
@@ -358,7 +374,8 @@ class Repairer:
                 outcomes.append(self._terminated(instance_id, group))
             if self.ledger.group(group).get("breaker") == "open":
                 continue
-            waiting = set(state.get("unhealthy", set())) & present - set(state.get("replacing", set())) - handled
+            wanted = set(state.get("unhealthy", set())) | set(state.get("released", set()))
+            waiting = wanted & present - set(state.get("replacing", set())) - handled
             for instance_id in sorted(waiting):
                 instance = self.ledger.instance(instance_id)
                 if instance.get("status") == "open" and instance.get("action") == "replace":
@@ -381,48 +398,3 @@ class Repairer:
                 "The fault may sit in the capacity the replacements come from (the same slot or host); "
                 "look before more jobs fail.",
             )
-
-    # AWS reads
-    def _memberships(self, instance_ids: list[str]) -> dict[str, str]:
-        """instance id -> instance group, for the cluster's instances only."""
-        found: dict[str, str] = {}
-        for start in range(0, len(instance_ids), 50):
-            chunk = instance_ids[start : start + 50]
-            for item in with_retries(
-                self.clients.autoscaling.describe_auto_scaling_instances, sleep=self.sleep, InstanceIds=chunk
-            )["AutoScalingInstances"]:
-                group = self.settings.groups.get(item["AutoScalingGroupName"])
-                if group is not None:
-                    found[item["InstanceId"]] = group
-        # Terminated instances have left their group: the ledger still knows where they were.
-        for instance_id in set(instance_ids) - set(found):
-            known = self.ledger.instance(instance_id).get("instance_group")
-            if known:
-                found[instance_id] = str(known)
-        return found
-
-    def _groups(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
-        names = list(self.settings.groups)
-        result: dict[str, tuple[str, list[dict[str, Any]]]] = {}
-        for start in range(0, len(names), 50):
-            response = with_retries(
-                self.clients.autoscaling.describe_auto_scaling_groups,
-                sleep=self.sleep,
-                AutoScalingGroupNames=names[start : start + 50],
-            )
-            for asg in response["AutoScalingGroups"]:
-                result[asg["AutoScalingGroupName"]] = (
-                    self.settings.groups[asg["AutoScalingGroupName"]],
-                    asg["Instances"],
-                )
-                self._sizes[self.settings.groups[asg["AutoScalingGroupName"]]] = int(asg["DesiredCapacity"])
-        return result
-
-    def _group_size(self, group: str) -> int:
-        if group not in self._sizes:
-            asg = next(a for a, g in self.settings.groups.items() if g == group)
-            response = with_retries(
-                self.clients.autoscaling.describe_auto_scaling_groups, sleep=self.sleep, AutoScalingGroupNames=[asg]
-            )
-            self._sizes[group] = int(response["AutoScalingGroups"][0]["DesiredCapacity"])
-        return max(1, self._sizes[group])

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .policy import Policy
+
+INSTANCE_ARN_PREFIX = re.compile(r"arn:aws[a-z-]*:ec2:[a-z0-9-]+:[0-9]{12}:instance/", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,9 @@ class Settings:
     evidence_bucket: str
     groups: Mapping[str, str]  # Auto Scaling group name -> instance group name
     policy: Policy
+    # ``arn:<partition>:ec2:<region>:<account>:instance/``: evidence of an instance goes under its ARN,
+    # the prefix its own Run Command output may write to (no default: the deployment knows it)
+    instance_arn_prefix: str
     dry_run: bool = False
     max_parallel_replacements: int = 1
     unhealthy_threshold_percent: float = 20.0
@@ -29,6 +35,14 @@ class Settings:
     drain_group: str | None = None  # the orchestrator controller's Auto Scaling group
     drain_command: str | None = None  # run there before a reboot or replacement: COMMAND NODE ACTION REASON
 
+    def __post_init__(self) -> None:
+        if not INSTANCE_ARN_PREFIX.fullmatch(self.instance_arn_prefix):
+            expected = "arn:<partition>:ec2:<region>:<account>:instance/"
+            raise ValueError(f"instance_arn_prefix {self.instance_arn_prefix!r} is not {expected}")
+
+    def instance_arn(self, instance_id: str) -> str:
+        return f"{self.instance_arn_prefix}{instance_id}"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         return cls(
@@ -39,6 +53,7 @@ class Settings:
             evidence_bucket=env["EVIDENCE_BUCKET"],
             groups=json.loads(env["AUTO_SCALING_GROUPS"]),
             policy=Policy.with_overrides(json.loads(env.get("POLICY", "{}"))),
+            instance_arn_prefix=env["INSTANCE_ARN_PREFIX"],
             dry_run=env.get("DRY_RUN", "false") == "true",
             max_parallel_replacements=int(env.get("MAX_PARALLEL_REPLACEMENTS", "1")),
             unhealthy_threshold_percent=float(env.get("UNHEALTHY_THRESHOLD_PERCENT", "20")),

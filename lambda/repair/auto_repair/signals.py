@@ -1,12 +1,44 @@
-"""Turn the events the control plane receives into health signals about instances."""
+"""Turn the events the control plane receives into health signals about instances.
+
+Every field is checked before it is used: an event of the wrong shape (missing or mistyped
+fields, ids that are not instance ids, oversized values) is logged and dropped, never raised, so
+the dead-letter queue holds only real failures.
+
+The health agent's own event is a *claim* (``Signal.claim``): anyone with a node's credentials
+can put it, naming any instance. The repair acts on it only once the instance's health tag
+(``HEALTH_TAG``, which only the instance itself may write) confirms it. AWS's ``Tag Change on
+Resource`` event for that tag is trusted as it is: only AWS puts ``aws.*`` sources on a bus.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+log = logging.getLogger("training-cluster.repair")
+
 AGENT_SOURCE = "training-cluster.health"
+AGENT_DETAIL_TYPE = "Node Health Changed"
+TAG_SOURCE = "aws.tag"
+TAG_DETAIL_TYPE = "Tag Change on Resource"
+# ``<state> boot=<boot id>[ <check>[:<code>]]...``, written by the instance on itself only.
+HEALTH_TAG = "training-cluster:health"
+HEALTH_TAG_MAX = 256  # EC2's limit on a tag value; the agent cuts at whole tokens
+
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}", re.ASCII)
+INSTANCE_ARN = re.compile(r"arn:aws[a-z-]*:ec2:[a-z0-9-]+:[0-9]{12}:instance/(i-[0-9a-f]{8,17})", re.ASCII)
+BOOT_ID = re.compile(r"[0-9A-Za-z-]{1,64}", re.ASCII)
+CHECK = re.compile(r"[a-z0-9_]{1,64}", re.ASCII)
+CODE = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+MAX_FAILURES = 64  # per event; the agent has about a dozen checks
+MAX_MESSAGE = 500  # characters of a failure's message kept (human text only)
+
+
+class Malformed(ValueError):
+    """An event whose shape is not what its source sends; it is logged and dropped."""
 
 
 @dataclass(frozen=True)
@@ -21,41 +53,81 @@ class Signal:
     """What one event says about one instance."""
 
     instance_id: str
-    source: str  # agent | status-sweep | aws-health | ec2-state
+    source: str  # agent | health-tag | status-sweep | aws-health | ec2-state
     failures: tuple[Failure, ...] = ()
     healthy: bool = False
     terminated: bool = False
     boot_id: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
+    claim: bool = False  # the agent's own word: acted on only when the instance's health tag confirms it
 
 
-def from_event(event: Mapping[str, Any]) -> list[Signal]:
-    """Signals in an EventBridge event (empty when the event says nothing about health)."""
-    source = event.get("source")
-    detail: Mapping[str, Any] = event.get("detail") or {}
-    kind = event.get("detail-type", "")
+@dataclass(frozen=True)
+class HealthTag:
+    """The parsed value of an instance's health tag."""
+
+    healthy: bool
+    boot_id: str
+    failures: tuple[Failure, ...] = ()
+
+
+def parse_health_tag(value: object) -> HealthTag:
+    """The health tag's value, or ``Malformed`` when it is not in the contract's grammar."""
+    if not isinstance(value, str) or len(value) > HEALTH_TAG_MAX:
+        raise Malformed("health tag: not a string of at most 256 characters")
+    state, boot, *tokens = value.split(" ") if value.count(" ") else (value, "")
+    if state not in ("healthy", "unhealthy"):
+        raise Malformed(f"health tag: unknown state {state[:20]!r}")
+    if not boot.startswith("boot=") or not BOOT_ID.fullmatch(boot[5:]):
+        raise Malformed("health tag: no boot id")
+    failures = []
+    for token in tokens:
+        check, _, code = token.partition(":")
+        if not CHECK.fullmatch(check) or (":" in token and not CODE.fullmatch(code)):
+            raise Malformed(f"health tag: bad token {token[:40]!r}")
+        failures.append(Failure(check, code or None))
+    if state == "unhealthy" and not failures:
+        raise Malformed("health tag: unhealthy without a failure")
+    return HealthTag(
+        healthy=state == "healthy", boot_id=boot[5:], failures=() if state == "healthy" else tuple(failures)
+    )
+
+
+def format_health_tag(healthy: bool, boot_id: str, failures: Sequence[Failure] = ()) -> str:
+    """The tag value for a state (the agent's side of the contract), cut at whole tokens."""
+    value = f"{'healthy' if healthy else 'unhealthy'} boot={boot_id}"
+    for f in failures:
+        token = f" {f.check}{':' + f.code if f.code else ''}"
+        if len(value) + len(token) > HEALTH_TAG_MAX:
+            break
+        value += token
+    return value
+
+
+def from_event(event: object) -> list[Signal]:
+    """Signals in an EventBridge event (empty when it says nothing about health, or is malformed)."""
+    try:
+        return _signals(event)
+    except Malformed as error:
+        kind = event.get("detail-type") if isinstance(event, Mapping) else None
+        log.warning("dropped a malformed event (%s): %s", str(kind)[:80], error)
+        return []
+
+
+def _signals(event: object) -> list[Signal]:
+    if not isinstance(event, Mapping):
+        raise Malformed("the event is not an object")
+    source, kind = event.get("source"), event.get("detail-type", "")
     if source == AGENT_SOURCE:
-        failures = tuple(
-            Failure(
-                check=str(f["check"]),
-                code=None if f.get("code") is None else str(f["code"]),
-                message=str(f.get("message", "")),
-            )
-            for f in detail.get("failures", [])
-        )
-        return [
-            Signal(
-                instance_id=str(detail["instance_id"]),
-                source="agent",
-                failures=failures,
-                healthy=detail.get("state") == "healthy",
-                boot_id=str(detail.get("boot_id", "")),
-                detail=detail,
-            )
-        ]
+        if kind != AGENT_DETAIL_TYPE:
+            log.info("ignored an agent event of unknown detail-type %r", str(kind)[:80])
+            return []
+        return [_agent(_detail(event))]
+    if source == TAG_SOURCE and kind == TAG_DETAIL_TYPE:
+        return _tag_change(event)
     if source == "aws.ec2" and kind == "EC2 Instance State-change Notification":
-        state = detail.get("state")
-        instance = str(detail["instance-id"])
+        detail = _detail(event)
+        instance, state = instance_id(detail.get("instance-id")), detail.get("state")
         if state in ("terminated", "shutting-down"):
             return [Signal(instance_id=instance, source="ec2-state", terminated=True, detail=detail)]
         if state in ("stopping", "stopped"):
@@ -63,11 +135,95 @@ def from_event(event: Mapping[str, Any]) -> list[Signal]:
             return [Signal(instance_id=instance, source="ec2-state", failures=(failure,), detail=detail)]
         return []
     if source == "aws.health":
-        code = str(detail.get("eventTypeCode", ""))
+        detail = _detail(event)
+        code = _text(detail.get("eventTypeCode", ""), "eventTypeCode")
+        entities = detail.get("affectedEntities", [])
+        if not isinstance(entities, list) or not all(isinstance(e, Mapping) for e in entities):
+            raise Malformed("affectedEntities: not a list of objects")
         failure = Failure(check="scheduled_event", code=code, message=f"AWS Health {code}")
+        values = [e.get("entityValue") for e in entities]
         return [
-            Signal(instance_id=str(entity["entityValue"]), source="aws-health", failures=(failure,), detail=detail)
-            for entity in detail.get("affectedEntities", [])
-            if str(entity.get("entityValue", "")).startswith("i-")
+            Signal(instance_id=v, source="aws-health", failures=(failure,), detail=detail)
+            for v in values
+            if isinstance(v, str) and INSTANCE_ID.fullmatch(v)
         ]
     return []
+
+
+def instance_id(value: object) -> str:
+    if not isinstance(value, str) or not INSTANCE_ID.fullmatch(value):
+        raise Malformed(f"not an instance id: {str(value)[:40]!r}")
+    return value
+
+
+def _detail(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping):
+        raise Malformed("detail: not an object")
+    return detail
+
+
+def _text(value: object, name: str, limit: int = 128) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise Malformed(f"{name}: not a string of at most {limit} characters")
+    return value
+
+
+def _agent(detail: Mapping[str, Any]) -> Signal:
+    """The agent's report: a claim, checked against the instance's health tag before any action."""
+    instance = instance_id(detail.get("instance_id"))
+    boot = detail.get("boot_id")
+    if not isinstance(boot, str) or not BOOT_ID.fullmatch(boot):
+        raise Malformed("boot_id: missing or not a boot id")
+    state = detail.get("state")
+    if state not in ("healthy", "unhealthy"):
+        raise Malformed(f"state: {str(state)[:20]!r} is neither healthy nor unhealthy")
+    raw = detail.get("failures", [])
+    if not isinstance(raw, list) or len(raw) > MAX_FAILURES:
+        raise Malformed(f"failures: not a list of at most {MAX_FAILURES}")
+    failures = []
+    for f in raw:
+        if not isinstance(f, Mapping) or not isinstance(f.get("check"), str) or not CHECK.fullmatch(f["check"]):
+            raise Malformed("failures: an entry without a valid check")
+        code, message = f.get("code"), f.get("message", "")
+        if code is not None and (not isinstance(code, str) or not CODE.fullmatch(code)):
+            raise Malformed("failures: an invalid code")
+        if not isinstance(message, str):
+            raise Malformed("failures: a message that is not a string")
+        failures.append(Failure(check=f["check"], code=code, message=message[:MAX_MESSAGE]))
+    return Signal(
+        instance_id=instance,
+        source="agent",
+        failures=tuple(failures),
+        healthy=state == "healthy",
+        boot_id=boot,
+        detail=detail,
+        claim=True,
+    )
+
+
+def _tag_change(event: Mapping[str, Any]) -> list[Signal]:
+    """AWS's own event for a change of the health tag: the instance from the resource ARN."""
+    detail = _detail(event)
+    resources = event.get("resources")
+    if not isinstance(resources, list) or len(resources) != 1 or not isinstance(resources[0], str):
+        raise Malformed("resources: not one ARN")
+    arn = INSTANCE_ARN.fullmatch(resources[0])
+    if arn is None:
+        return []  # another resource type: not ours
+    changed, tags = detail.get("changed-tag-keys", []), detail.get("tags", {})
+    if not isinstance(changed, list) or not isinstance(tags, Mapping):
+        raise Malformed("changed-tag-keys or tags: wrong type")
+    if HEALTH_TAG not in changed or HEALTH_TAG not in tags:
+        return []  # another tag changed, or the health tag was removed
+    tag = parse_health_tag(tags[HEALTH_TAG])
+    return [
+        Signal(
+            instance_id=arn.group(1),
+            source="health-tag",
+            failures=tag.failures,
+            healthy=tag.healthy,
+            boot_id=tag.boot_id,
+            detail=detail,
+        )
+    ]

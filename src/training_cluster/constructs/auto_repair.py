@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,26 +26,18 @@ from constructs import Construct
 from .._assets import asset_path
 from .._lambda import python_function
 from .._nag import acknowledge
+from ._health_agent import health_agent, install_health_agent, load_module
+from ._report_intake import MAX_REPORT_AGE, report_intake
 from .fleet import Fleet
 
-AGENT_SOURCE = "training-cluster.health"
 REPAIR_NAMESPACE = "TrainingCluster/Repair"
-HEALTH_NAMESPACE = "TrainingCluster/Health"
 TAG_CLUSTER = "training-cluster:cluster"
-AGENT_PATH = "/opt/training-cluster/health_agent.py"
-AGENT_CONFIG = "/etc/training-cluster/health-agent.json"
 
 
 @cache
 def repair_policy() -> ModuleType:
     """The control plane's policy module: the one source of the default XID and check actions."""
-    name = "training_cluster._repair_policy"
-    spec = importlib.util.spec_from_file_location(name, asset_path("lambda", "repair", "auto_repair", "policy.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return load_module("training_cluster._repair_policy", asset_path("lambda", "repair", "auto_repair", "policy.py"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,12 +57,20 @@ class AutoRepair(Construct):
     """Watches every node of ``fleets`` and repairs the failed ones.
 
     On each node: ``node/health_agent.py`` as a systemd service (a bootstrap stage), reporting
-    state changes as EventBridge events and a Healthy metric. The control plane: a Lambda function
-    (reserved concurrency 1, a dead-letter queue) fed by the agent's events, EC2 state changes,
-    AWS Health scheduled events, Auto Scaling launch failures and a one-minute sweep of EC2 status
-    checks; a DynamoDB ledger; an S3 bucket for evidence; notifications on ``topic``; a CloudWatch
-    dashboard. Every mutating permission is limited to this cluster's instances (by tag) and
-    Auto Scaling groups (by name).
+    state changes in a health tag on its own instance and as EventBridge events, and a Healthy
+    metric. The control plane: a Lambda function (reserved concurrency 1, a dead-letter queue) fed
+    by AWS's tag-change events for the health tag, EC2 state changes, AWS Health scheduled
+    events, Auto Scaling launch failures, a one-minute sweep of EC2 status checks and health
+    tags, and the agent's reports that the report intake (``intake``, a function of its own)
+    confirmed; a DynamoDB ledger; an S3 bucket for evidence; notifications on ``topic``; a
+    CloudWatch dashboard. Every mutating permission is limited to this cluster's instances (by
+    tag) and Auto Scaling groups (by name).
+
+    A node speaks only for itself: its role may tag only its own instance, with the health tag
+    only, and AWS's tag-change event says which instance that was; the agent's own event names
+    an instance in its content, which anyone with a node's credentials can write, so the control
+    plane believes it only as far as that instance's tag confirms it (see ``_health_agent``), and
+    those events go to the intake, never straight to the repair function (see ``_report_intake``).
     """
 
     def __init__(
@@ -132,6 +130,9 @@ class AutoRepair(Construct):
 
         asg_names = {fleet.auto_scaling_group.auto_scaling_group_name: name for name, fleet in fleets.items()}
         self.function = self._function(cluster_name, asg_names, topic, options)
+        self.intake = report_intake(
+            self, cluster_name=cluster_name, table=self.table, repair_function=self.function, asg_names=asg_names
+        )
         self._permissions(cluster_name, fleets, topic)
         self._rules(cluster_name, [f.auto_scaling_group.auto_scaling_group_name for f in fleets.values()])
         transient = sorted(
@@ -161,6 +162,9 @@ class AutoRepair(Construct):
             "LEDGER_TABLE": self.table.table_name,
             "TOPIC_ARN": topic.topic_arn,
             "EVENT_BUS": "default",
+            # Evidence of instance i-... goes under evidence/<cluster>/<this prefix>i-.../, the
+            # instance's ARN: the only prefix that instance's role may write.
+            "INSTANCE_ARN_PREFIX": f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:instance/",
             "EVIDENCE_BUCKET": self.evidence_bucket.bucket_name,
             "AUTO_SCALING_GROUPS": Stack.of(self).to_json_string(dict(asg_names)),
             "POLICY": json.dumps(options.policy, sort_keys=True),
@@ -218,6 +222,7 @@ class AutoRepair(Construct):
             iam.PolicyStatement(
                 actions=[
                     "ec2:DescribeInstanceStatus",
+                    "ec2:DescribeTags",
                     "autoscaling:DescribeAutoScalingGroups",
                     "autoscaling:DescribeAutoScalingInstances",
                     "ssm:GetCommandInvocation",
@@ -253,8 +258,19 @@ class AutoRepair(Construct):
             retry_attempts=4,
             max_event_age=Duration.hours(1),
         )
+        agent = health_agent()
         patterns = {
-            "AgentEvents": events.EventPattern(source=[AGENT_SOURCE], detail={"cluster": [cluster_name]}),
+            # AWS's own event for a change of a node's health tag: the proof of which node spoke.
+            "HealthTagChanges": events.EventPattern(
+                source=["aws.tag"],
+                detail_type=["Tag Change on Resource"],
+                detail={
+                    "service": ["ec2"],
+                    "resource-type": ["instance"],
+                    "changed-tag-keys": [agent.HEALTH_TAG],
+                    "tags": {TAG_CLUSTER: [cluster_name]},
+                },
+            ),
             "InstanceStateChanges": events.EventPattern(
                 source=["aws.ec2"],
                 detail_type=["EC2 Instance State-change Notification"],
@@ -274,6 +290,18 @@ class AutoRepair(Construct):
         for name, pattern in patterns.items():
             events.Rule(self, name, event_pattern=pattern, targets=[target])
         events.Rule(self, "Sweep", schedule=events.Schedule.rate(Duration.minutes(1)), targets=[target])
+        # The agent's own event: a claim (it names its instance in its content), which anyone who
+        # may put events on the bus can forge. It goes to the intake, never to the repair function:
+        # no dead-letter queue (forged reports must not fill the repair function's), and reports
+        # older than the intake's limit are dropped (the tag-change event and the sweep cover them).
+        events.Rule(
+            self,
+            "AgentEvents",
+            event_pattern=events.EventPattern(
+                source=[agent.SOURCE], detail_type=[agent.DETAIL_TYPE], detail={"cluster": [cluster_name]}
+            ),
+            targets=[targets.LambdaFunction(self.intake, retry_attempts=2, max_event_age=MAX_REPORT_AGE)],
+        )
 
     def _install_agent(
         self,
@@ -297,40 +325,9 @@ class AutoRepair(Construct):
             "deep_checks": options.deep_checks,
             "transient_xids": transient_xids,
         }
-        fleet.role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=[agent.bucket.arn_for_objects(agent.s3_object_key)])
+        install_health_agent(
+            self, fleet, agent=agent, evidence_bucket=self.evidence_bucket, cluster_name=cluster_name, settings=settings
         )
-        fleet.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["events:PutEvents"],
-                resources=[f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:event-bus/default"],
-            )
-        )
-        fleet.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": HEALTH_NAMESPACE}},
-            )
-        )
-        # Evidence: SSM Run Command uploads its output with the node's own role.
-        prefix = f"evidence/{cluster_name}/*"
-        fleet.role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[self.evidence_bucket.arn_for_objects(prefix)])
-        )
-        bucket_id = Stack.of(self).resolve(self.evidence_bucket.node.default_child.logical_id)  # type: ignore[union-attr]
-        acknowledge(
-            fleet.role,
-            "IAM5[Resource::*]",
-            "PutMetricData takes no resource ARN; the condition limits it to the health namespace",
-        )
-        acknowledge(
-            fleet.role,
-            f"IAM5[Resource::<{bucket_id}.Arn>/{prefix}]",
-            "Run Command writes one object per command under this cluster's evidence prefix; names are made then",
-        )
-        fleet.bootstrap.set("HEALTH_AGENT_S3_URI", agent.s3_object_url)
-        fleet.bootstrap.add_stage("health-agent", _agent_stage(json.dumps(settings, sort_keys=True)))
 
     def _breaker_alarms(self, cluster_name: str, groups: Sequence[str], topic: sns.ITopic) -> list[cloudwatch.Alarm]:
         """An alarm per group while its circuit breaker has opened (the metric lives in CloudWatch,
@@ -371,8 +368,9 @@ class AutoRepair(Construct):
                 for group in groups
             ]
 
+        namespace = health_agent().NAMESPACE
         healthy = cloudwatch.MathExpression(
-            expression=f'SEARCH(\'{{{HEALTH_NAMESPACE},Cluster,InstanceGroup,InstanceId}} MetricName="Healthy" '
+            expression=f'SEARCH(\'{{{namespace},Cluster,InstanceGroup,InstanceId}} MetricName="Healthy" '
             f"Cluster=\"{cluster_name}\"', 'Minimum', 60)",
             label="Healthy",
             period=Duration.minutes(1),
@@ -390,35 +388,8 @@ class AutoRepair(Construct):
                 title="Seconds from signal to repaired", left=repair("SecondsToRepair", "Maximum"), width=12
             ),
             cloudwatch.GraphWidget(title="Circuit breaker opened", left=repair("CircuitBreakerOpened"), width=12),
+            cloudwatch.GraphWidget(
+                title="Reports their node's health tag did not confirm", left=repair("UnconfirmedReports"), width=12
+            ),
         )
         return dashboard
-
-
-def _agent_stage(settings_json: str) -> str:
-    return f"""set -euo pipefail
-# Install the health agent and run it as a systemd service (safe to run again).
-aws s3 cp --only-show-errors "$HEALTH_AGENT_S3_URI" {AGENT_PATH}
-chmod 0755 {AGENT_PATH}
-cat > {AGENT_CONFIG} <<'JSON'
-{settings_json}
-JSON
-cat > /etc/systemd/system/training-cluster-health.service <<'UNIT'
-[Unit]
-Description=cdk-training-cluster node health agent
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-ExecStart=/usr/bin/python3 {AGENT_PATH} --config {AGENT_CONFIG}
-Restart=always
-RestartSec=10
-StandardOutput=append:/var/log/training-cluster/health-agent.log
-StandardError=append:/var/log/training-cluster/health-agent.log
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-systemctl daemon-reload
-systemctl enable --now training-cluster-health.service
-systemctl restart training-cluster-health.service
-"""

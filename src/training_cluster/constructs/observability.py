@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Literal
 
-from aws_cdk import Aws, CustomResource, Duration, RemovalPolicy, Stack
+from aws_cdk import Aws, CustomResource, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_aps as aps
 from aws_cdk import aws_grafana as grafana
 from aws_cdk import aws_iam as iam
@@ -49,6 +49,17 @@ def dashboards(cluster_name: str, file_system_id: str | None) -> list[dict[str, 
         text = folder.joinpath(f"{name}.json").read_text(encoding="utf-8").replace("__CLUSTER__", cluster_name)
         out.append(json.loads(text.replace("__FILE_SYSTEM_ID__", file_system_id or "")))
     return out
+
+
+def arn_by_name(topic: sns.ITopic) -> str | None:
+    """The topic's ARN without a reference to the topic: imported ones, and ours where the topic
+    was given a name. ``None`` for a topic whose name CloudFormation makes up."""
+    if not Token.is_unresolved(topic.topic_arn):
+        return topic.topic_arn
+    resource = topic.node.default_child
+    if isinstance(resource, sns.CfnTopic) and resource.topic_name and not Token.is_unresolved(resource.topic_name):
+        return Stack.of(topic).format_arn(service="sns", resource=resource.topic_name)
+    return None
 
 
 def alert_manager_config(topic_arn: str, region: str, cluster_name: str) -> str:
@@ -98,13 +109,19 @@ class Observability(Construct):
         options: ObservabilityOptions | None = None,
     ) -> None:
         """
-        :param topic: where alerts go. Amazon Managed Prometheus is allowed to publish to it.
-        :param topic_key: the topic's KMS key, when it has one: the service may use it to publish.
+        :param topic: where alerts go. Amazon Managed Prometheus may publish to it for this
+            workspace only.
+        :param topic_key: the topic's KMS key, when it has one: the service may use it to publish
+            for this workspace and this topic only, if the topic has a name (``topic_name``); for a
+            topic CloudFormation names, for this account's workspaces (the alert route then refers
+            to the topic, so a key policy naming the workspace would be a dependency cycle).
         :param file_system_id: the FSx file system whose CloudWatch metrics the FSx dashboard shows.
         """
         super().__init__(scope, construct_id)
         options = options or ObservabilityOptions()
         region = Stack.of(self).region
+        # By name where it can be, so that the topic's key policy may name this workspace.
+        topic_arn = arn_by_name(topic)
         self.key = kms.Key(
             self,
             "Key",
@@ -126,26 +143,50 @@ class Observability(Construct):
             ),
             alert_manager_definition="alertmanager_config: |\n"
             + "".join(
-                f"  {line}\n" for line in alert_manager_config(topic.topic_arn, region, cluster_name).splitlines()
+                f"  {line}\n"
+                for line in alert_manager_config(topic_arn or topic.topic_arn, region, cluster_name).splitlines()
             ),
         )
         self.rules = aps.CfnRuleGroupsNamespace(
             self, "AlertRules", workspace=self.workspace.attr_arn, name=f"{cluster_name}-alerts", data=alert_rules()
         )
+        # The service, for this workspace of this account only (confused deputy).
         service = iam.ServicePrincipal("aps.amazonaws.com")
+        this_workspace = {
+            "ArnEquals": {"aws:SourceArn": self.workspace.attr_arn},
+            "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+        }
         topic.add_to_resource_policy(
             iam.PolicyStatement(
                 actions=["sns:Publish", "sns:GetTopicAttributes"],
                 principals=[service],
                 resources=[topic.topic_arn],
-                conditions={
-                    "ArnEquals": {"aws:SourceArn": self.workspace.attr_arn},
-                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                },
+                conditions=this_workspace,
             )
         )
         if topic_key is not None:
-            topic_key.grant(service, "kms:GenerateDataKey*", "kms:Decrypt")
+            key_conditions: dict[str, Any]
+            if topic_arn is not None:  # this workspace, for this topic
+                key_conditions = {
+                    **this_workspace,
+                    "StringEquals": {
+                        "aws:SourceAccount": Aws.ACCOUNT_ID,
+                        "kms:EncryptionContext:aws:sns:topicArn": topic_arn,
+                    },
+                }
+            else:  # the workspace refers to the topic, which refers to the key: this account's workspaces
+                key_conditions = {
+                    "ArnLike": {"aws:SourceArn": Stack.of(self).format_arn(service="aps", resource="workspace/*")},
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                }
+            topic_key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    actions=["kms:GenerateDataKey*", "kms:Decrypt"],
+                    principals=[service],
+                    resources=["*"],
+                    conditions=key_conditions,
+                )
+            )
         self.grafana: grafana.CfnWorkspace | None = None
         if options.grafana:
             self.grafana = self._grafana(cluster_name, options.grafana_auth)
@@ -207,6 +248,7 @@ class Observability(Construct):
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=[
+                    "grafana:DescribeWorkspace",  # its endpoint: where the token may go
                     "grafana:CreateWorkspaceServiceAccount",
                     "grafana:CreateWorkspaceServiceAccountToken",
                     "grafana:DeleteWorkspaceServiceAccountToken",
@@ -223,8 +265,7 @@ class Observability(Construct):
             service_token=function.function_arn,
             resource_type="Custom::GrafanaProvisioning",
             properties={
-                "WorkspaceId": workspace.attr_id,
-                "WorkspaceEndpoint": workspace.attr_endpoint,
+                "WorkspaceId": workspace.attr_id,  # the endpoint comes from Managed Grafana, never from here
                 "PrometheusUrl": self.workspace.attr_prometheus_endpoint,
                 "Region": stack.region,
                 "PrometheusDataSourceUid": PROMETHEUS_UID,

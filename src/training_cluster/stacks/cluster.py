@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Acknowledgment, Annotations, Aws, CfnOutput, RemovalPolicy, Stack, Tags, Validations
+from aws_cdk import Acknowledgment, Annotations, ArnFormat, Aws, CfnOutput, RemovalPolicy, Stack, Tags, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -119,7 +119,8 @@ class TrainingClusterStack(Stack):
         return ClusterNetwork(self, "Network", availability_zone=az, vpc=vpc, compute_subnet=subnet)
 
     def _events_topic(self) -> tuple[kms.Key, sns.Topic]:
-        """Launch and terminate events (and launch errors) of every fleet."""
+        """Launch and terminate events (and launch errors) of every fleet, the repair notifications
+        and the alerts, on a topic encrypted with a key of its own."""
         key = kms.Key(
             self,
             "EventsKey",
@@ -127,14 +128,48 @@ class TrainingClusterStack(Stack):
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        # Auto Scaling publishes notifications with its service-linked role, which must be able
-        # to use the topic's key.
-        key.grant(
-            iam.ArnPrincipal(f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:{AUTOSCALING_SERVICE_ROLE}"),
-            "kms:GenerateDataKey*",
-            "kms:Decrypt",
+        # The topic has a name so that the key policy can name the topic's ARN without referring to
+        # it: the topic refers to the key, and a reference back would be a dependency cycle.
+        topic_name = f"{self.config.name}-events"
+        this_topic = {"kms:EncryptionContext:aws:sns:topicArn": self.format_arn(service="sns", resource=topic_name)}
+        # Auto Scaling publishes notifications with its service-linked role. A role is no service
+        # principal: its requests carry no aws:SourceAccount or aws:SourceArn, and conditions on
+        # them would silently stop the notifications. It may use the key through SNS, for this topic.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["kms:GenerateDataKey*", "kms:Decrypt"],
+                principals=[iam.ArnPrincipal(f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:{AUTOSCALING_SERVICE_ROLE}")],
+                resources=["*"],
+                conditions={"StringEquals": {"kms:ViaService": f"sns.{self.region}.{self.url_suffix}", **this_topic}},
+            )
         )
-        return key, sns.Topic(self, "Events", master_key=key, enforce_ssl=True)
+        # CloudWatch alarms (the repair circuit breaker's) publish as the CloudWatch service: only
+        # for alarms of this account and region (confused deputy), only to this topic.
+        cloudwatch = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+        alarms = {
+            "ArnLike": {
+                "aws:SourceArn": self.format_arn(
+                    service="cloudwatch", resource="alarm", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+                )
+            },
+            "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+        }
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["kms:GenerateDataKey*", "kms:Decrypt"],
+                principals=[cloudwatch],
+                resources=["*"],
+                conditions={**alarms, "StringEquals": {**alarms["StringEquals"], **this_topic}},
+            )
+        )
+        topic = sns.Topic(self, "Events", topic_name=topic_name, master_key=key, enforce_ssl=True)
+        # The topic policy replaces SNS's default one, which let the account's alarms publish.
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["sns:Publish"], principals=[cloudwatch], resources=[topic.topic_arn], conditions=alarms
+            )
+        )
+        return key, topic
 
     def _slurm_fleets(self) -> dict[str, Fleet]:
         """The controller and login groups: CPU nodes, one ENA interface, no placement group."""

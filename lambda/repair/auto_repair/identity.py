@@ -1,0 +1,67 @@
+"""A node can only report about itself: the agent's claims are checked against the health tag of
+the instance they name, which IAM lets only that instance write (``aws:ARN`` equal to
+``${ec2:SourceInstanceARN}``, ``aws:TagKeys`` limited to the health tag).
+
+A claim is confirmed when the tag says the same state from the same boot; the failures acted on
+are the tag's (the claim's messages are kept as text for the failures the tag also lists). A claim
+the tag does not confirm leads to no action: a forged report, or an honest one that raced its
+own tag write, which AWS's tag-change event for that write then confirms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from .aws import Clients, with_retries
+from .signals import HEALTH_TAG, Malformed, Signal, parse_health_tag
+
+CHUNK = 100  # instance ids per DescribeTags filter
+
+
+def health_tags(clients: Clients, instance_ids: Iterable[str], sleep: Callable[[float], None]) -> dict[str, str]:
+    """instance id -> the value of its health tag, for those that have one."""
+    found = instance_tags(clients, instance_ids, (HEALTH_TAG,), sleep)
+    return {i: tags[HEALTH_TAG] for i, tags in found.items() if HEALTH_TAG in tags}
+
+
+def instance_tags(
+    clients: Clients, instance_ids: Iterable[str], keys: Sequence[str], sleep: Callable[[float], None]
+) -> dict[str, dict[str, str]]:
+    """instance id -> {key: value} of those of ``keys`` it has (one DescribeTags call per 100 ids)."""
+    ids = sorted(set(instance_ids))
+    found: dict[str, dict[str, str]] = {}
+    for start in range(0, len(ids), CHUNK):
+        params: dict[str, Any] = {
+            "Filters": [
+                {"Name": "resource-id", "Values": ids[start : start + CHUNK]},
+                {"Name": "key", "Values": list(keys)},
+            ]
+        }
+        while True:
+            page = with_retries(clients.ec2.describe_tags, sleep=sleep, **params)
+            for tag in page.get("Tags", []):
+                if tag.get("ResourceType") == "instance" and tag.get("Key") in keys:
+                    found.setdefault(str(tag["ResourceId"]), {})[str(tag["Key"])] = str(tag.get("Value", ""))
+            if not page.get("NextToken"):
+                break
+            params["NextToken"] = page["NextToken"]
+    return found
+
+
+def confirm(claim: Signal, tag: str | None) -> Signal | str:
+    """The claim as the tag confirms it, or why the tag does not."""
+    if tag is None:
+        return "the instance has no health tag"
+    try:
+        seen = parse_health_tag(tag)
+    except Malformed as error:
+        return str(error)
+    if seen.boot_id != claim.boot_id:
+        return f"the health tag is from boot {seen.boot_id}, the report from boot {claim.boot_id}"
+    if seen.healthy != claim.healthy:
+        return f"the health tag says {'healthy' if seen.healthy else 'unhealthy'}"
+    messages = {(f.check, f.code): f.message for f in claim.failures}
+    failures = tuple(replace(f, message=messages.get((f.check, f.code), "")) for f in seen.failures)
+    return replace(claim, failures=failures, claim=False)
