@@ -170,18 +170,18 @@ def user_data_bytes(stack: Stack, text: str) -> int:
 
 def user_data_budget(stack: TrainingClusterStack) -> list[Finding]:
     """Each fleet's user data against EC2's limit: a launch that fails at deploy time (every node
-    of the group) becomes a config error. What grows it from the config is the list of cluster users."""
-    findings = []
-    for name, fleet in stack.fleets.items():
-        size = user_data_bytes(stack, fleet.bootstrap.render_text())
-        if size > EC2_USER_DATA_BYTES:
-            users = stack.config.orchestrator.users
-            findings.append(
-                Finding(
-                    path="orchestrator.users" if users else "instance_groups",
-                    message=f"the user data of the {name} nodes would be up to {size:,} bytes, more than the "
-                    f"{EC2_USER_DATA_BYTES:,} EC2 allows"
-                    + (f"; it lists every cluster user (got {len(users)}): list fewer" if users else ""),
-                )
-            )
-    return findings
+    of the group) becomes a config error, one for all the groups it affects. What grows it from the
+    config is the list of cluster users."""
+    sizes = {name: user_data_bytes(stack, fleet.bootstrap.render_text()) for name, fleet in stack.fleets.items()}
+    over = {name: size for name, size in sizes.items() if size > EC2_USER_DATA_BYTES}
+    if not over:
+        return []
+    users = stack.config.orchestrator.users
+    return [
+        Finding(
+            path="orchestrator.users" if users else "instance_groups",
+            message=f"the user data of the {', '.join(over)} nodes would be up to {max(over.values()):,} bytes, "
+            f"more than the {EC2_USER_DATA_BYTES:,} EC2 allows"
+            + (f"; it lists every cluster user (got {len(users)}): list fewer" if users else ""),
+        )
+    ]
