@@ -8,7 +8,7 @@ export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 CONFIG ?= examples/default.yaml
 
-.PHONY: setup tools synth test lint bench catalog clean
+.PHONY: setup tools synth test test-fast lint bench catalog clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -46,6 +46,10 @@ synth: setup
 
 test: setup tools lint
 	$(BIN)/python -m pytest
+
+# The quick loop while working: no Debian tools, no lint, no wheel build, no CDK CLI (tests marked slow).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests app.py scripts benchmarks lambda node

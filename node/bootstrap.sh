@@ -1,7 +1,7 @@
 #!/bin/bash
 # Bootstrap of a cdk-training-cluster node. User data writes the cluster settings to
-# /etc/training-cluster/cluster.env and runs this script once at first boot; running it again is
-# safe: every stage checks what is already done.
+# /etc/training-cluster/cluster.env, this script and lib.sh (with the contract) beside it, and runs
+# it once at first boot; running it again is safe: every stage checks what is already done.
 #
 # Stages, in order:
 #   1. lustre-client  install the FSx for Lustre client that matches the running kernel
@@ -30,20 +30,8 @@ die() {
   exit 1
 }
 trap 'die "line $LINENO: $BASH_COMMAND exited with $?"' ERR
-
-# retry N CMD...: run CMD up to N times, waiting longer after each failure.
-retry() {
-  local attempts=$1 n=1
-  shift
-  until "$@"; do
-    if ((n >= attempts)); then
-      return 1
-    fi
-    log "retrying in $((n * 5)) s ($n/$attempts): $*"
-    sleep $((n * 5))
-    n=$((n + 1))
-  done
-}
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ -r $ENV_FILE ]] || die "missing $ENV_FILE (user data writes it)"
 set -a
@@ -64,17 +52,17 @@ install_lustre_client() {
       # shellcheck source=/dev/null
       codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
       export DEBIAN_FRONTEND=noninteractive
-      retry 5 curl -fsSL -o /tmp/fsx-ubuntu-public-key.asc \
+      retry curl -fsSL -o /tmp/fsx-ubuntu-public-key.asc \
         https://fsx-lustre-client-repo-public-keys.s3.amazonaws.com/fsx-ubuntu-public-key.asc
       gpg --batch --yes --dearmor -o "$key" /tmp/fsx-ubuntu-public-key.asc
       echo "deb [signed-by=$key] https://fsx-lustre-client-repo.s3.amazonaws.com/ubuntu $codename main" \
         >/etc/apt/sources.list.d/fsxlustreclientrepo.list
-      retry 5 apt-get update -q
-      retry 5 apt-get install -y -q "lustre-client-modules-$(uname -r)" ||
+      retry apt-get update -q
+      retry apt-get install -y -q "lustre-client-modules-$(uname -r)" ||
         die "no Lustre client for kernel $(uname -r) in the FSx repository: use an AMI with a supported kernel"
       ;;
     amazon-linux-*)
-      retry 5 dnf install -y -q lustre-client
+      retry dnf install -y -q lustre-client
       ;;
     *)
       die "unsupported NODE_OS $NODE_OS"
@@ -138,8 +126,8 @@ install_aws_cli() {
     return
   fi
   case $NODE_OS in
-    ubuntu-*) retry 5 snap install aws-cli --classic ;;
-    amazon-linux-*) retry 5 dnf install -y -q awscli-2 ;;
+    ubuntu-*) retry snap install aws-cli --classic ;;
+    amazon-linux-*) retry dnf install -y -q awscli-2 ;;
   esac
   # Services that systemd starts do not have /snap/bin on their PATH.
   if [[ -x $SNAP_BIN/aws && ! -e $BIN_DIR/aws ]]; then
@@ -166,7 +154,7 @@ run_lifecycle_script() {
     return
   fi
   mkdir -p "$(dirname "$script")"
-  retry 5 aws s3 cp --only-show-errors "$LIFECYCLE_SCRIPT_S3_URI" "$script"
+  retry aws s3 cp --only-show-errors "$LIFECYCLE_SCRIPT_S3_URI" "$script"
   chmod 0755 "$script"
   log "lifecycle script: running $LIFECYCLE_SCRIPT_S3_URI"
   "$script" || die "lifecycle script $LIFECYCLE_SCRIPT_S3_URI exited with $?"

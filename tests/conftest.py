@@ -5,9 +5,12 @@ Apps are built with the context of cdk.json so feature flags match ``cdk synth``
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +28,36 @@ from training_cluster import ClusterConfig, TrainingClusterStack
 
 ROOT = Path(__file__).resolve().parents[1]
 # Code that runs outside synthesis is imported as it runs there: the Lambda asset root and node/.
-sys.path[:0] = [str(ROOT / "lambda" / "repair")] + [str(ROOT / "node" / d) for d in ("", "observability", "slurm")]
+sys.path[:0] = [str(ROOT / "lambda" / "repair")] + [
+    str(ROOT / "node" / d) for d in ("", "health", "observability", "slurm")
+]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
 ASSET_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def _stage_node_tree() -> Path:
+    """``node/`` laid out as on a node's ``/opt/training-cluster``: the scripts with ``contract.sh``
+    beside ``lib.sh``, as user data writes it. Node tests run the scripts from here, so the tree
+    holds no generated file."""
+    from training_cluster.node_bootstrap import node_library
+
+    staged = Path(tempfile.mkdtemp(prefix="training-cluster-node-")) / "node"
+    shutil.copytree(ROOT / "node", staged, ignore=shutil.ignore_patterns("__pycache__"))
+    for name, text in node_library().items():
+        (staged / name).write_text(text, encoding="utf-8")
+    atexit.register(shutil.rmtree, staged.parent, ignore_errors=True)
+    return staged
+
+
+NODE = _stage_node_tree()
+
+
+def readme_library_example() -> str:
+    """The README's example of the library in another CDK app (a config, then the pieces)."""
+    readme = (ROOT / "README.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "ClusterNetwork(" in block]
+    return code
 
 
 @dataclass
@@ -84,8 +113,27 @@ class Synthesized:
 
 
 def mask_asset_hashes(value: Any) -> Any:
-    """Asset hashes change with any byte of an asset; snapshots keep only their place."""
-    return json.loads(ASSET_HASH.sub("<asset-hash>", json.dumps(value)))
+    """What snapshots keep of resources. Asset hashes change with any byte of an asset: only their
+    place is kept. User data embeds the whole bootstrap script, which targeted tests check (and
+    run): only its place is kept. IAM's lists of statements and resources are sets: sorted, so a
+    masked hash does not move a statement."""
+    return _snapshot_form(json.loads(ASSET_HASH.sub("<asset-hash>", json.dumps(value))))
+
+
+def _snapshot_form(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "UserData":
+                out[key] = "<user data: see the bootstrap and user-data tests>"
+            elif key in ("Statement", "Resource", "Action") and isinstance(item, list):
+                out[key] = sorted((_snapshot_form(i) for i in item), key=lambda i: json.dumps(i, sort_keys=True))
+            else:
+                out[key] = _snapshot_form(item)
+        return out
+    if isinstance(value, list):
+        return [_snapshot_form(item) for item in value]
+    return value
 
 
 def synthesize(config: ClusterConfig, outdir: Path, stack_id: str = "Cluster") -> Synthesized:
@@ -145,6 +193,33 @@ def lean(synth: Callable[..., Synthesized]) -> Synthesized:
 @pytest.fixture(params=[p.name for p in EXAMPLES])
 def example(request: pytest.FixtureRequest, synth: Callable[..., Synthesized]) -> Synthesized:
     return synth(ROOT / "examples" / request.param)
+
+
+DEBIAN_TOOLS = ("promtool", "amtool")
+"""Tools from Debian's packages that ``make test`` installs; tests asking for them are slow
+(``make test-fast`` skips them), as are the real-Slurm tests."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if set(getattr(item, "fixturenames", ())) & set(DEBIAN_TOOLS):
+            item.add_marker(pytest.mark.slow)
+
+
+def _debian_tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} comes from Debian's prometheus packages, which make test installs"
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return _debian_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    return _debian_tool("amtool")
 
 
 @pytest.fixture

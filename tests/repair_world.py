@@ -16,10 +16,11 @@ from moto import mock_aws
 
 from auto_repair.aws import Clients
 from auto_repair.intake import Intake, IntakeSettings
-from auto_repair.policy import Policy
 from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
-from auto_repair.signals import AGENT_DETAIL_TYPE, AGENT_SOURCE, HEALTH_TAG, Failure, format_health_tag
+from auto_repair.signals import Failure, format_health_tag
+from training_cluster.contract import AGENT_DETAIL_TYPE, AGENT_SOURCE, HEALTH_TAG
+from training_cluster.repair_policy import Policy
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's

@@ -88,7 +88,7 @@ def test_cdk_synth_of_a_bad_config_prints_only_the_problems(cli_runs: dict[str, 
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     assert "name: must be lower case letters" in run.stderr
-    assert "instance_groups[0].count: input should be greater than or equal to 1 (got 0)" in run.stderr
+    assert "instance_groups[0].count: must be between 1 and 2000 instances (got 0)" in run.stderr
     assert not list(run.outdir.glob("*.template.json"))
 
 

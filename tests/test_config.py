@@ -65,7 +65,7 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
     "count below one": (
         with_group(count=0),
         "instance_groups[0].count",
-        "greater than or equal to 1 (got 0)",
+        "must be between 1 and 2000 instances (got 0)",
     ),
     "efa word": (with_group(efa="yes"), "instance_groups[0].efa", "'auto', 'on' or 'off' (got 'yes')"),
     "capacity type": (
@@ -76,7 +76,7 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
     "root volume": (
         with_group(root_volume_gib=8),
         "instance_groups[0].root_volume_gib",
-        "greater than or equal to 40",
+        "must be between 40 and 16384 GiB (got 8)",
     ),
     "image id": (with_group(image_id="ubuntu"), "instance_groups[0].image_id", "AMI id such as ami-"),
     "os": (with_group(os="centos-7"), "instance_groups[0].os", "'ubuntu-22.04', 'ubuntu-24.04' or 'amazon-linux-2023'"),
@@ -94,9 +94,9 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "subnet id such as subnet-",
     ),
     "deployment type": (
-        with_lustre(deployment_type="SCRATCH_1"),
+        with_lustre(deployment_type="SCRATCH_3"),
         "storage.lustre.deployment_type",
-        "'SCRATCH_2', 'PERSISTENT_1' or 'PERSISTENT_2'",
+        "'SCRATCH_1', 'SCRATCH_2', 'PERSISTENT_1' or 'PERSISTENT_2'",
     ),
     "mount path": (with_lustre(mount_path="fsx"), "storage.lustre.mount_path", "absolute path such as /fsx"),
     "s3 path": (
@@ -332,12 +332,12 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
     "slurm os": (
         with_slurm({}, os="ubuntu-22.04"),
         "instance_groups[0].os",
-        "allowed with orchestrator slurm: ubuntu-24.04 (got 'ubuntu-22.04')",
+        "allowed: ubuntu-24.04 (got 'ubuntu-22.04')",
     ),
     "slurm group name": (
         with_slurm({}, name="login"),
         "instance_groups[0].name",
-        "with orchestrator slurm, groups cannot be named controller or login",
+        "'login' is the name of the Slurm login group; every Slurm group needs a name of its own",
     ),
     "slurm partition group": (
         with_slurm({"partitions": {"train": ["gpu", "big"]}}),
@@ -347,7 +347,7 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
     "slurm partition name": (
         with_slurm({"partitions": {"Train!": ["gpu"]}}),
         "orchestrator.partitions",
-        "key 'Train!' string should match pattern",
+        "key 'Train!' must be a Slurm partition name of up to 32 lower case letters, digits, _ and -",
     ),
     "slurm controller type": (
         with_slurm({"controller_instance_type": "p5.48xlarge"}),

@@ -87,19 +87,52 @@ def test_deep_nesting_from_code_is_a_problem() -> None:
     assert "nested more than 50 levels deep" in message
 
 
-@pytest.mark.parametrize("capacity", [10**400, 2**64, 2**31])
+@pytest.mark.parametrize("capacity", [10**400, 10**30, 2**64, 2**31])
 def test_astronomical_capacity_is_a_field_error(capacity: int) -> None:
     messages = errors_of(minimal_config(storage={"lustre": {"storage_capacity_gib": capacity}}))
-    assert_error(messages, "storage.lustre.storage_capacity_gib", "less than or equal to 2147483647")
+    assert_error(messages, "storage.lustre.storage_capacity_gib", "must be between 1,200 and 157,272,000 GiB")
     assert all(len(m) < 300 for m in messages)
 
 
-def test_a_number_too_long_for_python_is_a_problem(tmp_path: Path) -> None:
+# Multiples of 2400 that FSx's 32-bit field takes, but more file servers than any subnet holds: they
+# were blamed on network.compute_subnet_prefix_length (the servers' addresses), not on the capacity.
+@pytest.mark.parametrize("capacity", [2_147_481_600, 240_000_000, 157_274_400])
+def test_a_capacity_no_subnet_can_serve_is_an_error_of_the_capacity(capacity: int) -> None:
+    messages = errors_of(minimal_config(storage={"lustre": {"storage_capacity_gib": capacity}}))
+    assert messages == [
+        f"storage.lustre.storage_capacity_gib: must be between 1,200 and 157,272,000 GiB (got {capacity})"
+    ]
+
+
+def test_the_largest_capacity_allowed_is_the_field_s_only_problem() -> None:
+    """At the bound the capacity is allowed; a /16 compute subnet holds its file servers."""
+    data = minimal_config(
+        storage={"lustre": {"storage_capacity_gib": 157_272_000}}, network={"compute_subnet_prefix_length": 16}
+    )
+    messages = errors_of(data)  # the fleet and the servers together overflow even a /16: blamed on the subnet
+    assert not any(m.startswith("storage.lustre.storage_capacity_gib:") for m in messages), messages
+    data["storage"]["lustre"]["storage_capacity_gib"] = 157_274_400
+    assert_error(errors_of(data), "storage.lustre.storage_capacity_gib", "157,272,000 GiB (got 157274400)")
+
+
+def test_a_number_too_long_for_python_is_a_field_error(tmp_path: Path) -> None:
     (message,) = file_errors(tmp_path, MINIMAL_YAML.replace("count: 2", "count: " + "9" * 5000))
-    assert "not a readable value" in message and len(message) < 500
+    assert message == (
+        "instance_groups[0].count: must be between 1 and 2000 instances (got a number of about 5000 digits)"
+    )
+    (message,) = file_errors(tmp_path, MINIMAL_YAML.replace("count: 2", "count: -" + "9" * 5000))
+    assert message.startswith("instance_groups[0].count: must be between 1 and 2000 instances (got ")
 
 
 def special_files(tmp_path: Path) -> dict[str, str]:
+    links = {}
+    for name, target in (("mem", "/proc/self/mem"), ("zero", "/dev/zero"), ("kernel", "/sys/kernel/profiling")):
+        link = tmp_path / f"{name}.sh"
+        link.symlink_to(target)
+        links[str(link)] = "not one of the system's special files"
+    hop = tmp_path / "hop"
+    hop.symlink_to("/proc/self")
+    links[str(hop / "mem")] = "not one of the system's special files"
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     big = tmp_path / "big.sh"
@@ -111,6 +144,10 @@ def special_files(tmp_path: Path) -> dict[str, str]:
         "/proc/self/mem": "not one of the system's special files",
         "/proc/self/status": "not one of the system's special files",
         "/dev/zero": "not one of the system's special files",
+        "//proc/self/mem": "not one of the system's special files",
+        "/tmp/../proc/self/mem": "not one of the system's special files",
+        "/./dev/zero": "not one of the system's special files",
+        **links,
         str(fifo): "not a regular file",
         str(tmp_path): "not a regular file",
         str(big): "larger than 1,048,576 bytes",
@@ -124,6 +161,17 @@ def test_lifecycle_script_must_be_a_regular_readable_file_of_reasonable_size(tmp
         messages = errors_of(with_group(lifecycle_script=script))
         assert_error(messages, "instance_groups[0].lifecycle_script", words)
     assert ClusterConfig.from_dict(with_group(lifecycle_script=str(SCRIPT))).instance_groups[0].lifecycle_script
+    mine = tmp_path / "mine.sh"
+    mine.symlink_to(SCRIPT)  # a link to a regular file of yours is fine
+    assert ClusterConfig.from_dict(with_group(lifecycle_script=str(mine))).instance_groups[0].lifecycle_script == mine
+
+
+def test_a_link_to_a_special_file_is_named_with_where_it_leads(tmp_path: Path) -> None:
+    link = tmp_path / "script.sh"
+    link.symlink_to("/proc/self/mem")
+    (message,) = errors_of(with_group(lifecycle_script=str(link)))
+    assert message.startswith("instance_groups[0].lifecycle_script: must be a regular file of yours, not one of")
+    assert f"(got {show(str(link))}, which is '/proc/" in message
 
 
 def test_values_the_node_bootstrap_refuses_are_field_errors() -> None:
@@ -315,7 +363,9 @@ def test_ordinary_mount_paths_are_allowed(mount_path: str) -> None:
 
 
 def test_upper_bounds() -> None:
-    assert_error(errors_of(with_group(count=2001)), "instance_groups[0].count", "less than or equal to 2000")
+    assert_error(
+        errors_of(with_group(count=2001)), "instance_groups[0].count", "must be between 1 and 2000 instances (got 2001)"
+    )
     assert_error(
         errors_of(minimal_config(instance_groups=[group(name=f"g{i}", count=2000) for i in range(30)])),
         "network.compute_subnet_prefix_length",
@@ -426,3 +476,187 @@ def test_a_too_small_vpc_is_blamed_on_the_vpc_with_the_smallest_that_fits() -> N
     assert message.startswith("network.vpc_cidr: 10.0.0.0/24 is too small") and "is a /23" in message
     (message,) = errors_of(minimal_config(network={"vpc_cidr": "10.0.0.0/20", "compute_subnet_prefix_length": 20}))
     assert message.startswith("network.compute_subnet_prefix_length: /20 does not fit") and "/21 to /26" in message
+
+
+# --- YAML 1.1's other ways to write an integer ----------------------------------------------
+
+YAML_11_INTEGERS = [
+    ("010", "octal", "8"),
+    ("-010", "octal", "-8"),
+    ("00", "octal", "0"),
+    ("0x4F", "hexadecimal", "79"),
+    ("0b11", "binary", "3"),
+    ("1_3", "with _ between its digits", "13"),
+    ("1:30", "base 60", "90"),
+]
+
+
+@pytest.mark.parametrize(("written", "kind", "value"), YAML_11_INTEGERS, ids=[w for w, _, _ in YAML_11_INTEGERS])
+def test_yaml_11_integer_forms_are_refused_as_a_number(tmp_path: Path, written: str, kind: str, value: str) -> None:
+    (message,) = file_errors(tmp_path, MINIMAL_YAML.replace("count: 2", f"count: {written}"))
+    assert message == (
+        f"instance_groups[0].count: {written} (line 7) is a YAML 1.1 {kind} number, which YAML reads as {value}; "
+        "write the number in plain decimal digits, or quote it if you mean text"
+    )
+
+
+@pytest.mark.parametrize(("written", "kind", "value"), YAML_11_INTEGERS, ids=[w for w, _, _ in YAML_11_INTEGERS])
+def test_yaml_11_integer_forms_are_refused_as_an_xid(tmp_path: Path, written: str, kind: str, value: str) -> None:
+    text = MINIMAL_YAML + f"auto_repair:\n  policy:\n    xid:\n      {written}: replace\n"
+    (message,) = file_errors(tmp_path, text)
+    assert message == (
+        f"auto_repair.policy.xid: key {written} (line 11) is a YAML 1.1 {kind} number, which YAML reads as "
+        f"{value}; write the number in plain decimal digits, or quote it if you mean text"
+    )
+
+
+def test_plain_decimal_and_quoted_forms_are_unaffected(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    text = MINIMAL_YAML.replace("count: 2", "count: 10") + (
+        'storage:\n  lustre: {}\norchestrator:\n  ssh_key_name: "1:30"\n  login_nodes: 0\n'
+        'auto_repair:\n  policy:\n    xid: {79: replace, "13": observe, 0: observe}\n'
+    )
+    path.write_text(text)
+    config = ClusterConfig.from_yaml(path)
+    assert config.instance_groups[0].count == 10 and config.orchestrator.ssh_key_name == "1:30"
+    assert config.auto_repair.policy.xid == {"79": "replace", "13": "observe", "0": "observe"}
+    # quoted, a leading zero is text: the XID's own rule, not YAML's octal
+    assert_error(
+        file_errors(tmp_path, MINIMAL_YAML + 'auto_repair: {policy: {xid: {"017": replace}}}\n'),
+        "auto_repair.policy.xid",
+        "no leading zeros",
+    )
+
+
+# --- YAML merge keys ------------------------------------------------------------------------
+
+MERGED = """\
+name: t
+region: us-east-1
+availability_zone: us-east-1a
+instance_groups:
+  - &gpu
+    name: gpu
+    instance_type: p5.48xlarge
+    count: 2
+    root_volume_gib: 200
+  - <<: *gpu
+    name: more
+    count: 4
+"""
+
+
+def test_merge_keys_merge_and_the_mapping_s_own_keys_win(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(MERGED)
+    more = ClusterConfig.from_yaml(path).instance_groups[1]
+    assert (more.name, more.instance_type, more.count, more.root_volume_gib) == ("more", "p5.48xlarge", 4, 200)
+
+
+def test_merge_keys_from_several_anchors(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(MERGED + "  - <<: [{name: third, count: 3}, *gpu]\n    count: 5\n")
+    third = ClusterConfig.from_yaml(path).instance_groups[2]
+    # the first mapping listed wins over the later ones; the mapping's own keys over both
+    assert (third.name, third.count, third.root_volume_gib) == ("third", 5, 200)
+
+
+def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path: Path) -> None:
+    messages = file_errors(tmp_path, MERGED + "    count: 8\n")
+    assert messages == ["key 'count' appears twice in one mapping, on lines 12 and 13; keep one"]
+
+
+# --- empty sections -------------------------------------------------------------------------
+
+
+def test_an_empty_section_is_that_section_with_its_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    text = MINIMAL_YAML.replace("count: 2", "count: 2\n    capacity:")
+    path.write_text(text + "network:\nstorage:\n  lustre:\nauto_repair:\n  policy:\nobservability:\n")
+    config = ClusterConfig.from_yaml(path)
+    assert config.network.vpc_cidr == "10.0.0.0/16" and config.instance_groups[0].capacity.type == "on-demand"
+    assert config.auto_repair.enabled and config.auto_repair.policy.xid == {}
+    assert config.observability.prometheus and config.observability.grafana
+    # lustre written with nothing after it is a file system with its defaults, as lustre: {} is
+    assert config.storage.lustre is not None and config.storage.lustre.storage_capacity_gib == 1200
+    assert config.storage.lustre.deployment_type == "PERSISTENT_2"
+
+
+def test_an_empty_storage_section_has_no_file_system(tmp_path: Path) -> None:
+    """No file system is spelled by leaving lustre out (storage's default), written empty or not."""
+    path = tmp_path / "cluster.yaml"
+    path.write_text(MINIMAL_YAML + "storage:\n")
+    assert ClusterConfig.from_yaml(path).storage.lustre is None
+    assert ClusterConfig.from_dict(minimal_config(storage={"lustre": None})).storage.lustre is not None
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("orchestrator", "path", "words"),
+    [
+        ({"users": {"Alice": 2001}}, "orchestrator.users", "key 'Alice' must be a user name"),
+        ({"users": {"9lives": 2001}}, "orchestrator.users", "starting with a lower case letter or _"),
+        ({"partitions": {"Big": ["gpu"]}}, "orchestrator.partitions", "key 'Big' must be a Slurm partition name"),
+    ],
+)
+def test_user_and_partition_names_are_explained_in_words(orchestrator: dict[str, Any], path: str, words: str) -> None:
+    (message,) = errors_of(slurm(**orchestrator))
+    assert_error([message], path, words, "lower case letters, digits, _ and -")
+    assert "^[" not in message and "{0,31}" not in message
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [("null: 1", "null"), ("~: 1", "null"), ("5: x", "5"), ("true: 1", "true"), ("1.5: x", "1.5")],
+)
+def test_a_top_level_key_that_yaml_reads_as_a_value_is_named(tmp_path: Path, line: str, key: str) -> None:
+    (message,) = file_errors(tmp_path, MINIMAL_YAML + line + "\n")
+    assert message.startswith(f"key {key} is not a name: YAML reads an unquoted ")
+    assert "allowed keys here: name, region, availability_zone, network, instance_groups" in message
+
+
+def test_a_section_key_that_yaml_reads_as_a_value_is_named(tmp_path: Path) -> None:
+    (message,) = file_errors(tmp_path, MINIMAL_YAML + "network:\n  5: x\n")
+    assert message.startswith("network: key 5 is not a name: ")
+    assert "allowed keys here: vpc_cidr, compute_subnet_prefix_length" in message
+
+
+# Values that were taken and then silently ignored or failed only at deploy time.
+
+
+@pytest.mark.parametrize(
+    ("orchestrator", "field"),
+    [
+        ({"type": "none", "users": {"alice": 2001}}, "orchestrator.users"),
+        ({"type": "none", "partitions": {"train": ["gpu"]}}, "orchestrator.partitions"),
+        ({"type": "none", "login_nodes": 2}, "orchestrator.login_nodes"),
+    ],
+)
+def test_slurm_settings_without_slurm_are_errors(orchestrator: dict[str, Any], field: str) -> None:
+    assert_error(errors_of(minimal_config(orchestrator=orchestrator)), field, "only used with orchestrator.type: slurm")
+
+
+def test_no_orchestrator_alone_is_fine() -> None:
+    assert ClusterConfig.from_dict(minimal_config(orchestrator={"type": "none"})).orchestrator.enabled is False
+
+
+def test_a_group_listed_twice_in_a_partition_is_an_error() -> None:
+    messages = errors_of(minimal_config(orchestrator={"partitions": {"train": ["gpu", "gpu"]}}))
+    assert_error(messages, "orchestrator.partitions.train", "instance group 'gpu' is listed 2 times")
+
+
+def test_a_key_of_another_region_is_an_error() -> None:
+    key = "arn:aws:kms:eu-west-1:123456789012:key/0123abcd-0123-4567-89ab-0123456789ab"
+    messages = errors_of(minimal_config(storage={"lustre": {"kms_key_arn": key}}))
+    assert_error(messages, "storage.lustre.kms_key_arn", "the key is in eu-west-1, the cluster in us-east-1")
+    same = key.replace("eu-west-1", "us-east-1")
+    assert ClusterConfig.from_dict(minimal_config(storage={"lustre": {"kms_key_arn": same}})).storage.lustre
+
+
+def test_a_bucket_named_like_an_ip_address_is_an_error() -> None:
+    messages = errors_of(minimal_config(storage={"lustre": {"s3_import_path": "s3://192.168.10.5/data"}}))
+    assert_error(messages, "storage.lustre.s3_import_path", "never formatted as an IP address")
+    fine = minimal_config(storage={"lustre": {"s3_import_path": "s3://192.168.10.5.data/x"}})
+    assert ClusterConfig.from_dict(fine).storage.lustre

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, readme_library_example
 
 
 @pytest.mark.slow
 def test_readme_library_example_synthesizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = (ROOT / "README.md").read_text()
-    (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "ClusterNetwork(" in block]
+    code = readme_library_example()
     (tmp_path / "cluster.yaml").write_text((ROOT / "examples" / "default.yaml").read_text())
     monkeypatch.chdir(tmp_path)
     # The jsii Node process is already running, so the output folder is passed, not set in the environment.
@@ -26,6 +25,10 @@ def test_readme_library_example_synthesizes(tmp_path: Path, monkeypatch: pytest.
     # Slurm from the pieces: the munge key, and a controller that mounts the file system first.
     assert '"AWS::SecretsManager::Secret"' in pieces and "SLURM_ROLE='controller'" in pieces
     assert "FSX_MOUNT_PATH='/fsx'" in pieces and "CLUSTER_NAME='pieces'" in pieces
+    # Auto-repair and observability from the pieces: the agent and the collectors on both fleets.
+    assert pieces.count("HEALTH_AGENT_SETTINGS=") == 2 and pieces.count("COLLECTORS_S3_URI=") == 2
+    assert '"AWS::APS::Workspace"' in pieces and '"AWS::DynamoDB::Table"' in pieces
+    assert "slurm-drain.sh" in pieces  # the repair function drains in Slurm first
 
 
 def test_readme_config_reference_is_a_valid_config() -> None:

@@ -1,9 +1,12 @@
 #!/bin/bash
 # The health agent's drain hook on a Slurm compute node (/opt/training-cluster/hooks/drain): when
 # the agent finds a fault, no new job lands here; auto-repair decides what happens next. The
-# "agent:" reason is the agent's own: Slurm's health check (a quicker check) never resumes it.
+# reason carries the agent's prefix (DRAIN_REASON_AGENT): Slurm's health check (a quicker check)
+# never resumes it.
 #     slurm-agent-drain.sh REASON
 set -euo pipefail
+# shellcheck source=../lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 reason=${1:?reason}
-node=${SLURMD_NODENAME:-$(cat /var/lib/cloud/data/instance-id 2>/dev/null || hostname -s)}
-scontrol update nodename="$node" state=drain reason="agent: ${reason:0:120}"
+node=$(node_name)
+scontrol update nodename="$node" state=drain reason="$DRAIN_REASON_AGENT${reason:0:120}"

@@ -1,15 +1,19 @@
 #!/bin/bash
 # The orchestrator hook auto-repair runs on the controller (SSM Run Command) before it reboots or
 # replaces a node: take the node down so that its jobs go back to the queue now, with the
-# repair's reason. Before a replacement, also delete the node: the replacement registers under
-# its own instance id and no ghost of the old one stays behind.
+# repair's reason (DRAIN_REASON_REBOOT or DRAIN_REASON_REPLACE before it). Before a replacement,
+# also delete the node: the replacement registers under its own instance id and no ghost of the
+# old one stays behind.
 #     slurm-drain.sh NODE reboot|replace REASON
 set -euo pipefail
+# shellcheck source=../lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 node=${1:?node name (its instance id)}
 action=${2:?reboot or replace}
 reason=${3:?reason}
 case $action in
-  reboot | replace) ;;
+  reboot) prefix=$DRAIN_REASON_REBOOT ;;
+  replace) prefix=$DRAIN_REASON_REPLACE ;;
   *)
     echo "action must be reboot or replace, got $action" >&2
     exit 2
@@ -23,7 +27,7 @@ if ! scontrol show node "$node" >/dev/null 2>&1; then
   echo "$node is not a Slurm node: nothing to drain"
   exit 0
 fi
-scontrol update nodename="$node" state=down reason="repair ($action): ${reason:0:100}"
+scontrol update nodename="$node" state=down reason="$prefix${reason:0:100}"
 echo "$node is down: its jobs are requeued"
 if [[ $action == replace ]]; then
   # A node is deleted once its jobs have left it; requeueing takes a moment.

@@ -19,26 +19,15 @@ MUNGE_KEY=${MUNGE_KEY:-/etc/munge/munge.key}
 SYSTEMD_DIR=${TRAINING_CLUSTER_SYSTEMD_DIR:-/etc/systemd/system}
 MYSQL_CONF_DIR=${MYSQL_CONF_DIR:-/etc/mysql/mariadb.conf.d}
 TMPFILES_DIR=${TMPFILES_DIR:-/etc/tmpfiles.d}
-INSTANCE_ID_FILE=${INSTANCE_ID_FILE:-/var/lib/cloud/data/instance-id}
 SHARED=$FSX_MOUNT_PATH/.slurm/$CLUSTER_NAME  # state, accounting database, configuration for login nodes
 HOMES=$FSX_MOUNT_PATH/home
 MYSQL_UID=850  # fixed, so that a replacement controller owns the database files on the file system
 SLURM_UID=64030  # Debian's and Ubuntu's slurm account
 
+# shellcheck source=../lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # retry, imds, node_name
+
 log() { printf '%s slurm (%s): %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SLURM_ROLE" "$*"; }
-retry() {
-  local n=1
-  until "$@"; do
-    ((n < 5)) || return 1
-    sleep $((n * 5))
-    n=$((n + 1))
-  done
-}
-imds() {
-  local token
-  token=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)
-  curl -fsS -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
-}
 layout_file() {
   local file=$SLURM_DIR/layout.json
   printf '%s\n' "$SLURM_LAYOUT" >"$file"
@@ -270,7 +259,7 @@ UNIT
 
 compute() {
   local node conf layout
-  node=$(cat "$INSTANCE_ID_FILE")
+  node=$(node_name)
   layout=$(layout_file)
   conf=$(python3 "$SLURM_DIR/slurm_config.py" node-conf --layout "$layout" --group "$INSTANCE_GROUP")
   install -d "$HOOK_DIR" /var/log/slurm /var/spool/slurmd

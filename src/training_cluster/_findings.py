@@ -30,6 +30,13 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(current.model_fields)
 
 
+def _as_yaml(value: Any) -> str:
+    """A key YAML read as a value, as YAML writes it."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return show(value)
+
+
 def _finding(model: type[BaseModel], err: Any) -> Finding:
     loc = tuple(err["loc"])
     key = ""
@@ -42,6 +49,14 @@ def _finding(model: type[BaseModel], err: Any) -> Finding:
         return Finding(path=path, message=f"unknown key; allowed keys here: {allowed}")
     if kind == "missing":
         return Finding(path=path, message="required, but missing")
+    if kind == "invalid_key":  # null: 1, 5: x: a key YAML reads as a value; its loc is the key, made text
+        parent = loc[:-1]
+        return Finding(
+            path=field_path(parent),
+            message=f"key {_as_yaml(err['input'])} is not a name: YAML reads an unquoted null, ~, true, false, yes, "
+            "no, on, off or number as a value (quote it if you mean it as a name); allowed keys here: "
+            + ", ".join(_allowed_keys(model, parent)),
+        )
     message = re.sub(r"^(Value error|Assertion failed), ", "", err["msg"])
     message = message[0].lower() + message[1:]
     if kind == "string_pattern_mismatch":

@@ -7,17 +7,19 @@ import ipaddress
 import math
 from collections import Counter
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from . import catalog, ip_ranges
-from .config import ClusterConfig, InstanceGroupConfig, LustreConfig
 from .errors import Finding
+from .rules import lustre as lustre_rules
+from .rules.network import DATABASE_SUBNET_PREFIX_LENGTH, PUBLIC_SUBNET_PREFIX_LENGTH
+
+if TYPE_CHECKING:  # the config imports the checks that import this module
+    from .config import ClusterConfig, InstanceGroupConfig, LustreConfig
 
 AWS_RESERVED_ADDRESSES_PER_SUBNET = 5
 INTERFACE_ENDPOINTS = 5  # ssm, ssmmessages, ec2messages, logs, monitoring: one address each
-PUBLIC_SUBNET_PREFIX_LENGTH = 24
 REPLACEMENT_HEADROOM = 0.25  # replacements in flight hold a second address for a while
-
-DATABASE_SUBNET_PREFIX_LENGTH = 27  # ClusterNetwork.add_database_subnets' default
 
 
 def _cautions(path: str, cidr: str) -> Iterator[Finding]:
@@ -97,7 +99,7 @@ def lustre_ip_addresses(lustre: LustreConfig) -> int:
     """Addresses a file system takes in its subnet: one per metadata server and per storage server
     (FSx for Lustre User Guide, "IP addresses for file systems": 2.4 TiB per storage server for
     SSD types without EFA; one more metadata server per 12,000 provisioned metadata IOPS)."""
-    storage_servers = math.ceil(lustre.storage_capacity_gib / 2400)
+    storage_servers = math.ceil(lustre.storage_capacity_gib / lustre_rules.GIB_PER_STORAGE_SERVER)
     metadata_servers = max(1, (lustre.metadata_iops or 0) // 12000)
     return storage_servers + metadata_servers
 
@@ -123,6 +125,9 @@ def compute_subnet_addresses_needed(config: ClusterConfig) -> int:
 def subnet_capacity(config: ClusterConfig) -> Iterator[Finding]:
     if any(catalog.get(g.instance_type) is None for g in config.instance_groups):
         return  # reported already
+    lustre = config.storage.lustre
+    if lustre is not None and lustre_rules.storage_capacity_problem(lustre.storage_capacity_gib) is not None:
+        return  # more file servers than any subnet holds: reported on storage_capacity_gib
     net = config.network
     if net.uses_existing_vpc:
         if net.subnet_cidr is None:

@@ -144,11 +144,6 @@ def instance_types() -> tuple[str, ...]:
     return tuple(sorted(_data()["instance_types"]))
 
 
-def regions() -> tuple[str, ...]:
-    """Every region the catalog has zone data for, sorted."""
-    return tuple(sorted(_data()["availability_zones"]))
-
-
 def availability_zones(region: str) -> tuple[str, ...]:
     """The availability zones of ``region`` (empty when the catalog does not know the region)."""
     return tuple(_data()["availability_zones"].get(region, ()))

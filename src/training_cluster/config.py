@@ -3,27 +3,38 @@
 ``ClusterConfig.from_yaml(path)`` reads a file; ``ClusterConfig.from_dict(data)`` takes the
 same mapping from code. Both raise :class:`ConfigError` listing every problem at once, each
 naming the field path, the value received and what is allowed. Cross-field rules live in
-:mod:`training_cluster.validation`.
+:mod:`training_cluster.validation`, which maps the config's fields onto the constructs' own rules
+(:mod:`training_cluster.rules`). Importing this module does not import aws-cdk-lib.
 """
 
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from . import _findings, _yaml, catalog, ip_ranges, patterns
+from . import _findings, _yaml, catalog, patterns
+from .contract import HealthCheck as HealthCheck  # re-exported
 from .errors import ConfigError, Finding, show
-
-MAX_GROUP_COUNT = 2000
-"""Instances in one group: an Auto Scaling group can be larger, but a cluster placement group
-of more than a couple of thousand GPU nodes is not a real request, and a typo (20000) should not deploy."""
-MAX_LUSTRE_CAPACITY_GIB = 2_147_483_647
-"""The FSx API's StorageCapacity is a 32-bit integer; the per-type rules in validation say more."""
-
+from .ip_ranges import cidr_problem
+from .repair_policy import Action
+from .rules import fleet as fleet_rules
+from .rules import lustre as lustre_rules
+from .rules.settings import MAX_CLUSTER_NAME_LENGTH, MAX_GROUP_NAME_LENGTH, name_problem
+from .types import SLURM_OS, CapacityType, LustreDeploymentType, OperatingSystem
+from .validation import check
 
 StrictInt = Annotated[int, Strict()]
 """A whole number written as a number: YAML's yes, true, 2.0 and "1_200" are not numbers."""
@@ -31,35 +42,61 @@ StrictBool = Annotated[bool, Strict()]
 """true or false: not 1, "yes" or "false"."""
 
 EfaMode = Literal["auto", "on", "off"]
-CapacityType = Literal["on-demand", "reservation", "capacity-block"]
-LustreDeploymentType = Literal["SCRATCH_2", "PERSISTENT_1", "PERSISTENT_2"]
-OperatingSystem = Literal["ubuntu-22.04", "ubuntu-24.04", "amazon-linux-2023"]
 
 GroupNames = Annotated[list[str], Field(min_length=1)]
-
-SLURM_OS: OperatingSystem = "ubuntu-24.04"
-"""Slurm nodes run Ubuntu 24.04, whose archive has Slurm 23.11 (dynamic nodes, configless)."""
-
-DEFAULT_THROUGHPUT_MBPS_PER_TIB: dict[str, int | None] = {
-    "SCRATCH_2": None,
-    "PERSISTENT_1": 200,
-    "PERSISTENT_2": 250,
-}
 
 
 class _Section(BaseModel):
     # Lax by default (a path may be a string); numbers and booleans are strict where declared.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section written with nothing after it (``auto_repair:``, ``lustre:``) is YAML's null:
+        it means the section with its defaults, as an empty mapping does."""
+        if not isinstance(data, Mapping):
+            return data
+        empty = [name for name in _sections(cls) if name in data and data[name] is None]
+        return {**data, **{name: {} for name in empty}} if empty else data
+
+
+@cache
+def _sections(model: type[_Section]) -> tuple[str, ...]:
+    """The fields of ``model`` that are sections (optional or not)."""
+    return tuple(
+        name
+        for name, info in model.model_fields.items()
+        if any(isinstance(t, type) and issubclass(t, _Section) for t in (info.annotation, *get_args(info.annotation)))
+    )
+
+
+def _rule(problem: Callable[[Any], str | None]) -> AfterValidator:
+    """A field checked with a construct's one-value rule: the construct's message, with the value
+    received (as :func:`training_cluster.rules.got` shows it to a direct user)."""
+
+    def check(value: Any) -> Any:
+        message = problem(value)
+        if message is not None:
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
 
 def _name(max_length: int) -> Any:
-    return Annotated[str, Field(min_length=1, max_length=max_length, pattern=patterns.NAME_PATTERN)]
+    """A cluster or group name, checked by the rule :class:`Fleet` checks its names with."""
+    return Annotated[str, _rule(lambda value: name_problem(value, max_length))]
+
+
+Cidr = Annotated[str, _rule(cidr_problem)]
+"""What AWS refuses (:func:`cidr_problem`); what it allows but is probably not meant is a warning."""
 
 
 class NetworkConfig(_Section):
     """Where the cluster lives: a new VPC (the default) or the user's own VPC and subnet."""
 
-    vpc_cidr: str = "10.0.0.0/16"
+    vpc_cidr: Cidr = "10.0.0.0/16"
     """CIDR of the new VPC: /16 to /28, in a range AWS allows (:mod:`training_cluster.ip_ranges`;
     a publicly routable one, or one overlapping Docker's bridge, is a warning). Rejected with ``vpc_id``."""
     compute_subnet_prefix_length: Annotated[StrictInt, Field(ge=16, le=26)] = 17
@@ -69,7 +106,7 @@ class NetworkConfig(_Section):
     """The user's own VPC. Needs ``subnet_id``."""
     subnet_id: Annotated[str, Field(pattern=patterns.SUBNET_ID_PATTERN)] | None = None
     """The compute subnet in the user's VPC, in ``availability_zone``."""
-    subnet_cidr: str | None = None
+    subnet_cidr: Cidr | None = None
     """CIDR of ``subnet_id``; optional, lets validation check the subnet holds the fleet (and its range,
     as for ``vpc_cidr``)."""
     interface_endpoints: StrictBool = True
@@ -81,15 +118,6 @@ class NetworkConfig(_Section):
     ) = None
     """Subnets in two or more zones of your VPC for the Slurm accounting database
     (``orchestrator.accounting: rds``). A new VPC gets two small isolated subnets of its own."""
-
-    @field_validator("vpc_cidr", "subnet_cidr")
-    @classmethod
-    def _cidr(cls, value: str | None) -> str | None:
-        # What AWS refuses; what it allows but is probably not meant is a warning (validation).
-        problem = None if value is None else ip_ranges.cidr_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -110,10 +138,10 @@ class CapacityConfig(_Section):
 class InstanceGroupConfig(_Section):
     """A fleet of identical instances: a GPU/Trainium group, or a CPU group (controller, login)."""
 
-    name: _name(24)  # type: ignore[valid-type]
+    name: _name(MAX_GROUP_NAME_LENGTH)  # type: ignore[valid-type]
     instance_type: str
-    count: Annotated[StrictInt, Field(ge=1, le=MAX_GROUP_COUNT)]
-    """Instances in the group (a fixed fleet)."""
+    count: Annotated[StrictInt, _rule(fleet_rules.count_problem)]
+    """Instances in the group (a fixed fleet): 1 to 2000."""
     efa: EfaMode = "auto"
     """``auto``: EFA on every EFA card where the type supports it; ``on``: the same, and an error
     where it does not; ``off``: one ENA interface."""
@@ -125,7 +153,7 @@ class InstanceGroupConfig(_Section):
     """An existing cluster placement group to launch into instead, such as the one an On-Demand
     Capacity Reservation was created in."""
     capacity: CapacityConfig = CapacityConfig()
-    root_volume_gib: Annotated[StrictInt, Field(ge=40, le=16384)] = 500
+    root_volume_gib: Annotated[StrictInt, _rule(fleet_rules.root_volume_problem)] = 500
     os: OperatingSystem = "ubuntu-22.04"
     """The operating system of the group's AMI: picks the default AMI, the root device name and
     how the Lustre client installs. Default ``ubuntu-22.04``; ``ubuntu-24.04`` when the cluster
@@ -154,9 +182,7 @@ class InstanceGroupConfig(_Section):
 
     @property
     def creates_placement_group(self) -> bool:
-        if self.placement_group is not None:
-            return self.placement_group
-        return self.placement_group_name is None and self.capacity.type == "on-demand"
+        return fleet_rules.creates_placement_group(self.placement_group, self.placement_group_name, self.capacity.type)
 
     @property
     def efa_enabled(self) -> bool:
@@ -166,10 +192,10 @@ class InstanceGroupConfig(_Section):
 class LustreConfig(_Section):
     """An FSx for Lustre file system, mounted on every node."""
 
-    storage_capacity_gib: Annotated[StrictInt, Field(ge=1, le=MAX_LUSTRE_CAPACITY_GIB)] = 1200
+    storage_capacity_gib: Annotated[StrictInt, Field(ge=1), _rule(lustre_rules.storage_capacity_problem)] = 1200
     deployment_type: LustreDeploymentType = "PERSISTENT_2"
     throughput_mbps_per_tib: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
-    """Default: 250 for PERSISTENT_2, 200 for PERSISTENT_1, none for SCRATCH_2."""
+    """Default: 250 for PERSISTENT_2, 200 for PERSISTENT_1, none for the scratch types."""
     mount_path: Annotated[str, Field(max_length=200, pattern=patterns.MOUNT_PATH_PATTERN)] = "/fsx"
     """Where every node mounts the file system: a normalized absolute path of a folder of its own."""
     s3_import_path: Annotated[str, Field(pattern=patterns.S3_URI_PATTERN)] | None = None
@@ -183,19 +209,11 @@ class LustreConfig(_Section):
     retain_on_delete: StrictBool = True
     """Keep the file system (and its data) when the stack is deleted or the resource replaced."""
 
-    @field_validator("mount_path")
-    @classmethod
-    def _normalized(cls, value: str) -> str:
-        normalized = "/" + posixpath.normpath(value).lstrip("/")
-        if value != normalized:
-            raise ValueError(f"must be a normalized absolute path (no '.', '..', '//' or trailing '/'): {normalized!r}")
-        return value
-
     @property
     def throughput(self) -> int | None:
         if self.throughput_mbps_per_tib is not None:
             return self.throughput_mbps_per_tib
-        return DEFAULT_THROUGHPUT_MBPS_PER_TIB[self.deployment_type]
+        return lustre_rules.default_throughput(self.deployment_type)
 
 
 class StorageConfig(_Section):
@@ -203,15 +221,11 @@ class StorageConfig(_Section):
     """Omit for no file system."""
 
 
-RepairAction = Literal["observe", "reboot", "replace"]
-HealthCheck = Literal[
-    "gpu_count", "efa_count", "neuron_count", "row_remap_pending", "row_remap_failure", "lustre", "dcgm_health",
-    "status_check", "scheduled_event", "unexpected_stop", "disk",
-]  # fmt: skip
+RepairAction = Action
 
 
 class RepairPolicyConfig(_Section):
-    """Overrides of the default repair policy (see lambda/repair/auto_repair/policy.py)."""
+    """Overrides of the default repair policy (see training_cluster/repair_policy.py)."""
 
     xid: dict[Annotated[str, Field(pattern=patterns.XID_PATTERN)], RepairAction] = {}
     """NVIDIA XID number -> action, e.g. ``{"79": replace, "13": observe}``. Keys are the number as
@@ -311,14 +325,11 @@ class OrchestratorConfig(_Section):
     def enabled(self) -> bool:
         return self.type == "slurm"
 
-    def partition_map(self, groups: list[str]) -> dict[str, list[str]]:
-        return dict(self.partitions) if self.partitions else {g: [g] for g in groups}
-
 
 class ClusterConfig(_Section):
     """A whole cluster. The key names are the user's contract."""
 
-    name: _name(32)  # type: ignore[valid-type]
+    name: _name(MAX_CLUSTER_NAME_LENGTH)  # type: ignore[valid-type]
     """Lower case letters, digits and single hyphens; used in resource names and tags."""
     region: Annotated[str, Field(pattern=patterns.REGION_PATTERN)]
     availability_zone: Annotated[str, Field(max_length=64, pattern=patterns.ZONE_PATTERN)]
@@ -356,8 +367,6 @@ class ClusterConfig(_Section):
         cls, data: Mapping[str, Any], *, base_dir: Path | None = None, source: str | None = None
     ) -> ClusterConfig:
         """Parse and validate. Relative ``lifecycle_script`` paths resolve against ``base_dir``."""
-        from .validation import check
-
         if not isinstance(data, Mapping):
             raise ConfigError([Finding(path="", message=f"a config is a mapping of keys, got {show(data)}")], source)
         shape = _yaml.shape_problem(data)
@@ -386,8 +395,6 @@ class ClusterConfig(_Section):
 
     def warnings(self) -> list[Finding]:
         """What is allowed but probably not meant (reported as CDK warnings at synthesis)."""
-        from .validation import check
-
         return [f for f in check(self) if f.level == "warning"]
 
 

@@ -2,24 +2,36 @@
 
 Later capabilities (metrics agents, the health agent, the scheduler) add their software with
 :meth:`NodeBootstrap.add_stage`; each stage becomes ``/opt/training-cluster/bootstrap.d/NN-name.sh``
-and runs, in the order added, after the file system is mounted and before the user's lifecycle
-script.
+and runs after the file system is mounted and before the user's lifecycle script. The order is the
+stages' own, not the order of the calls: by phase (:data:`PHASES`: node software first, then the
+scheduler, whose health check expects the node software in place), then by name.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from aws_cdk import Token
 
+from . import contract
 from ._assets import asset_path
+from .rules.settings import setting_problem as setting_problem  # the rule lives without aws-cdk-lib
 
 ENV_FILE = "/etc/training-cluster/cluster.env"
 STAGE_DIR = "/opt/training-cluster/bootstrap.d"
 BOOTSTRAP = "/opt/training-cluster/bootstrap.sh"
+LIBRARY_DIR = "/opt/training-cluster"
+"""Where ``lib.sh`` and ``contract.sh`` are on a node, beside ``bootstrap.sh``; the scripts of the
+node assets unpacked in folders below source ``../lib.sh``."""
 _HEREDOC = "TRAINING_CLUSTER_EOF"
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _STAGE = re.compile(r"^[a-z][a-z0-9-]*$")
+
+StagePhase = Literal["software", "scheduler"]
+PHASES: tuple[StagePhase, ...] = ("software", "scheduler")
+"""The order stages run in: ``software`` (agents, collectors) before ``scheduler`` (the scheduler's
+daemons, which start taking work, so everything they check must be installed first)."""
 
 
 def asset_stage(description: str, *, uri_setting: str, directory: str, script: str) -> str:
@@ -37,13 +49,10 @@ def asset_stage(description: str, *, uri_setting: str, directory: str, script: s
     )
 
 
-def setting_problem(value: str) -> str | None:
-    """Why ``value`` cannot be a setting (each is written as ``KEY='value'`` into a shell file
-    that every node script sources), or ``None``. The config check asks this of every config value
-    that becomes a setting, so a config user sees the field's path instead of this construct's error."""
-    if "'" in value or "\n" in value or "\r" in value or "\0" in value:
-        return "must not contain quotes, newlines or NUL characters"
-    return None
+def node_library() -> dict[str, str]:
+    """What every node script sources, by file name: ``node/lib.sh`` and ``contract.sh``, the
+    contract's names for the shell (:func:`training_cluster.contract.shell`)."""
+    return {"lib.sh": asset_path("node", "lib.sh").read_text(encoding="utf-8"), "contract.sh": contract.shell()}
 
 
 class NodeBootstrap:
@@ -51,7 +60,7 @@ class NodeBootstrap:
 
     def __init__(self) -> None:
         self._environment: dict[str, str] = {}
-        self._stages: list[tuple[str, str]] = []
+        self._stages: dict[str, tuple[StagePhase, str]] = {}
 
     @property
     def environment(self) -> dict[str, str]:
@@ -60,7 +69,8 @@ class NodeBootstrap:
 
     @property
     def stage_names(self) -> list[str]:
-        return [name for name, _ in self._stages]
+        """The stages in the order they run."""
+        return sorted(self._stages, key=lambda name: (PHASES.index(self._stages[name][0]), name))
 
     def set(self, key: str, value: str) -> None:
         """Add a setting; every node script can read it from the settings file."""
@@ -76,15 +86,18 @@ class NodeBootstrap:
         if key not in self._environment:
             self.set(key, value)
 
-    def add_stage(self, name: str, script: str) -> None:
-        """Add node software: a bash script run as root at boot, which must be safe to run twice."""
+    def add_stage(self, name: str, script: str, *, phase: StagePhase = "software") -> None:
+        """Add node software: a bash script run as root at boot, which must be safe to run twice.
+        It runs in its ``phase`` (default ``software``; see :data:`PHASES`), by name within it."""
         if not _STAGE.match(name):
             raise ValueError(f"stage names are lower case words joined by hyphens, got {name!r}")
-        if name in self.stage_names:
+        if phase not in PHASES:
+            raise ValueError(f"stage {name!r}: phase must be one of {', '.join(PHASES)}, got {phase!r}")
+        if name in self._stages:
             raise ValueError(f"stage {name!r} is added already")
         if _HEREDOC in script:
             raise ValueError(f"stage {name!r} must not contain the line {_HEREDOC}")
-        self._stages.append((name, script))
+        self._stages[name] = (phase, script)
 
     def render_text(self) -> str:
         """The user data script: write the settings and stages, then run the bootstrap script."""
@@ -96,9 +109,12 @@ class NodeBootstrap:
             *(f"{key}='{value}'" for key, value in sorted(self._environment.items())),
             _HEREDOC,
         ]
-        for index, (name, script) in enumerate(self._stages, start=1):
+        for index, name in enumerate(self.stage_names, start=1):
+            script = self._stages[name][1]
             path = f"{STAGE_DIR}/{index:02d}-{name}.sh"
             lines += [f"cat > {path} <<'{_HEREDOC}'", script.rstrip("\n"), _HEREDOC]
+        for name, text in node_library().items():
+            lines += [f"cat > {LIBRARY_DIR}/{name} <<'{_HEREDOC}'", text.rstrip("\n"), _HEREDOC]
         lines += [
             f"cat > {BOOTSTRAP} <<'{_HEREDOC}'",
             bootstrap.rstrip("\n"),

@@ -44,5 +44,9 @@ PATTERN_HINTS = {
     EMAIL_PATTERN: "must be an e-mail address such as ops@example.com",
     XID_PATTERN: "must be an XID number such as 79, as the kernel prints it (0 to 999, no leading zeros)",
     RDS_CLASS_PATTERN: "must be an RDS instance class such as db.t4g.medium",
+    SLURM_NAME_PATTERN: "must be a Slurm partition name of up to 32 lower case letters, digits, _ and -, starting "
+    "with a lower case letter",
+    USER_NAME_PATTERN: "must be a user name of up to 32 lower case letters, digits, _ and -, starting with a lower "
+    "case letter or _",
 }
 """What a value that does not match the pattern must be, in words (with an example)."""

@@ -1,57 +1,65 @@
-"""Cross-field rules: what the field types alone cannot say, checked before anything deploys.
+"""The config's checks: each construct's own rules (:mod:`training_cluster.rules`) asked with the
+config's values, their findings moved to the config's field paths, and the rules that only the
+config knows (field paths across sections, the zone, the network's size, lifecycle scripts).
 
 ``check(config)`` returns every finding at once; errors stop synthesis, warnings become CDK
-warning annotations on the stack.
+warning annotations on the stack. It imports no aws-cdk-lib, so a CLI gives the same findings.
 """
 
 from __future__ import annotations
 
-import difflib
+import os
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import _yaml, addresses, catalog, node_image
-from .config import SLURM_OS, ClusterConfig, InstanceGroupConfig, LustreConfig
+from . import _yaml, addresses, catalog
 from .errors import Finding, show
-from .node_bootstrap import setting_problem
+from .rules import relocate
+from .rules.fleet import fleet_findings
+from .rules.lustre import lustre_findings
+from .rules.settings import setting_value_problem
+from .rules.slurm import SlurmFleet, slurm_findings
+from .types import SLURM_OS
 
-RESERVATION_ID = "cr-0123456789abcdef0"
+if TYPE_CHECKING:  # the config imports this module to check itself
+    from .config import ClusterConfig, InstanceGroupConfig, LustreConfig
+
 MAX_LIFECYCLE_SCRIPT_BYTES = 1024 * 1024
 """A lifecycle script is a shell script; a megabyte is far more than one needs."""
-LUSTRE_DEFAULT_QUOTA_GIB = 100_800
-"""FSx for Lustre's default storage quota per account and Region for SSD file systems (adjustable
-in Service Quotas; Amazon SageMaker's FSxLustreConfig caps SizeInGiB at the same 100,800 GiB).
-Above it the deployment fails unless the quota was raised: a warning, not an error."""
 
-LUSTRE_SSD_THROUGHPUT = {"PERSISTENT_1": (50, 100, 200), "PERSISTENT_2": (125, 250, 500, 1000)}
-METADATA_IOPS = (1500, 3000, 6000, *range(12000, 192001, 12000))
+SLURM_CONTROLLER_GROUP, SLURM_LOGIN_GROUP = "controller", "login"
+"""The group names of the fleets the stack makes for Slurm's controller and login nodes."""
 
 
 def check(config: ClusterConfig) -> list[Finding]:
-    """Every problem with ``config``: errors and warnings."""
-    return [
+    """Every problem with ``config``: errors and warnings, each once."""
+    findings = [
         *_observability(config),
         *_zone(config),
         *addresses.network(config),
         *_groups(config),
         *(_lustre(config.storage.lustre) if config.storage.lustre else ()),
+        *_key_region(config),
         *addresses.subnet_capacity(config),
         *_orchestrator(config),
         *_node_settings(config),
     ]
+    return list(dict.fromkeys(findings))  # a rule the config and a construct both state is said once
 
 
 def _node_settings(config: ClusterConfig) -> Iterator[Finding]:
-    """Config values that nodes read as settings (:class:`NodeBootstrap`), with the bootstrap's own rule."""
+    """Config values that nodes read as settings, with the rule every construct's settings follow."""
     values: list[tuple[str, str]] = [("name", config.name), ("region", config.region)]
     values += [(f"instance_groups[{i}].name", g.name) for i, g in enumerate(config.instance_groups)]
     values += [(f"orchestrator.users.{user}", user) for user in config.orchestrator.users]
     if config.storage.lustre is not None:
         values.append(("storage.lustre.mount_path", config.storage.lustre.mount_path))
     for path, value in values:
-        problem = setting_problem(value)
+        problem = setting_value_problem(value)
         if problem is not None:
-            yield Finding(path=path, message=f"{problem}: the nodes read it from a settings file (got {show(value)})")
+            yield Finding(path=path, message=f"{problem} (got {show(value)})")
 
 
 def _observability(config: ClusterConfig) -> Iterator[Finding]:
@@ -104,156 +112,129 @@ def _groups(config: ClusterConfig) -> Iterator[Finding]:
         yield from _group(config, f"instance_groups[{i}]", group)
 
 
+EFA_PROP = {"auto": None, "on": True, "off": False}
+"""A group's ``efa`` as :class:`Fleet` takes it."""
+FLEET_FIELDS = {"create_placement_group": "placement_group"}
+"""Fleet props whose config field has another name (the others have the same)."""
+
+
 def _group(config: ClusterConfig, path: str, group: InstanceGroupConfig) -> Iterator[Finding]:
+    """The fleet's own rules, and what only the config knows: the catalog's offerings, the script."""
+    findings = fleet_findings(
+        instance_type=group.instance_type,
+        count=group.count,
+        efa=EFA_PROP[group.efa],
+        capacity_type=group.capacity.type,
+        reservation_id=group.capacity.reservation_id,
+        create_placement_group=group.placement_group,
+        placement_group_name=group.placement_group_name,
+    )
+    props = {"instance_type", "count", "efa", "capacity", "create_placement_group", "placement_group_name"}
+    yield from relocate(findings, {prop: f"{path}.{FLEET_FIELDS.get(prop, prop)}" for prop in props})
     info = catalog.get(group.instance_type)
-    if info is None:
-        close = difflib.get_close_matches(group.instance_type, catalog.instance_types(), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        yield Finding(
-            path=f"{path}.instance_type",
-            message=f"unknown instance type {group.instance_type!r}{hint} (the catalog lists GPU, Trainium, "
-            "Inferentia and x86 m/c/r types: training_cluster.catalog.instance_types())",
-        )
-        return
-    if group.efa == "on" and not info.efa_supported:
-        yield Finding(
-            path=f"{path}.efa",
-            message=f"{info.name} does not support EFA; use efa: auto or off, or an EFA type",
-        )
-    if info.offered_in and not info.is_offered_in(config.availability_zone):
+    if info is not None and info.offered_in and not info.is_offered_in(config.availability_zone):
         yield Finding(
             path=f"{path}.instance_type",
             level="warning",
             message=f"{info.name} was not offered in {config.availability_zone} when the catalog was made; "
             "check DescribeInstanceTypeOfferings for your account before deploying",
         )
-    yield from _capacity(path, group, info)
-    yield from _placement(path, group)
     if group.lifecycle_script is not None:
-        script = str(group.lifecycle_script)
-        if script.startswith(("/proc/", "/sys/", "/dev/")):
-            yield Finding(
-                path=f"{path}.lifecycle_script",
-                message=f"must be a regular file of yours, not one of the system's special files (got {show(script)})",
-            )
-            return
-        try:
-            _yaml.read_regular_file(group.lifecycle_script, MAX_LIFECYCLE_SCRIPT_BYTES)
-        except FileNotFoundError:
-            yield Finding(path=f"{path}.lifecycle_script", message=f"no such file: {show(script)}")
-        except OSError as exc:
-            yield Finding(
-                path=f"{path}.lifecycle_script",
-                message=f"must be a regular, readable file of at most {MAX_LIFECYCLE_SCRIPT_BYTES:,} bytes: "
-                f"{exc.strerror} (got {show(script)})",
-            )
+        yield from _lifecycle_script(f"{path}.lifecycle_script", group.lifecycle_script)
 
 
-def _capacity(path: str, group: InstanceGroupConfig, info: catalog.InstanceTypeInfo) -> Iterator[Finding]:
-    capacity = group.capacity
-    rid = capacity.reservation_id
-    if capacity.type == "on-demand":
-        if rid is not None:
-            yield Finding(
-                path=f"{path}.capacity.reservation_id",
-                message="only used with capacity type reservation or capacity-block; remove it or set the type",
-            )
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+"""Where a path that looks like a file leads to the kernel or a device: reads fail, change or never end."""
+
+
+def _lifecycle_script(path: str, file: Path) -> Iterator[Finding]:
+    script = str(file)
+    try:
+        real = "/" + os.path.realpath(file).lstrip("/")  # links, '..' and '//' resolved
+    except ValueError:  # a NUL character: read_regular_file says so
+        real = script
+    if any(real == folder or real.startswith(folder + "/") for folder in SYSTEM_FOLDERS):
+        leads = "" if real == script else f", which is {show(real)}"
+        yield Finding(
+            path=path,
+            message="must be a regular file of yours, not one of the system's special files "
+            f"(got {show(script)}{leads})",
+        )
         return
-    if rid is None:
+    try:
+        _yaml.read_regular_file(file, MAX_LIFECYCLE_SCRIPT_BYTES)
+    except FileNotFoundError:
+        yield Finding(path=path, message=f"no such file: {show(script)}")
+    except OSError as exc:
         yield Finding(
-            path=f"{path}.capacity.reservation_id",
-            message=f"required for capacity type {capacity.type}, like {RESERVATION_ID}",
-        )
-    elif not (len(rid) == 20 and rid.startswith("cr-") and all(c in "0123456789abcdef" for c in rid[3:])):
-        yield Finding(
-            path=f"{path}.capacity.reservation_id",
-            message=f"must be 'cr-' and 17 hex digits, like {RESERVATION_ID} (got {rid!r})",
-        )
-    if capacity.type == "capacity-block" and not info.supports_capacity_blocks:
-        yield Finding(
-            path=f"{path}.capacity.type",
-            message=f"{info.name} is not sold as Capacity Blocks for ML; use on-demand or reservation",
+            path=path,
+            message=f"must be a regular, readable file of at most {MAX_LIFECYCLE_SCRIPT_BYTES:,} bytes: "
+            f"{exc.strerror} (got {show(script)})",
         )
 
 
-def _placement(path: str, group: InstanceGroupConfig) -> Iterator[Finding]:
-    kind = group.capacity.type
-    if group.placement_group and group.placement_group_name:
-        yield Finding(
-            path=f"{path}.placement_group",
-            message="placement_group: true creates a new group, placement_group_name uses an existing one; choose one",
-        )
-    if group.placement_group and kind == "reservation":
-        yield Finding(
-            path=f"{path}.placement_group",
-            message="a capacity reservation can only be used in the placement group it was created in, and that "
-            "cannot be one this stack creates; set placement_group: false, or name the reservation's group in "
-            "placement_group_name",
-        )
-    if kind == "capacity-block" and (group.placement_group or group.placement_group_name):
-        key = "placement_group" if group.placement_group else "placement_group_name"
-        yield Finding(
-            path=f"{path}.{key}",
-            message="a Capacity Block already places its instances close together; a placement group on top can fail "
-            "launches with insufficient capacity while the block has room. Remove it",
-        )
-    placed = group.creates_placement_group or group.placement_group_name is not None
-    if group.efa_enabled and not placed and kind == "on-demand":
-        yield Finding(
-            path=f"{path}.placement_group",
-            level="warning",
-            message="EFA without a cluster placement group: instances may land far apart, with less bandwidth "
-            "and more latency",
-        )
-
-
-def _lustre(lustre: LustreConfig) -> Iterator[Finding]:
-    path = "storage.lustre"
-    kind = lustre.deployment_type
-    cap = lustre.storage_capacity_gib
-    if cap not in (1200, 2400) and (cap <= 0 or cap % 2400):
-        yield Finding(
-            path=f"{path}.storage_capacity_gib",
-            message=f"{kind} takes 1200, 2400 or a multiple of 2400 GiB (got {show(cap)})",
-        )
-    elif cap > LUSTRE_DEFAULT_QUOTA_GIB:
-        yield Finding(
-            path=f"{path}.storage_capacity_gib",
-            level="warning",
-            message=f"{cap} GiB is above FSx for Lustre's default quota of {LUSTRE_DEFAULT_QUOTA_GIB:,} GiB per "
-            "account and Region: raise the quota in Service Quotas before deploying",
-        )
-    allowed = LUSTRE_SSD_THROUGHPUT.get(kind)
-    if allowed is None and lustre.throughput_mbps_per_tib is not None:
-        yield Finding(path=f"{path}.throughput_mbps_per_tib", message=f"{kind} has no throughput setting; remove it")
-    if allowed is not None and lustre.throughput not in allowed:
-        yield Finding(
-            path=f"{path}.throughput_mbps_per_tib",
-            message=f"{kind} allows {', '.join(map(str, allowed))} MB/s/TiB (got {lustre.throughput})",
-        )
-    if lustre.metadata_iops is not None:
-        if kind != "PERSISTENT_2":
+def _key_region(config: ClusterConfig) -> Iterator[Finding]:
+    """A customer key must be in the cluster's region: FSx cannot use a key of another region."""
+    lustre = config.storage.lustre
+    if lustre is not None and lustre.kms_key_arn is not None:
+        region = lustre.kms_key_arn.split(":")[3]
+        if region != config.region:
             yield Finding(
-                path=f"{path}.metadata_iops",
-                message=f"only PERSISTENT_2 has a metadata configuration, not {kind}",
+                path="storage.lustre.kms_key_arn",
+                message=f"the key is in {region}, the cluster in {config.region}: use a key of {config.region}",
             )
-        elif lustre.metadata_iops not in METADATA_IOPS:
-            yield Finding(
-                path=f"{path}.metadata_iops",
-                message="allowed: 1500, 3000, 6000, 12000, then multiples of 12000 up to 192000 "
-                f"(got {lustre.metadata_iops})",
-            )
-    if lustre.kms_key_arn is not None and kind.startswith("SCRATCH"):
-        yield Finding(
-            path=f"{path}.kms_key_arn",
-            message=f"{kind} file systems use the AWS managed key only; use a PERSISTENT type",
-        )
-    problem = node_image.mount_path_problem(lustre.mount_path)
-    if problem is not None:
-        yield Finding(path=f"{path}.mount_path", message=problem)
 
 
-SLURM_RESERVED_GROUP_NAMES = ("controller", "login")
+def _lustre(lustre: LustreConfig) -> list[Finding]:
+    """The file system's own rules, on ``storage.lustre``'s fields."""
+    findings = lustre_findings(
+        deployment_type=lustre.deployment_type,
+        storage_capacity_gib=lustre.storage_capacity_gib,
+        throughput_mbps_per_tib=lustre.throughput_mbps_per_tib,
+        metadata_iops=lustre.metadata_iops,
+        compression=lustre.compression,
+        kms_key=lustre.kms_key_arn is not None,
+        s3_import_path=lustre.s3_import_path,
+        mount_path=lustre.mount_path,
+    )
+    props = {"storage_capacity_gib", "throughput_mbps_per_tib", "metadata_iops", "s3_import_path", "mount_path"}
+    paths = {prop: f"storage.lustre.{prop}" for prop in props}
+    return relocate(findings, {**paths, "kms_key": "storage.lustre.kms_key_arn"})
+
+
+def _slurm(config: ClusterConfig) -> list[Finding]:
+    """Slurm's own rules, on the fleets the stack gives it: the controller, the login nodes and
+    every instance group."""
+    orchestrator = config.orchestrator
+    controller = SlurmFleet(
+        group_name=SLURM_CONTROLLER_GROUP, instance_type=orchestrator.controller_instance_type, count=1, os=SLURM_OS
+    )
+    login = SlurmFleet(
+        group_name=SLURM_LOGIN_GROUP,
+        instance_type=orchestrator.login_instance_type,
+        count=max(orchestrator.login_nodes, 1),
+        os=SLURM_OS,
+    )
+    groups = config.instance_groups
+    findings = slurm_findings(
+        controller=controller,
+        # The login type is checked even without login nodes: a later login_nodes: 1 must not fail.
+        login=login,
+        compute=[SlurmFleet(group_name=g.name, instance_type=g.instance_type, count=g.count, os=g.os) for g in groups],
+        partitions=orchestrator.partitions,
+        users=orchestrator.users,
+    )
+    paths = {
+        "controller.instance_type": "orchestrator.controller_instance_type",
+        "login.instance_type": "orchestrator.login_instance_type",
+        "compute": "instance_groups",
+        "options.partitions": "orchestrator.partitions",
+        "options.users": "orchestrator.users",
+    }
+    for i in range(len(groups)):
+        paths[f"compute[{i}].group_name"] = f"instance_groups[{i}].name"
+        paths[f"compute[{i}].os"] = f"instance_groups[{i}].os"
+    return relocate(findings, paths)
 
 
 def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
@@ -264,40 +245,10 @@ def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
             message="only used by the Slurm accounting database: set orchestrator.accounting: rds, or remove it",
         )
     if not orchestrator.enabled:
+        for field in sorted(orchestrator.model_fields_set - {"type"}):
+            yield Finding(path=f"orchestrator.{field}", message="only used with orchestrator.type: slurm; remove it")
         return
-    for key in ("controller_instance_type", "login_instance_type"):
-        name = getattr(orchestrator, key)
-        info = catalog.get(name)
-        if info is None or "x86_64" not in info.architectures or info.accelerator != "none":
-            close = difflib.get_close_matches(name, catalog.instance_types(), n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            yield Finding(
-                path=f"orchestrator.{key}",
-                message="must be an x86_64 CPU instance type from the catalog, such as m7i.4xlarge "
-                f"(got {name!r}{hint if info is None else ''})",
-            )
-    for i, group in enumerate(config.instance_groups):
-        if group.name in SLURM_RESERVED_GROUP_NAMES:
-            yield Finding(
-                path=f"instance_groups[{i}].name",
-                message=f"{group.name!r} is the name of the Slurm {group.name} group; "
-                f"with orchestrator slurm, groups cannot be named {' or '.join(SLURM_RESERVED_GROUP_NAMES)}",
-            )
-        if group.os != SLURM_OS:
-            yield Finding(
-                path=f"instance_groups[{i}].os",
-                message=f"Slurm nodes run {SLURM_OS} (its archive has Slurm 23.11 with dynamic nodes; Ubuntu 22.04 has "
-                f"21.08 without them and Amazon Linux 2023 has none); allowed with orchestrator slurm: {SLURM_OS} "
-                f"(got {group.os!r})",
-            )
-    names = [g.name for g in config.instance_groups]
-    for partition, members in (orchestrator.partitions or {}).items():
-        for member in members:
-            if member not in names:
-                yield Finding(
-                    path=f"orchestrator.partitions.{partition}",
-                    message=f"no instance group named {member!r}; instance groups: {', '.join(names)}",
-                )
+    yield from _slurm(config)
     if config.storage.lustre is None:
         yield Finding(
             path="orchestrator.type",
@@ -317,21 +268,3 @@ def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
                 message=f"rds needs a second availability zone and the catalog knows none for {config.region}; "
                 "use local or off",
             )
-    for partition in orchestrator.partitions or {}:
-        if partition.lower() == "default":
-            yield Finding(
-                path="orchestrator.partitions",
-                message="'default' is the name of Slurm's defaults line, not a partition: choose another name",
-            )
-    for user in orchestrator.users:
-        if node_image.is_system_name(user):
-            yield Finding(
-                path=f"orchestrator.users.{user}",
-                message=f"{user!r} is a user or group the node images have already (the operating system, Docker, "
-                "Slurm, munge, MariaDB or Session Manager; useradd makes a group of the user's name): "
-                "choose another name",
-            )
-    uids = Counter(orchestrator.users.values())
-    for user, uid in orchestrator.users.items():
-        if uids[uid] > 1:
-            yield Finding(path=f"orchestrator.users.{user}", message=f"uid {uid} is given to more than one user")

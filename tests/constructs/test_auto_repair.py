@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
-from auto_repair.policy import CHECKS
 from conftest import Synthesized, mask_asset_hashes, minimal_config
 from training_cluster import ClusterConfig
 from training_cluster.config import HealthCheck
+from training_cluster.repair_policy import CHECKS
 
 READ_ONLY = ("Describe", "Get", "List", "Query", "Scan", "BatchGet", "ConditionCheck")
 
@@ -49,10 +49,8 @@ def repair_function(sy: Synthesized) -> dict[str, Any]:
 
 def agent_settings(sy: Synthesized, group: str) -> dict[str, Any]:
     text = sy.user_data(group)
-    start = text.index("/etc/training-cluster/health-agent.json <<'JSON'\n") + len(
-        "/etc/training-cluster/health-agent.json <<'JSON'\n"
-    )
-    settings: dict[str, Any] = json.loads(text[start : text.index("\nJSON\n", start)])
+    (line,) = [line for line in text.splitlines() if line.startswith("HEALTH_AGENT_SETTINGS='")]
+    settings: dict[str, Any] = json.loads(line.removeprefix("HEALTH_AGENT_SETTINGS='").removesuffix("'"))
     assert len(text.encode()) < 16 * 1024
     return settings
 
@@ -167,6 +165,20 @@ def test_the_agents_events_go_to_the_intake_never_to_the_repair_function(default
     }
 
 
+def test_old_events_are_not_kept_for_the_repair_function(default_cluster: Synthesized) -> None:
+    """Lambda keeps an asynchronous event, retrying, for six hours by default: a tag-change event
+    hours late could act on a tag that has moved on. Older than 10 minutes it is dropped (to the
+    dead-letter queue); the one-minute sweep reads the tags as they are."""
+    assert default_cluster.stack.auto_repair is not None
+    repair = default_cluster.stack.resolve(default_cluster.stack.auto_repair.function.node.default_child.logical_id)  # type: ignore[union-attr]
+    (config,) = [
+        r["Properties"]
+        for r in default_cluster.resources("AWS::Lambda::EventInvokeConfig").values()
+        if r["Properties"]["FunctionName"] == {"Ref": repair}
+    ]
+    assert config["MaximumEventAgeInSeconds"] == 600
+
+
 def test_health_tag_changes_reach_the_function(default_cluster: Synthesized) -> None:
     """AWS's own event for a node's health tag (the proof of which node spoke), for this cluster's
     instances only, in the shape the Tagging user guide gives."""
@@ -270,8 +282,9 @@ def test_switched_off(synth: Callable[..., Synthesized]) -> None:
     assert sy.stack.auto_repair is None
     sy.template.resource_count_is("AWS::Events::Rule", 0)
     sy.template.resource_count_is("AWS::DynamoDB::Table", 0)
-    (template,) = sy.resources("AWS::EC2::LaunchTemplate").values()
-    assert "health-agent" not in json.dumps(template)
+    text = sy.user_data("gpu")
+    assert "HEALTH_AGENT_S3_URI" not in text
+    assert "-health-agent.sh" not in text
 
 
 def test_ledger_and_evidence_are_kept(default_cluster: Synthesized) -> None:
@@ -293,12 +306,16 @@ def test_config_checks_match_the_policy() -> None:
 def test_circuit_breaker_alarm_notifies(default_cluster: Synthesized) -> None:
     (alarm,) = default_cluster.resources("AWS::CloudWatch::Alarm").values()
     props = alarm["Properties"]
-    assert (props["MetricName"], props["Namespace"], props["Threshold"]) == (
+    (query,) = props["Metrics"]
+    stat = query["MetricStat"]
+    assert (stat["Metric"]["MetricName"], stat["Metric"]["Namespace"], stat["Stat"], props["Threshold"]) == (
         "CircuitBreakerOpened",
         "TrainingCluster/Repair",
+        "Sum",
         1,
     )
-    assert {d["Name"]: d["Value"] for d in props["Dimensions"]} == {"Cluster": "demo", "InstanceGroup": "gpu"}
+    dimensions = {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]}
+    assert dimensions == {"Cluster": "demo", "InstanceGroup": "gpu"}
     assert props["AlarmActions"] == [{"Ref": next(iter(default_cluster.resources("AWS::SNS::Topic")))}]
 
 

@@ -204,6 +204,8 @@ def _fleet(**overrides: Any) -> Fleet:
     stack = Stack(App(), "S")
     vpc = ec2.Vpc(stack, "V")
     props: dict[str, Any] = {
+        "cluster_name": "demo",
+        "group_name": "gpu",
         "vpc": vpc,
         "subnet": vpc.private_subnets[0],
         "security_group": ec2.SecurityGroup(stack, "G", vpc=vpc),
@@ -219,7 +221,7 @@ def _fleet(**overrides: Any) -> Fleet:
     [
         ({"instance_type": "x9.large"}, "unknown instance type 'x9.large'"),
         ({"instance_type": "m7i.large", "efa": True}, "m7i.large does not support EFA"),
-        ({"count": 0}, "count must be at least 1, got 0"),
+        ({"count": 0}, r"count: must be between 1 and 2000 instances \(got 0\)"),
     ],
 )
 def test_fleet_rejects_what_cannot_work(overrides: dict[str, Any], words: str) -> None:
@@ -228,10 +230,11 @@ def test_fleet_rejects_what_cannot_work(overrides: dict[str, Any], words: str) -
 
 
 def test_capacity_needs_a_reservation_id_exactly_when_reserved() -> None:
-    with pytest.raises(ValueError, match="capacity reservation needs a reservation_id"):
-        FleetCapacity(type="reservation")
-    with pytest.raises(ValueError, match="capacity on-demand takes no reservation_id"):
-        FleetCapacity(reservation_id="cr-0123456789abcdef0")
+    # The fleet checks its capacity with its other props (training_cluster.rules.fleet).
+    with pytest.raises(ValueError, match=r"capacity\.reservation_id: required for capacity type reservation"):
+        _fleet(capacity=FleetCapacity(type="reservation"))
+    with pytest.raises(ValueError, match=r"capacity\.reservation_id: only used with capacity type reservation or"):
+        _fleet(capacity=FleetCapacity(reservation_id="cr-0123456789abcdef0"))
     assert FleetCapacity.capacity_block("cr-0123456789abcdef0").type == "capacity-block"
 
 

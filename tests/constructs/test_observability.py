@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -31,12 +30,6 @@ from training_cluster.constructs.observability import (
 )
 
 
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    assert path, f"{name} comes from Debian's prometheus packages, which make test installs"
-    return path
-
-
 def exported_metrics() -> set[str]:
     dcgm = [
         line.split(",")[0] for line in (ROOT / "node" / "observability" / "dcgm-counters.csv").read_text().splitlines()
@@ -57,12 +50,12 @@ def test_snapshot(default_cluster: Synthesized, snapshot_json: SnapshotAssertion
     assert mask_asset_hashes(default_cluster.resources_of(default_cluster.stack.observability)) == snapshot_json
 
 
-def test_alert_rules_pass_promtool(default_cluster: Synthesized, tmp_path: Path) -> None:
+def test_alert_rules_pass_promtool(default_cluster: Synthesized, tmp_path: Path, promtool: str) -> None:
     data = only(default_cluster, "AWS::APS::RuleGroupsNamespace")["Properties"]["Data"]
     assert data == alert_rules()
     rules = tmp_path / "rules.yaml"
     rules.write_text(data)
-    result = subprocess.run([tool("promtool"), "check", "rules", str(rules)], capture_output=True, text=True)
+    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 12 rules found" in result.stdout
 
@@ -89,7 +82,9 @@ def test_every_metric_in_the_rules_is_exported() -> None:
             assert used <= exported, (rule["alert"], used - exported)
 
 
-def test_alert_manager_sends_to_sns_and_passes_amtool(default_cluster: Synthesized, tmp_path: Path) -> None:
+def test_alert_manager_sends_to_sns_and_passes_amtool(
+    default_cluster: Synthesized, tmp_path: Path, amtool: str
+) -> None:
     definition = only(default_cluster, "AWS::APS::Workspace")["Properties"]["AlertManagerDefinition"]["Fn::Join"][1]
     # The topic by its name, not by a reference (see test_the_topic_key_names_this_workspace_and_topic).
     assert [p for p in definition if not isinstance(p, str)] == [{"Ref": "AWS::AccountId"}]
@@ -97,7 +92,7 @@ def test_alert_manager_sends_to_sns_and_passes_amtool(default_cluster: Synthesiz
     inner = yaml.safe_load(text)["alertmanager_config"]
     config = tmp_path / "alertmanager.yaml"
     config.write_text(inner)
-    result = subprocess.run([tool("amtool"), "check-config", str(config)], capture_output=True, text=True)
+    result = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     parsed = yaml.safe_load(inner)
     (receiver,) = parsed["receivers"]
@@ -210,7 +205,7 @@ def prometheus_exprs(board: dict[str, Any]) -> list[str]:
     ]
 
 
-def test_dashboards_are_json_with_queries_promtool_accepts(tmp_path: Path) -> None:
+def test_dashboards_are_json_with_queries_promtool_accepts(tmp_path: Path, promtool: str) -> None:
     boards = dashboards("demo", "fs-0123456789abcdef0")
     assert [b["uid"] for b in boards] == [
         "tc-demo-overview",
@@ -228,7 +223,7 @@ def test_dashboards_are_json_with_queries_promtool_accepts(tmp_path: Path) -> No
             rules.append({"record": f"check:{board['uid'].replace('-', '_')}:{i}", "expr": concrete})
     path = tmp_path / "dashboards.rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    result = subprocess.run([tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(rules) > 20
 

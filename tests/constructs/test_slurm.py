@@ -225,23 +225,35 @@ def test_the_construct_refuses_what_cannot_work() -> None:
     subnet = vpc.private_subnets[0]
 
     def fleet(name: str, instance_type: str, count: int) -> Fleet:
-        return Fleet(stack, name, vpc=vpc, subnet=subnet, security_group=sg, instance_type=instance_type, count=count)
+        return Fleet(
+            stack,
+            name,
+            cluster_name="c",
+            group_name=name.lower(),
+            vpc=vpc,
+            subnet=subnet,
+            security_group=sg,
+            instance_type=instance_type,
+            count=count,
+            os="ubuntu-24.04",
+        )
 
     controllers, gpu = fleet("Controllers", "m7i.4xlarge", 2), fleet("Gpu", "p5.48xlarge", 2)
-    with pytest.raises(ValueError, match="the Slurm controller fleet has one node, not 2"):
-        Slurm(stack, "A", cluster_name="c", controller=controllers, compute={"gpu": gpu}, file_system_mount_path="/fsx")
+    with pytest.raises(ValueError, match=r"controller.count: the Slurm controller has one node \(got 2\)"):
+        Slurm(stack, "A", controller=controllers, compute=[gpu], file_system_mount_path="/fsx")
     controller = fleet("Controller", "m7i.4xlarge", 1)
-    with pytest.raises(ValueError, match="Slurm needs at least one compute fleet"):
-        Slurm(stack, "B", cluster_name="c", controller=controller, compute={}, file_system_mount_path="/fsx")
+    with pytest.raises(ValueError, match="compute: Slurm needs at least one compute fleet"):
+        Slurm(stack, "B", controller=controller, compute=[], file_system_mount_path="/fsx")
     from training_cluster.constructs import SlurmOptions
 
-    with pytest.raises(ValueError, match="partition x names unknown compute fleets: cpu"):
+    with pytest.raises(
+        ValueError, match=r"options\.partitions\.x: no instance group named 'cpu'; instance groups: gpu"
+    ):
         Slurm(
             stack,
             "C",
-            cluster_name="c",
             controller=controller,
-            compute={"gpu": gpu},
+            compute=[gpu],
             file_system_mount_path="/fsx",
             options=SlurmOptions(partitions={"x": ["cpu"]}),
         )

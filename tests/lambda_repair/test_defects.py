@@ -8,8 +8,9 @@ from unittest import mock
 import pytest
 
 import handler
-from auto_repair.signals import AGENT_SOURCE, HEALTH_TAG, from_event
+from auto_repair.signals import from_event
 from repair_world import World, agent_event, aws, health_tag, impaired, story, tag_event, world, xid
+from training_cluster.contract import AGENT_SOURCE, HEALTH_TAG
 
 __all__ = ["aws", "world"]  # fixtures
 
@@ -37,9 +38,10 @@ def test_a_duplicate_or_retried_reboot_class_fault_reboots_once_and_never_replac
         world.clock.now += 300
         (back,) = handler.handler(world.agent(bad, state="healthy", boot="boot-2"), use=repairer)["outcomes"]
         assert back["result"] == "closed"
-        # a Lambda retry of the first tag-change event, after the reboot: still the same incident
+        # a Lambda retry of the first tag-change event, after the reboot: the tag has moved on (healthy,
+        # boot-2), so the event is stale: recorded, and nothing acts on it
         (retry,) = handler.handler(tag_event(bad, health_tag(xid(46))), use=repairer)["outcomes"]
-        assert (retry["result"], retry["incident_id"]) == ("duplicate", first["incident_id"])
+        assert (retry["result"], retry["incident_id"]) == ("stale", None)
         reboot.assert_called_once_with(InstanceIds=[bad])
         terminate.assert_not_called()
         # the same fault from the new boot, within the window: the reboot did not help, replace
@@ -49,7 +51,7 @@ def test_a_duplicate_or_retried_reboot_class_fault_reboots_once_and_never_replac
     assert recurred["incident_id"] != first["incident_id"]
     terminate.assert_called_once()
     steps = story(world, first["incident_id"])
-    assert steps == ["signal", "decision", "action", "duplicate", "duplicate", "closed", "duplicate"]
+    assert steps == ["signal", "decision", "action", "duplicate", "duplicate", "closed"]
 
 
 # 2. After a circuit-breaker reset, held nodes still failing are repaired.

@@ -9,9 +9,10 @@ import pytest
 from botocore.stub import Stubber
 
 from auto_repair.aws import with_retries
-from auto_repair.policy import Policy
-from auto_repair.signals import HEALTH_TAG, Failure, Signal, from_event
+from auto_repair.signals import Failure, Signal, from_event
 from repair_world import SESSION, World, agent_event, aws, health_tag, impaired, make_world, story, world, xid
+from training_cluster.contract import HEALTH_TAG
+from training_cluster.repair_policy import Policy
 
 __all__ = ["aws", "world"]  # fixtures
 
@@ -167,7 +168,7 @@ def test_policy_overrides_from_the_config(world: World) -> None:
     repairer = world.repairer(policy=Policy.with_overrides({"xid": {"79": "observe"}}))
     (outcome,) = repairer.handle(from_event(world.agent(bad, xid(79))))
     assert outcome.result == "observed" and world.state(bad) == "running"
-    with pytest.raises(ValueError, match="'destroy' is not one of observe, reboot, replace"):
+    with pytest.raises(ValueError, match=r"policy.xid.79: must be one of observe, reboot, replace \(got 'destroy'\)"):
         Policy.with_overrides({"xid": {"79": "destroy"}})
 
 

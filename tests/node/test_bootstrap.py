@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Synthesized
+from conftest import NODE, ROOT, Synthesized
 from stand_ins import script, stand_ins
 
-BOOTSTRAP = ROOT / "node" / "bootstrap.sh"
+BOOTSTRAP = NODE / "bootstrap.sh"
 
 # Stand-ins: each records its arguments in $FAKE_LOG. mountpoint answers "mounted" once the
 # retry service was started, as systemd would mount the file system.

@@ -21,17 +21,13 @@ from stand_ins import stand_ins
 SCRIPT = ROOT / "node" / "observability" / "collectors.sh"
 
 
-def promtool() -> str:
-    path = shutil.which("promtool")
-    assert path, "promtool (Debian's prometheus package) is installed by make test"
-    return path
-
-
 @pytest.mark.parametrize(
     ("gpu", "neuron", "jobs"),
     [(True, False, ["node", "dcgm"]), (False, True, ["node", "neuron"]), (False, False, ["node"])],
 )
-def test_rendered_config_passes_promtool(tmp_path: Path, gpu: bool, neuron: bool, jobs: list[str]) -> None:
+def test_rendered_config_passes_promtool(
+    tmp_path: Path, gpu: bool, neuron: bool, jobs: list[str], promtool: str
+) -> None:
     config = collector_config.render(
         cluster="demo",
         instance_group="gpu",
@@ -47,7 +43,7 @@ def test_rendered_config_passes_promtool(tmp_path: Path, gpu: bool, neuron: bool
     assert config["remote_write"][0]["sigv4"] == {"region": "us-east-1"}
     path = tmp_path / "agent.yml"
     path.write_text(json.dumps(config))
-    result = subprocess.run([promtool(), "check", "config", str(path)], capture_output=True, text=True)
+    result = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -106,7 +102,7 @@ def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_installs_checks_configures_and_starts(node: dict[str, str], tmp_path: Path) -> None:
+def test_installs_checks_configures_and_starts(node: dict[str, str], tmp_path: Path, promtool: str) -> None:
     release(tmp_path, "node_exporter", "1.8.2")
     release(tmp_path, "prometheus", "2.53.2")
     result = run(node)
@@ -122,7 +118,7 @@ def test_installs_checks_configures_and_starts(node: dict[str, str], tmp_path: P
     assert "--enable-feature=agent" in agent
     config = tmp_path / "config" / "prometheus-agent.yml"
     assert json.loads(config.read_text())["global"]["external_labels"]["instance_id"] == "i-0abc"
-    check = subprocess.run([promtool(), "check", "config", str(config)], capture_output=True, text=True)
+    check = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
     calls = (tmp_path / "calls.log").read_text()
     assert "docker pull --quiet nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04" in calls

@@ -1,11 +1,12 @@
-"""node/health_agent.py on recorded nvidia-smi, dcgmi, kernel-log and fi_info output and sysfs trees."""
+"""node/health/health_agent.py on recorded nvidia-smi, dcgmi, kernel-log and fi_info output and sysfs trees."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
-import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ from typing import Any
 import pytest
 
 import health_agent
+from conftest import NODE, ROOT
 from health_agent import Agent, Failure, Reporter, Settings
-from stand_ins import script
+from stand_ins import script, stand_ins
+from training_cluster._staging import stage
 
 DATA = Path(__file__).parent / "data"
 
@@ -399,7 +402,7 @@ def test_once_prints_the_failures(
     assert [(f["check"], f["code"]) for f in json.loads(capsys.readouterr().out)] == [("xid", "79")]
 
 
-def test_textfile_metrics_for_node_exporter(node: Settings) -> None:
+def test_textfile_metrics_for_node_exporter(node: Settings, promtool: str) -> None:
     counters = Path(node.sysfs_infiniband) / "rdmap0s27" / "ports" / "1" / "hw_counters"
     counters.mkdir(parents=True)
     (counters / "retrans_pkts").write_text("42\n")
@@ -412,7 +415,52 @@ def test_textfile_metrics_for_node_exporter(node: Settings) -> None:
     assert 'training_cluster_efa_impaired_remote_conn_events_total{device="rdmap0s27"} 1\n' in text
     assert "retrans_timeout_events" not in text  # no such counter file: no metric, no guess
     assert not list(Path(node.textfile_dir or "").glob("*.tmp"))
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool (Debian's prometheus package) is installed by make test"
     check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_install_stage_writes_the_settings_and_runs_the_agent_as_a_service(tmp_path: Path) -> None:
+    """node/health/install.sh as the bootstrap runs it, from the unpacked asset beside lib.sh."""
+    calls = tmp_path / "systemctl.calls"
+    bin_dir = stand_ins(tmp_path / "bin", {"systemctl": f'echo "$*" >> {calls}'})
+    settings = '{"cluster":"demo","instance_group":"gpu","interval_seconds":30}'
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HEALTH_AGENT_SETTINGS": settings,
+        "TRAINING_CLUSTER_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "TRAINING_CLUSTER_LOG_DIR": str(tmp_path / "log"),
+        "TRAINING_CLUSTER_ETC_DIR": str(tmp_path / "etc"),
+    }
+    (tmp_path / "systemd").mkdir()
+    install = NODE / "health" / "install.sh"
+    result = subprocess.run(["bash", str(install)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    config = tmp_path / "etc" / "health-agent.json"
+    assert json.loads(config.read_text()) == json.loads(settings)
+    unit = (tmp_path / "systemd" / "training-cluster-health.service").read_text()
+    assert f"ExecStart=/usr/bin/python3 {NODE}/health/health_agent.py --config {config}\n" in unit
+    assert calls.read_text().splitlines() == [
+        "daemon-reload",
+        "enable training-cluster-health.service",
+        "restart training-cluster-health.service",
+    ]
+    # Without its settings it stops before touching anything.
+    del env["HEALTH_AGENT_SETTINGS"]
+    again = subprocess.run(["bash", str(install)], env=env, capture_output=True, text=True, timeout=30)
+    assert again.returncode != 0 and "HEALTH_AGENT_SETTINGS" in again.stderr
+
+
+def test_the_agent_asset_runs_with_only_what_it_ships(tmp_path: Path) -> None:
+    """The asset synthesis stages (node/health with the contract copied in) runs on a node's
+    python3 with nothing of this package installed: no site-packages here."""
+    stage(ROOT / "node" / "health", ["contract"], tmp_path / "asset")
+    assert (tmp_path / "asset" / "training_cluster" / "contract.py").is_file()
+    result = subprocess.run(
+        [sys.executable, "-S", "-E", "-s", str(tmp_path / "asset" / "health_agent.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--once" in result.stdout

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 import slurm_config
-from conftest import ROOT
+from conftest import NODE
 from stand_ins import script as stand_in
 from stand_ins import stand_ins
 
-SLURM = ROOT / "node" / "slurm"
+SLURM = NODE / "slurm"
 CONTROLLER_PORT, NODE_PORT = 16817, 16818
 NAMESPACE, HOST_IP, NAMESPACE_IP = "tc-slurm", "10.231.0.1", "10.231.0.2"
 NODE_A, NODE_B, NODE_C = "i-0aaaaaaaaaaaaaaa1", "i-0bbbbbbbbbbbbbbb2", "i-0ccccccccccccccc3"
@@ -372,7 +372,7 @@ def test_the_reaper_deletes_down_nodes_whose_instances_are_gone(slurm: Slurm, tm
 
 
 def test_the_controller_keeps_its_jobs_across_a_restart(slurm: Slurm, tmp_path: Path) -> None:
-    held = slurm.run("sbatch", "--parsable", "--hold", "-p", "train", "--wrap", "true")
+    held = slurm.run("sbatch", "--parsable", "--hold", "-p", "train", "-o", "/dev/null", "--wrap", "true")
     assert held.returncode == 0, held.stderr
     job = held.stdout.strip()
     slurm.stop("slurmctld")
@@ -389,7 +389,7 @@ def test_a_replaced_controller_at_a_new_address_keeps_the_jobs_and_the_nodes(slu
     """What happens when auto-repair replaces the controller: the new one starts at another
     address with the same state (on the file system), pushes its configuration to the nodes it
     finds in that state, and they work for it."""
-    held = slurm.run("sbatch", "--parsable", "--hold", "-p", "train", "-N", "2", "--wrap", "true")
+    held = slurm.run("sbatch", "--parsable", "--hold", "-p", "train", "-N", "2", "-o", "/dev/null", "--wrap", "true")
     assert held.returncode == 0, held.stderr
     job = held.stdout.strip()
     slurm.stop("slurmctld")

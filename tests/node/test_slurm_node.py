@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT
+from conftest import NODE
 from stand_ins import script, stand_ins
 
-SLURM = ROOT / "node" / "slurm"
+SLURM = NODE / "slurm"
 LAYOUT = {
     "cluster": "demo",
     "accounting": True,

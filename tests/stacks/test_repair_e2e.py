@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import boto3
 import pytest
+from aws_cdk import App, Stack
+from aws_cdk import aws_ec2 as ec2
 from botocore.stub import Stubber
 from moto import mock_aws
 
@@ -22,10 +26,12 @@ from auto_repair.aws import Clients
 from auto_repair.intake import Intake, IntakeSettings
 from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
-from conftest import Synthesized, minimal_config
+from conftest import CDK_CONTEXT, Synthesized, minimal_config
+from iam_tags import unmet_tag_conditions
 from offline_deploy import deploy
 from repair_world import health_tag, impaired, tag_event
 from training_cluster import ClusterConfig
+from training_cluster.constructs import AutoRepair, ClusterEvents, Fleet
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # moto names each type it skips
 REGION = "us-east-1"
@@ -45,7 +51,6 @@ def cluster(**repair: Any) -> ClusterConfig:
 
 @dataclass
 class Deployed:
-    sy: Synthesized
     environment: dict[str, str]
     now: list[float]
     answers: dict[str, Callable[..., dict[str, Any]]]  # API operations answered by hand
@@ -85,22 +90,32 @@ class Deployed:
 
     @property
     def asg(self) -> str:
-        return next(iter(json.loads(self.environment["AUTO_SCALING_GROUPS"])))
+        """The Auto Scaling group of the first instance group."""
+        return self.groups()[0]
+
+    def groups(self) -> list[str]:
+        """The Auto Scaling groups the control plane repairs, in the order of its settings."""
+        return list(json.loads(self.environment["AUTO_SCALING_GROUPS"]))
 
     def agent(
-        self, instance_id: str, *failures: dict[str, Any], state: str = "unhealthy", boot: str = "b1"
+        self,
+        instance_id: str,
+        *failures: dict[str, Any],
+        state: str = "unhealthy",
+        boot: str = "b1",
+        group: str = "gpu",
     ) -> dict[str, Any]:
         """An honest agent: it tags its own instance, then sends its event."""
         self.tag(instance_id, health_tag(*failures, state=state, boot=boot))
-        return agent(instance_id, *failures, state=state, boot=boot)
+        return agent(instance_id, *failures, state=state, boot=boot, group=group)
 
     def tag(self, instance_id: str, value: str) -> None:
         tags = [{"Key": "training-cluster:health", "Value": value}]
         SESSION.client("ec2", region_name=REGION).create_tags(Resources=[instance_id], Tags=tags)
 
-    def instances(self) -> list[str]:
+    def instances(self, asg: str | None = None) -> list[str]:
         groups = SESSION.client("autoscaling", region_name=REGION).describe_auto_scaling_groups(
-            AutoScalingGroupNames=[self.asg]
+            AutoScalingGroupNames=[asg or self.asg]
         )
         return sorted(i["InstanceId"] for i in groups["AutoScalingGroups"][0]["Instances"])
 
@@ -118,30 +133,36 @@ class Deployed:
 def deployed(synth: Callable[..., Synthesized], request: pytest.FixtureRequest) -> Iterator[Deployed]:
     repair = getattr(request, "param", {})
     sy = synth(cluster(**repair))
+    assert sy.stack.auto_repair is not None
+    with deployed_world(sy.stack, sy.stack.auto_repair, sy.template_json, sy.outdir) as world:
+        yield world
+
+
+@contextmanager
+def deployed_world(stack: Stack, repair: AutoRepair, template: dict[str, Any], outdir: Path) -> Iterator[Deployed]:
+    """``stack`` (synthesized into ``outdir``) created in moto, and ``repair``'s functions as deployed."""
     with mock_aws():
-        deploy(sy.template_json, sy.outdir, sy.stack.artifact_id, REGION, "ami-0123456789abcdef0")
-        assert sy.stack.auto_repair is not None
+        deploy(template, outdir, stack.artifact_id, REGION, "ami-0123456789abcdef0")
         resources = SESSION.client("cloudformation", region_name=REGION).list_stack_resources(
-            StackName=sy.stack.artifact_id
+            StackName=stack.artifact_id
         )["StackResourceSummaries"]
 
         def configuration(function: Any) -> dict[str, Any]:
-            logical_id = sy.stack.resolve(function.function_name)["Ref"]
+            logical_id = stack.resolve(function.function_name)["Ref"]
             name = next(r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == logical_id)
             found: dict[str, Any] = SESSION.client("lambda", region_name=REGION).get_function_configuration(
                 FunctionName=name
             )
             return found
 
-        repair, intake = configuration(sy.stack.auto_repair.function), configuration(sy.stack.auto_repair.intake)
+        function, intake = configuration(repair.function), configuration(repair.intake)
         world = Deployed(
-            sy=sy,
-            environment=repair["Environment"]["Variables"],
+            environment=function["Environment"]["Variables"],
             now=[1_800_000_000.0],
             answers={},
             events=[],
             intake_environment=intake["Environment"]["Variables"],
-            repair_arn=repair["FunctionArn"],
+            repair_arn=function["FunctionArn"],
             invoked=[],
         )
 
@@ -162,8 +183,10 @@ def deployed(synth: Callable[..., Synthesized], request: pytest.FixtureRequest) 
             yield world
 
 
-def agent(instance_id: str, *failures: dict[str, Any], state: str = "unhealthy", boot: str = "b1") -> dict[str, Any]:
-    detail = {"cluster": "e2e", "instance_group": "gpu", "instance_id": instance_id, "boot_id": boot, "state": state}
+def agent(
+    instance_id: str, *failures: dict[str, Any], state: str = "unhealthy", boot: str = "b1", group: str = "gpu"
+) -> dict[str, Any]:
+    detail = {"cluster": "e2e", "instance_group": group, "instance_id": instance_id, "boot_id": boot, "state": state}
     return {
         "source": "training-cluster.health",
         "detail-type": "Node Health Changed",
@@ -385,3 +408,58 @@ def _intercept(answers: dict[str, Callable[..., dict[str, Any]]]) -> Callable[..
         return original(client, operation, params)
 
     return call
+
+
+# AutoRepair composed by hand over two fleets, with no TrainingClusterStack (issue 10)
+
+
+@pytest.fixture
+def hand_made(tmp_path: Path) -> Iterator[Deployed]:
+    app = App(context=CDK_CONTEXT, outdir=str(tmp_path / "out"))
+    stack = Stack(app, "HandMade", env={"region": REGION})
+    vpc = ec2.Vpc(stack, "Vpc", max_azs=1)
+
+    def fleet(group: str, instance_type: str, count: int) -> Fleet:
+        return Fleet(
+            stack, group.capitalize(), cluster_name="e2e", group_name=group, vpc=vpc,
+            subnet=vpc.private_subnets[0], instance_type=instance_type, count=count,
+        )  # fmt: skip
+
+    fleets = [fleet("gpu", "p5.48xlarge", 4), fleet("cpu", "m7i.4xlarge", 2)]
+    events = ClusterEvents(stack, "Events", cluster_name="e2e")
+    repair = AutoRepair(stack, "Repair", fleets=fleets, topic=events.topic)
+    app.synth()
+    template = json.loads((tmp_path / "out" / f"{stack.artifact_id}.template.json").read_text())
+    role = repair.function.role
+    assert role is not None
+    asgs = [stack.resolve(f.auto_scaling_group.node.default_child.logical_id) for f in fleets]  # type: ignore[union-attr]
+    # moto does not enforce IAM: the permissions' tag conditions are checked against the template.
+    actions, problems = unmet_tag_conditions(template, stack.resolve(role.node.default_child.logical_id), asgs)  # type: ignore[union-attr]
+    assert {"ec2:RebootInstances", "ssm:SendCommand"} <= actions and problems == []
+    with deployed_world(stack, repair, template, tmp_path / "out") as world:
+        yield world
+
+
+def test_a_hand_made_auto_repair_reboots_and_replaces_in_each_group(hand_made: Deployed) -> None:
+    gpu_asg, cpu_asg = hand_made.groups()
+    gpu, cpu = hand_made.instances(gpu_asg), hand_made.instances(cpu_asg)
+    assert (len(gpu), len(cpu)) == (4, 2)
+    # What the permissions' conditions need, as the deployed instances carry it.
+    ec2_client = SESSION.client("ec2", region_name=REGION)
+    for instance in gpu + cpu:
+        (reservation,) = ec2_client.describe_instances(InstanceIds=[instance])["Reservations"]
+        tags = {t["Key"]: t["Value"] for t in reservation["Instances"][0].get("Tags", [])}
+        assert tags["training-cluster:cluster"] == "e2e"
+        assert tags["training-cluster:instance-group"] == ("gpu" if instance in gpu else "cpu")
+    assert hand_made.send(hand_made.agent(gpu[0], xid(64)))[0]["result"] == "rebooted"
+    hand_made.now[0] += 600  # back after its reboot: one unhealthy node of four is under the breaker's limit
+    assert hand_made.send(hand_made.agent(gpu[0], state="healthy", boot="b2"))[0]["result"] == "closed"
+    (outcome,) = hand_made.send(
+        hand_made.agent(cpu[1], {"check": "lustre", "message": "/fsx does not answer"}, group="cpu")
+    )
+    assert outcome["result"] == "rebooted"
+    (outcome,) = hand_made.send(hand_made.agent(gpu[2], xid(79)))
+    assert outcome["result"] == "replaced"
+    assert hand_made.state(gpu[2]) in ("shutting-down", "terminated")
+    assert all(hand_made.state(i) == "running" for i in (gpu[1], gpu[3], cpu[0]))
+    assert len(hand_made.instances(gpu_asg)) == 4

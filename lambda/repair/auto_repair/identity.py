@@ -6,6 +6,10 @@ A claim is confirmed when the tag says the same state from the same boot; the fa
 are the tag's (the claim's messages are kept as text for the failures the tag also lists). A claim
 the tag does not confirm leads to no action: a forged report, or an honest one that raced its
 own tag write, which AWS's tag-change event for that write then confirms.
+
+AWS's tag-change event names the instance itself, but its value is the tag's when it changed:
+delivered late, twice or out of order, it may be overtaken. It is acted on only as far as the tag
+still says it (:func:`still_says`): the same state, from the same boot, with its failures.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from training_cluster.contract import HEALTH_TAG
+
 from .aws import Clients, with_retries
-from .signals import HEALTH_TAG, Malformed, Signal, parse_health_tag
+from .signals import Malformed, Signal, parse_health_tag
 
 CHUNK = 100  # instance ids per DescribeTags filter
 
@@ -65,3 +71,24 @@ def confirm(claim: Signal, tag: str | None) -> Signal | str:
     messages = {(f.check, f.code): f.message for f in claim.failures}
     failures = tuple(replace(f, message=messages.get((f.check, f.code), "")) for f in seen.failures)
     return replace(claim, failures=failures, claim=False)
+
+
+def still_says(event: Signal, tag: str | None) -> Signal | str:
+    """The tag-change event's signal with the failures the instance's tag still lists, or why the
+    tag no longer says what the event does (it has moved on: the event is stale)."""
+    if tag is None:
+        return "the instance has no health tag now"
+    try:
+        now = parse_health_tag(tag)
+    except Malformed as error:
+        return str(error)
+    if now.boot_id != event.boot_id:
+        return f"the health tag is now from boot {now.boot_id}, the event from boot {event.boot_id}"
+    if now.healthy != event.healthy:
+        return f"the health tag now says {'healthy' if now.healthy else 'unhealthy'}"
+    listed = {(f.check, f.code) for f in now.failures}
+    failures = tuple(f for f in event.failures if (f.check, f.code) in listed)
+    if event.failures and not failures:
+        gone = ", ".join(f"{f.check}{' ' + f.code if f.code else ''}" for f in event.failures)
+        return f"the health tag no longer lists {gone}"
+    return replace(event, failures=failures, recheck=False)

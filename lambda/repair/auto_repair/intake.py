@@ -24,11 +24,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from training_cluster.contract import AGENT_DETAIL_TYPE, AGENT_SOURCE, HEALTH_TAG
+
 from .aws import Clients, with_retries
 from .identity import confirm, instance_tags
 from .ledger import Ledger
 from .report import metric_in_log
-from .signals import AGENT_DETAIL_TYPE, AGENT_SOURCE, HEALTH_TAG, Signal, from_event
+from .signals import Signal, from_event
 
 log = logging.getLogger("training-cluster.repair")
 GROUP_TAG = "aws:autoscaling:groupName"  # written by Auto Scaling; no node may write ``aws:`` keys

@@ -8,7 +8,8 @@ One table, string keys ``pk`` and ``sk``:
 - ``report#<id>`` / ``state``: the report intake's item for the instance: reports its health tag
   did not confirm (a count and the last reason: one item per instance however many arrive), and
   the tag value the last confirmed report was forwarded for (forwarded once per value). The
-  intake may write these items and no others.
+  intake may write these items and no others. The repair function counts there too the
+  tag-change events the tag no longer confirmed (stale: late or out of order).
 
 Conditional writes make each incident act once, however many copies of its events arrive.
 """
@@ -126,6 +127,16 @@ class Ledger:
             ReturnValues="UPDATED_NEW",
         )
         return int(response["Attributes"]["unconfirmed"])
+
+    def stale(self, instance_id: str, reason: str) -> int:
+        """Count a tag-change event about the instance that its health tag no longer says; the new count."""
+        response = self.table.update_item(
+            Key={"pk": f"report#{instance_id}", "sk": STATE},
+            UpdateExpression="ADD stale :one SET last_stale_reason = :reason, last_stale_at = :now",
+            ExpressionAttributeValues={":one": 1, ":reason": reason[:300], ":now": str(self.clock())},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["stale"])
 
     def forward_once(self, instance_id: str, tag: str) -> bool:
         """Mark a confirmed report about the instance as forwarded for this health tag value; True

@@ -1,10 +1,11 @@
 """Decide and act: from health signals to observe, reboot or replace, within the safety limits.
 
 For each signal about a cluster instance (the agent's own reports only once the instance's
-health tag confirms them, see ``identity``): the policy decides; a reboot-class fault on a node
-that was rebooted for a fault within the recurrence window, seen from a *new* boot, is replaced
-instead (signals from the boot that was rebooted are the same incident). An incident opens with
-a conditional write (duplicates and concurrent copies of an event act once). Before acting: the
+health tag confirms them, AWS's tag-change events only while the tag still says what they do,
+see ``identity``): the policy decides; a reboot-class fault on a node that was rebooted for a
+fault within the recurrence window, seen from a *new* boot, is replaced instead (signals from the
+boot that was rebooted are the same incident). An incident opens with a conditional write
+(duplicates and concurrent copies of an event act once). Before acting: the
 group's circuit breaker (more than the threshold of the group unhealthy at once, and more than
 one node: hold the nodes and notify until someone resets it; the reset repairs the held nodes
 that still fail), the capacity backoff after an insufficient-capacity launch failure, and at
@@ -27,12 +28,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from training_cluster.repair_policy import ACTIONS, Action, most_severe
+
 from .aws import Clients, with_retries
 from .evidence import capture_evidence
 from .fleet import Fleet
-from .identity import confirm, health_tags
+from .identity import confirm, health_tags, still_says
 from .ledger import Ledger
-from .policy import ACTIONS, Action, most_severe
 from .report import Reporter
 from .settings import Settings
 from .signals import Signal
@@ -44,6 +46,7 @@ log = logging.getLogger("training-cluster.repair")
 class Outcome:
     instance_id: str
     # observed | rebooted | replaced | duplicate | suppressed | deferred | dry-run | ignored | closed | unconfirmed
+    # | stale
     result: str
     action: Action | None = None
     incident_id: str | None = None
@@ -79,11 +82,14 @@ class Repairer:
 
     def handle(self, signals: Iterable[Signal]) -> list[Outcome]:
         """Act on signals; all of them count towards the circuit breaker before any acts. The
-        agent's claims are checked against their instances' health tags first (one read for all)."""
+        agent's claims, and AWS's tag-change events (which may come late or out of order), are
+        checked against their instances' health tags as they are now (one read for all)."""
         signals = list(signals)
         memberships = self.fleet.memberships([s.instance_id for s in signals])
         tags = health_tags(
-            self.clients, {s.instance_id for s in signals if s.claim and s.instance_id in memberships}, self.sleep
+            self.clients,
+            {s.instance_id for s in signals if (s.claim or s.recheck) and s.instance_id in memberships},
+            self.sleep,
         )
         opened: list[tuple[str, str, Action, str]] = []
         outcomes: list[Outcome] = []
@@ -95,6 +101,10 @@ class Repairer:
             signal = confirm(claimed, tags.get(claimed.instance_id)) if claimed.claim else claimed
             if isinstance(signal, str):
                 outcomes.append(self._unconfirmed(claimed, group, signal))
+                continue
+            signal = still_says(signal, tags.get(signal.instance_id)) if signal.recheck else signal
+            if isinstance(signal, str):
+                outcomes.append(self._stale(claimed, group, signal))
                 continue
             if signal.terminated:
                 outcomes.append(self._terminated(signal.instance_id, group))
@@ -332,6 +342,16 @@ class Repairer:
         self.report.metric_in_log("UnconfirmedReports", group, instance_id=claim.instance_id, reason=reason)
         log.warning("unconfirmed report about %s (%d so far): %s", claim.instance_id, count, reason)
         return Outcome(claim.instance_id, "unconfirmed")
+
+    def _stale(self, event: Signal, group: str, reason: str) -> Outcome:
+        """A tag-change event the instance's health tag no longer says (late, repeated after the
+        tag moved on, or out of order): no action; counted like an unconfirmed report (one
+        ledger item per instance, a metric and a log line). The event for the tag's current
+        value, or the sweep, acts on what the tag says now."""
+        count = self.ledger.stale(event.instance_id, reason)
+        self.report.metric_in_log("StaleTagEvents", group, instance_id=event.instance_id, reason=reason)
+        log.info("stale tag-change event about %s (%d so far): %s", event.instance_id, count, reason)
+        return Outcome(event.instance_id, "stale")
 
     def _healthy(self, signal: Signal, group: str) -> Outcome:
         """A node reports healthy again: close a reboot incident once the node has rebooted (a new

@@ -8,12 +8,18 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from training_cluster.contract import (
+    DIMENSION_CLUSTER,
+    DIMENSION_GROUP,
+    REPAIR_DETAIL_TYPE,
+    REPAIR_NAMESPACE,
+    REPAIR_SOURCE,
+    RepairMetric,
+)
+
 from .aws import Clients, with_retries
 from .ledger import Ledger
 from .settings import Settings
-
-NAMESPACE = "TrainingCluster/Repair"
-ACTION_SOURCE = "training-cluster.repair"
 
 
 class Reporter:
@@ -32,7 +38,7 @@ class Reporter:
         self.clock = clock
         self.sleep = sleep
 
-    def time_since_first_signal(self, incident_id: str, group: str, metric: str = "SecondsToAction") -> None:
+    def time_since_first_signal(self, incident_id: str, group: str, metric: RepairMetric = "SecondsToAction") -> None:
         """Seconds since the incident's first signal: to the action, or (SecondsToRepair) to its end."""
         story = self.ledger.story(incident_id)
         first = min(float(s["at"]) for s in story)
@@ -52,8 +58,8 @@ class Reporter:
             sleep=self.sleep,
             Entries=[
                 {
-                    "Source": ACTION_SOURCE,
-                    "DetailType": "Repair Action",
+                    "Source": REPAIR_SOURCE,
+                    "DetailType": REPAIR_DETAIL_TYPE,
                     "Detail": json.dumps(detail),
                     "EventBusName": self.settings.event_bus,
                 }
@@ -84,31 +90,40 @@ class Reporter:
             Message=message,
         )
 
-    def metric(self, name: str, group: str, value: float = 1.0, unit: str = "Count") -> None:
-        dimensions = [{"Name": "Cluster", "Value": self.settings.cluster}, {"Name": "InstanceGroup", "Value": group}]
+    def metric(self, name: RepairMetric, group: str, value: float = 1.0, unit: str = "Count") -> None:
+        dimensions = [
+            {"Name": DIMENSION_CLUSTER, "Value": self.settings.cluster},
+            {"Name": DIMENSION_GROUP, "Value": group},
+        ]
         with_retries(
             self.clients.cloudwatch.put_metric_data,
             sleep=self.sleep,
-            Namespace=NAMESPACE,
+            Namespace=REPAIR_NAMESPACE,
             MetricData=[{"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}],
         )
 
-    def metric_in_log(self, name: str, group: str, stream: TextIO | None = None, **fields: str) -> None:
+    def metric_in_log(self, name: RepairMetric, group: str, stream: TextIO | None = None, **fields: str) -> None:
         metric_in_log(name, self.settings.cluster, group, self.clock(), stream, **fields)
 
 
-def metric_in_log(name: str, cluster: str, group: str, now: float, stream: TextIO | None = None, **fields: str) -> None:
+def metric_in_log(
+    name: RepairMetric, cluster: str, group: str, now: float, stream: TextIO | None = None, **fields: str
+) -> None:
     """One log line that CloudWatch also reads as a metric (embedded metric format): no API call,
     so a flood of reports costs no more than its log lines."""
     line = {
         "_aws": {
             "Timestamp": int(now * 1000),
             "CloudWatchMetrics": [
-                {"Namespace": NAMESPACE, "Dimensions": [["Cluster", "InstanceGroup"]], "Metrics": [{"Name": name}]}
+                {
+                    "Namespace": REPAIR_NAMESPACE,
+                    "Dimensions": [[DIMENSION_CLUSTER, DIMENSION_GROUP]],
+                    "Metrics": [{"Name": name}],
+                }
             ],
         },
-        "Cluster": cluster,
-        "InstanceGroup": group,
+        DIMENSION_CLUSTER: cluster,
+        DIMENSION_GROUP: group,
         name: 1,
         **fields,
     }

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .policy import Policy
+from training_cluster.repair_policy import Policy
 
 INSTANCE_ARN_PREFIX = re.compile(r"arn:aws[a-z-]*:ec2:[a-z0-9-]+:[0-9]{12}:instance/", re.ASCII)
 

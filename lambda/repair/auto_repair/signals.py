@@ -7,7 +7,9 @@ the dead-letter queue holds only real failures.
 The health agent's own event is a *claim* (``Signal.claim``): anyone with a node's credentials
 can put it, naming any instance. The repair acts on it only once the instance's health tag
 (``HEALTH_TAG``, which only the instance itself may write) confirms it. AWS's ``Tag Change on
-Resource`` event for that tag is trusted as it is: only AWS puts ``aws.*`` sources on a bus.
+Resource`` event for that tag is trusted as to who spoke: only AWS puts ``aws.*`` sources on a
+bus. But it says what the tag was when it changed, and it may come late, twice or out of order
+(``Signal.recheck``): the repair acts on it only while the tag still says so.
 """
 
 from __future__ import annotations
@@ -18,21 +20,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from training_cluster import contract
+from training_cluster.contract import (
+    AGENT_DETAIL_TYPE,
+    AGENT_SOURCE,
+    BOOT_ID_TOKEN,
+    CHECK_TOKEN,
+    CODE_TOKEN,
+    HEALTH_TAG,
+)
+
 log = logging.getLogger("training-cluster.repair")
 
-AGENT_SOURCE = "training-cluster.health"
-AGENT_DETAIL_TYPE = "Node Health Changed"
 TAG_SOURCE = "aws.tag"
 TAG_DETAIL_TYPE = "Tag Change on Resource"
-# ``<state> boot=<boot id>[ <check>[:<code>]]...``, written by the instance on itself only.
-HEALTH_TAG = "training-cluster:health"
-HEALTH_TAG_MAX = 256  # EC2's limit on a tag value; the agent cuts at whole tokens
 
 INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}", re.ASCII)
 INSTANCE_ARN = re.compile(r"arn:aws[a-z-]*:ec2:[a-z0-9-]+:[0-9]{12}:instance/(i-[0-9a-f]{8,17})", re.ASCII)
-BOOT_ID = re.compile(r"[0-9A-Za-z-]{1,64}", re.ASCII)
-CHECK = re.compile(r"[a-z0-9_]{1,64}", re.ASCII)
-CODE = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 MAX_FAILURES = 64  # per event; the agent has about a dozen checks
 MAX_MESSAGE = 500  # characters of a failure's message kept (human text only)
 
@@ -60,6 +64,7 @@ class Signal:
     boot_id: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
     claim: bool = False  # the agent's own word: acted on only when the instance's health tag confirms it
+    recheck: bool = False  # the tag's value when it changed (AWS's event): acted on only if the tag still says so
 
 
 @dataclass(frozen=True)
@@ -73,35 +78,16 @@ class HealthTag:
 
 def parse_health_tag(value: object) -> HealthTag:
     """The health tag's value, or ``Malformed`` when it is not in the contract's grammar."""
-    if not isinstance(value, str) or len(value) > HEALTH_TAG_MAX:
-        raise Malformed("health tag: not a string of at most 256 characters")
-    state, boot, *tokens = value.split(" ") if value.count(" ") else (value, "")
-    if state not in ("healthy", "unhealthy"):
-        raise Malformed(f"health tag: unknown state {state[:20]!r}")
-    if not boot.startswith("boot=") or not BOOT_ID.fullmatch(boot[5:]):
-        raise Malformed("health tag: no boot id")
-    failures = []
-    for token in tokens:
-        check, _, code = token.partition(":")
-        if not CHECK.fullmatch(check) or (":" in token and not CODE.fullmatch(code)):
-            raise Malformed(f"health tag: bad token {token[:40]!r}")
-        failures.append(Failure(check, code or None))
-    if state == "unhealthy" and not failures:
-        raise Malformed("health tag: unhealthy without a failure")
-    return HealthTag(
-        healthy=state == "healthy", boot_id=boot[5:], failures=() if state == "healthy" else tuple(failures)
-    )
+    try:
+        healthy, boot_id, failures = contract.parse_health_tag(value)
+    except ValueError as error:
+        raise Malformed(str(error)) from None
+    return HealthTag(healthy=healthy, boot_id=boot_id, failures=tuple(Failure(c, code) for c, code in failures))
 
 
 def format_health_tag(healthy: bool, boot_id: str, failures: Sequence[Failure] = ()) -> str:
-    """The tag value for a state (the agent's side of the contract), cut at whole tokens."""
-    value = f"{'healthy' if healthy else 'unhealthy'} boot={boot_id}"
-    for f in failures:
-        token = f" {f.check}{':' + f.code if f.code else ''}"
-        if len(value) + len(token) > HEALTH_TAG_MAX:
-            break
-        value += token
-    return value
+    """The tag value for a state, as the agent writes it."""
+    return contract.format_health_tag(healthy, boot_id, [(f.check, f.code) for f in failures])
 
 
 def from_event(event: object) -> list[Signal]:
@@ -173,7 +159,7 @@ def _agent(detail: Mapping[str, Any]) -> Signal:
     """The agent's report: a claim, checked against the instance's health tag before any action."""
     instance = instance_id(detail.get("instance_id"))
     boot = detail.get("boot_id")
-    if not isinstance(boot, str) or not BOOT_ID.fullmatch(boot):
+    if not isinstance(boot, str) or not BOOT_ID_TOKEN.fullmatch(boot):
         raise Malformed("boot_id: missing or not a boot id")
     state = detail.get("state")
     if state not in ("healthy", "unhealthy"):
@@ -183,10 +169,10 @@ def _agent(detail: Mapping[str, Any]) -> Signal:
         raise Malformed(f"failures: not a list of at most {MAX_FAILURES}")
     failures = []
     for f in raw:
-        if not isinstance(f, Mapping) or not isinstance(f.get("check"), str) or not CHECK.fullmatch(f["check"]):
+        if not isinstance(f, Mapping) or not isinstance(f.get("check"), str) or not CHECK_TOKEN.fullmatch(f["check"]):
             raise Malformed("failures: an entry without a valid check")
         code, message = f.get("code"), f.get("message", "")
-        if code is not None and (not isinstance(code, str) or not CODE.fullmatch(code)):
+        if code is not None and (not isinstance(code, str) or not CODE_TOKEN.fullmatch(code)):
             raise Malformed("failures: an invalid code")
         if not isinstance(message, str):
             raise Malformed("failures: a message that is not a string")
@@ -225,5 +211,6 @@ def _tag_change(event: Mapping[str, Any]) -> list[Signal]:
             healthy=tag.healthy,
             boot_id=tag.boot_id,
             detail=detail,
+            recheck=True,
         )
     ]

@@ -1,6 +1,7 @@
 """The public constructs: each can be used on its own in any CDK app."""
 
 from .auto_repair import AutoRepair, AutoRepairOptions
+from .events import ClusterEvents
 from .fleet import Fleet, FleetCapacity
 from .lustre import LustreFileSystem
 from .network import ClusterNetwork
@@ -10,6 +11,7 @@ from .slurm import Slurm, SlurmOptions
 __all__ = [
     "AutoRepair",
     "AutoRepairOptions",
+    "ClusterEvents",
     "ClusterNetwork",
     "Fleet",
     "FleetCapacity",

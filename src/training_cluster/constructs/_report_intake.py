@@ -14,7 +14,7 @@ repair function; nothing that changes an instance or tells anyone anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
@@ -40,9 +40,11 @@ def report_intake(
     table: dynamodb.ITable,
     repair_function: lambda_.IFunction,
     asg_names: Mapping[str, str],
+    modules: Sequence[str],
     reserved_concurrency: int = 2,
 ) -> lambda_.Function:
-    """The intake function (``ReportIntake``, with ``ReportIntakeRole`` and ``ReportIntakeLogs``).
+    """The intake function (``ReportIntake``, with ``ReportIntakeRole`` and ``ReportIntakeLogs``):
+    the repair function's asset (with the package's ``modules``), another entry point.
 
     No dead-letter queue: what it drops is a report the repair function also hears of through
     AWS's tag-change event and its sweep, and forged reports must not fill the repair function's
@@ -53,6 +55,7 @@ def report_intake(
         "ReportIntake",
         code="repair",
         handler="handler.intake",
+        modules=modules,
         role_id="ReportIntakeRole",
         logs_id="ReportIntakeLogs",
         log_retention=logs.RetentionDays.THREE_MONTHS,

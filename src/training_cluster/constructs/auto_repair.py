@@ -5,39 +5,31 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from types import ModuleType
 
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from .._assets import asset_path
+from .. import contract
 from .._lambda import python_function
 from .._nag import acknowledge
-from ._health_agent import health_agent, install_health_agent, load_module
-from ._report_intake import MAX_REPORT_AGE, report_intake
+from ..repair_policy import Policy
+from ..rules.auto_repair import RepairFleet, auto_repair_findings
+from ._health_agent import agent_asset, install_health_agent
+from ._props import check_props
+from ._repair_control import repair_permissions, repair_rules
+from ._repair_dashboard import breaker_alarms, repair_dashboard
+from ._report_intake import report_intake
 from .fleet import Fleet
 
-REPAIR_NAMESPACE = "TrainingCluster/Repair"
-TAG_CLUSTER = "training-cluster:cluster"
-
-
-@cache
-def repair_policy() -> ModuleType:
-    """The control plane's policy module: the one source of the default XID and check actions."""
-    return load_module("training_cluster._repair_policy", asset_path("lambda", "repair", "auto_repair", "policy.py"))
+SHIPPED_MODULES = ("contract", "patterns", "repair_policy")
+"""The package's modules the repair function imports (``training_cluster.<module>`` in its asset)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,26 +37,36 @@ class AutoRepairOptions:
     """How the control plane acts. Defaults as in the config's ``auto_repair`` section."""
 
     dry_run: bool = False
+    """Decide and record, but reboot or replace nothing."""
     max_parallel_replacements: int = 1
+    """Replacements in flight at once in one group (1 to 25)."""
     unhealthy_threshold_percent: int = 20
+    """Above this share of a group unhealthy at once (and more than one node), stop and notify."""
     reboot_before_replace: bool = True
+    """Reboot for faults a reboot can clear; replace only if the fault comes back within an hour."""
     check_interval_seconds: int = 30
+    """How often the agent checks each node (10 to 3600)."""
     deep_checks: bool = False
+    """On first boot, ``dcgmi diag -r 2`` and an EFA provider check before the node takes work."""
     policy: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Overrides of the default policy: ``{"xid": {"79": "observe"}, "checks": {"lustre": "observe"}}``."""
 
 
 class AutoRepair(Construct):
-    """Watches every node of ``fleets`` and repairs the failed ones.
+    """Watches every node of ``fleets`` (one cluster's) and repairs the failed ones.
 
-    On each node: ``node/health_agent.py`` as a systemd service (a bootstrap stage), reporting
-    state changes in a health tag on its own instance and as EventBridge events, and a Healthy
-    metric. The control plane: a Lambda function (reserved concurrency 1, a dead-letter queue) fed
-    by AWS's tag-change events for the health tag, EC2 state changes, AWS Health scheduled
-    events, Auto Scaling launch failures, a one-minute sweep of EC2 status checks and health
-    tags, and the agent's reports that the report intake (``intake``, a function of its own)
-    confirmed; a DynamoDB ledger; an S3 bucket for evidence; notifications on ``topic``; a
-    CloudWatch dashboard. Every mutating permission is limited to this cluster's instances (by
-    tag) and Auto Scaling groups (by name).
+    On each node: the health agent (``node/health``) as a systemd service (a bootstrap stage),
+    reporting state changes in a health tag on its own instance and as EventBridge events, and a
+    Healthy metric. The control plane: a Lambda function (reserved concurrency 1, a dead-letter
+    queue) fed by AWS's tag-change events for the health tag, EC2 state changes, AWS Health
+    scheduled events, Auto Scaling launch failures, a one-minute sweep of EC2 status checks and
+    health tags, and the agent's reports that the report intake (``intake``, a function of its
+    own) confirmed; a DynamoDB ledger; an S3 bucket for evidence; notifications on ``topic``; a
+    CloudWatch dashboard and an alarm per group while its circuit breaker is open. Every mutating
+    permission is limited to instances carrying the fleets' cluster tag (which each :class:`Fleet`
+    puts on what it launches) and to the fleets' Auto Scaling groups (by name).
+
+    The cluster's name and each group's come from the fleets (``cluster_name``, ``group_name``).
 
     A node speaks only for itself: its role may tag only its own instance, with the health tag
     only, and AWS's tag-change event says which instance that was; the agent's own event names
@@ -78,22 +80,34 @@ class AutoRepair(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        cluster_name: str,
-        fleets: Mapping[str, Fleet],
+        fleets: Sequence[Fleet],
         topic: sns.ITopic,
         options: AutoRepairOptions | None = None,
         lustre_mount_path: str | None = None,
     ) -> None:
         """
-        :param cluster_name: the value of the ``training-cluster:cluster`` tag on the nodes.
-        :param fleets: instance group name -> fleet to watch and repair.
+        :param fleets: the fleets to watch and repair, all of one cluster, each group once.
         :param topic: where notifications go (actions, circuit breaker, no capacity).
-        :param lustre_mount_path: checked by the agent when given.
+        :param options: default: :class:`AutoRepairOptions` as it is.
+        :param lustre_mount_path: the file system the agent checks is mounted and answers;
+            default: none checked.
         """
         super().__init__(scope, construct_id)
         options = options or AutoRepairOptions()
-        policy = repair_policy()
-        policy.Policy.with_overrides(options.policy)  # fail at synthesis, not at the first repair
+        check_props(
+            self,
+            auto_repair_findings(
+                fleets=[RepairFleet(cluster_name=f.cluster_name, group_name=f.group_name) for f in fleets],
+                max_parallel_replacements=options.max_parallel_replacements,
+                unhealthy_threshold_percent=options.unhealthy_threshold_percent,
+                check_interval_seconds=options.check_interval_seconds,
+                policy=options.policy,
+            ),
+            values={},
+        )
+        self.fleets: tuple[Fleet, ...] = tuple(fleets)
+        self.cluster_name: str = fleets[0].cluster_name
+        policy = Policy.with_overrides(options.policy)
 
         self.table = dynamodb.Table(
             self,
@@ -128,24 +142,33 @@ class AutoRepair(Construct):
         )  # fmt: skip
         acknowledge(self.dead_letters, "SQS3", "this queue is itself the dead-letter queue of the repair function")
 
-        asg_names = {fleet.auto_scaling_group.auto_scaling_group_name: name for name, fleet in fleets.items()}
-        self.function = self._function(cluster_name, asg_names, topic, options)
+        self.function = self._function(topic, options)
         self.intake = report_intake(
-            self, cluster_name=cluster_name, table=self.table, repair_function=self.function, asg_names=asg_names
+            self,
+            cluster_name=self.cluster_name,
+            table=self.table,
+            repair_function=self.function,
+            asg_names=self._asg_names(),
+            modules=SHIPPED_MODULES,
         )
-        self._permissions(cluster_name, fleets, topic)
-        self._rules(cluster_name, [f.auto_scaling_group.auto_scaling_group_name for f in fleets.values()])
-        transient = sorted(
-            code for code, action in {**policy.XID, **options.policy.get("xid", {})}.items() if action == "observe"
-        )
-        agent = s3_assets.Asset(self, "Agent", path=str(asset_path("node", "health_agent.py")))
-        for name, fleet in fleets.items():
-            self._install_agent(cluster_name, name, fleet, agent, options, transient, lustre_mount_path)
-        self.dashboard = self._dashboard(cluster_name, list(fleets))
-        # A group of one node cannot trip the breaker (it needs more than one unhealthy node).
-        self.breaker_alarms = self._breaker_alarms(
-            cluster_name, [name for name, fleet in fleets.items() if fleet.count > 1], topic
-        )
+        repair_permissions(self, topic)
+        repair_rules(self)
+        agent = agent_asset(self, "Agent")
+        for fleet in self.fleets:
+            settings = {
+                "cluster": fleet.cluster_name,
+                "instance_group": fleet.group_name,
+                "expected_gpus": fleet.instance_type.gpus,
+                "expected_efa_devices": fleet.efa_interface_count,
+                "expected_neuron_devices": fleet.instance_type.neuron_devices,
+                "lustre_mount_path": lustre_mount_path,
+                "interval_seconds": options.check_interval_seconds,
+                "deep_checks": options.deep_checks,
+                "transient_xids": policy.transient_xids(),
+            }
+            install_health_agent(self, fleet, agent=agent, evidence_bucket=self.evidence_bucket, settings=settings)
+        self.dashboard = repair_dashboard(self)
+        self.breaker_alarms = breaker_alarms(self, topic)
 
     def set_drain_command(self, controller: Fleet, command: str) -> None:
         """The orchestrator hook: before a reboot or replacement, run ``command NODE ACTION REASON``
@@ -154,11 +177,69 @@ class AutoRepair(Construct):
         self.function.add_environment("DRAIN_GROUP", controller.auto_scaling_group.auto_scaling_group_name)
         self.function.add_environment("DRAIN_COMMAND", command)
 
-    def _function(
-        self, cluster_name: str, asg_names: Mapping[str, str], topic: sns.ITopic, options: AutoRepairOptions
-    ) -> lambda_.Function:
+    def metric(
+        self,
+        metric_name: contract.RepairMetric,
+        group_name: str,
+        *,
+        statistic: str = "Sum",
+        period: Duration | None = None,
+        label: str | None = None,
+    ) -> cloudwatch.Metric:
+        """A metric the control plane sends for one group (``TrainingCluster/Repair``, dimensions
+        ``Cluster`` and ``InstanceGroup``). Default: its sum over 5 minutes, labelled with the group."""
+        groups = [fleet.group_name for fleet in self.fleets]
+        if group_name not in groups:
+            raise ValueError(f"group_name must be one of the groups watched: {', '.join(groups)} (got {group_name!r})")
+        return cloudwatch.Metric(
+            namespace=contract.REPAIR_NAMESPACE,
+            metric_name=metric_name,
+            dimensions_map={contract.DIMENSION_CLUSTER: self.cluster_name, contract.DIMENSION_GROUP: group_name},
+            statistic=statistic,
+            period=period or Duration.minutes(5),
+            label=label or group_name,
+        )
+
+    def metric_incidents(
+        self, group_name: str, *, statistic: str = "Sum", period: Duration | None = None, label: str | None = None
+    ) -> cloudwatch.Metric:
+        """Signals of a group that opened an incident (default: the sum over 5 minutes)."""
+        return self.metric("Incidents", group_name, statistic=statistic, period=period, label=label)
+
+    def metric_reboots(
+        self, group_name: str, *, statistic: str = "Sum", period: Duration | None = None, label: str | None = None
+    ) -> cloudwatch.Metric:
+        """Nodes of a group the control plane rebooted (default: the sum over 5 minutes)."""
+        return self.metric("Reboots", group_name, statistic=statistic, period=period, label=label)
+
+    def metric_replacements(
+        self, group_name: str, *, statistic: str = "Sum", period: Duration | None = None, label: str | None = None
+    ) -> cloudwatch.Metric:
+        """Nodes of a group the control plane replaced (default: the sum over 5 minutes)."""
+        return self.metric("Replacements", group_name, statistic=statistic, period=period, label=label)
+
+    def metric_seconds_to_repair(
+        self, group_name: str, *, statistic: str = "Maximum", period: Duration | None = None, label: str | None = None
+    ) -> cloudwatch.Metric:
+        """Seconds from an incident's first signal to its end, the node healthy again or replaced
+        (default: the maximum over 5 minutes)."""
+        return self.metric("SecondsToRepair", group_name, statistic=statistic, period=period, label=label)
+
+    def metric_circuit_breaker_opened(
+        self, group_name: str, *, statistic: str = "Sum", period: Duration | None = None, label: str | None = None
+    ) -> cloudwatch.Metric:
+        """Times a group's circuit breaker opened, too much of it unhealthy at once (default: the
+        sum over 5 minutes)."""
+        return self.metric("CircuitBreakerOpened", group_name, statistic=statistic, period=period, label=label)
+
+    def _asg_names(self) -> dict[str, str]:
+        """Auto Scaling group name (a token) -> instance group name."""
+        return {fleet.auto_scaling_group.auto_scaling_group_name: fleet.group_name for fleet in self.fleets}
+
+    def _function(self, topic: sns.ITopic, options: AutoRepairOptions) -> lambda_.Function:
+        stack = Stack.of(self)
         environment = {
-            "CLUSTER_NAME": cluster_name,
+            "CLUSTER_NAME": self.cluster_name,
             "LEDGER_TABLE": self.table.table_name,
             "TOPIC_ARN": topic.topic_arn,
             "EVENT_BUS": "default",
@@ -166,7 +247,7 @@ class AutoRepair(Construct):
             # instance's ARN: the only prefix that instance's role may write.
             "INSTANCE_ARN_PREFIX": f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:instance/",
             "EVIDENCE_BUCKET": self.evidence_bucket.bucket_name,
-            "AUTO_SCALING_GROUPS": Stack.of(self).to_json_string(dict(asg_names)),
+            "AUTO_SCALING_GROUPS": stack.to_json_string(self._asg_names()),
             "POLICY": json.dumps(options.policy, sort_keys=True),
             "DRY_RUN": str(options.dry_run).lower(),
             "MAX_PARALLEL_REPLACEMENTS": str(options.max_parallel_replacements),
@@ -177,6 +258,7 @@ class AutoRepair(Construct):
             self,
             "Function",
             code="repair",
+            modules=SHIPPED_MODULES,
             role_id="Role",
             logs_id="Logs",
             log_retention=logs.RetentionDays.THREE_MONTHS,
@@ -184,212 +266,9 @@ class AutoRepair(Construct):
             memory_size=256,
             reserved_concurrent_executions=1,  # one decision at a time: the safety limits count correctly
             dead_letter_queue=self.dead_letters,
+            # Not Lambda's six hours: an event hours late speaks of a tag that has moved on; the
+            # one-minute sweep reads the tags as they are.
+            max_event_age=Duration.minutes(10),
             environment=environment,
-            description=f"Auto-repair control plane of cluster {cluster_name}",
+            description=f"Auto-repair control plane of cluster {self.cluster_name}",
         )
-
-    def _permissions(self, cluster_name: str, fleets: Mapping[str, Fleet], topic: sns.ITopic) -> None:
-        role = self.function.role
-        assert role is not None
-        arn = f"arn:{Aws.PARTITION}"
-        instances = f"{arn}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:instance/*"
-        tagged = {"StringEquals": {f"aws:ResourceTag/{TAG_CLUSTER}": cluster_name}}
-        self.table.grant_read_write_data(role)
-        topic.grant_publish(role)
-        statements = [
-            iam.PolicyStatement(actions=["ec2:RebootInstances"], resources=[instances], conditions=tagged),
-            iam.PolicyStatement(
-                actions=["autoscaling:TerminateInstanceInAutoScalingGroup"],
-                resources=[
-                    f"{arn}:autoscaling:{Aws.REGION}:{Aws.ACCOUNT_ID}:autoScalingGroup:*:autoScalingGroupName/"
-                    f"{fleet.auto_scaling_group.auto_scaling_group_name}"
-                    for fleet in fleets.values()
-                ],
-            ),
-            iam.PolicyStatement(
-                actions=["ssm:SendCommand"], resources=[f"{arn}:ssm:{Aws.REGION}::document/AWS-RunShellScript"]
-            ),
-            iam.PolicyStatement(actions=["ssm:SendCommand"], resources=[instances], conditions=tagged),
-            iam.PolicyStatement(
-                actions=["events:PutEvents"],
-                resources=[f"{arn}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:event-bus/default"],
-            ),
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": REPAIR_NAMESPACE}},
-            ),
-            iam.PolicyStatement(
-                actions=[
-                    "ec2:DescribeInstanceStatus",
-                    "ec2:DescribeTags",
-                    "autoscaling:DescribeAutoScalingGroups",
-                    "autoscaling:DescribeAutoScalingInstances",
-                    "ssm:GetCommandInvocation",
-                ],
-                resources=["*"],
-            ),
-        ]
-        for statement in statements:
-            role.add_to_principal_policy(statement)
-        stack = Stack.of(self)
-        for fleet in fleets.values():
-            asg_id = stack.resolve(fleet.auto_scaling_group.node.default_child.logical_id)  # type: ignore[union-attr]
-            acknowledge(
-                role,
-                "IAM5[Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:autoScalingGroup:*:"
-                f"autoScalingGroupName/<{asg_id}>]",
-                "an Auto Scaling group ARN holds a generated id; the group name in it is exact",
-            )
-        for finding, reason in (
-            ("Action::kms:GenerateDataKey*", "SNS needs data keys of the events topic's own key to publish; "
-             "the grant names that key only"),
-            ("Resource::*", "read-only Describe and GetCommandInvocation calls, which take no resource ARN; "
-             "PutMetricData is limited to the repair namespace by condition"),
-            ("Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*",
-             "reboot and Run Command are limited to instances tagged with this cluster's name by condition"),
-        ):  # fmt: skip
-            acknowledge(role, f"IAM5[{finding}]", reason)
-
-    def _rules(self, cluster_name: str, asg_names: Sequence[str]) -> None:
-        target = targets.LambdaFunction(
-            self.function,
-            dead_letter_queue=self.dead_letters,
-            retry_attempts=4,
-            max_event_age=Duration.hours(1),
-        )
-        agent = health_agent()
-        patterns = {
-            # AWS's own event for a change of a node's health tag: the proof of which node spoke.
-            "HealthTagChanges": events.EventPattern(
-                source=["aws.tag"],
-                detail_type=["Tag Change on Resource"],
-                detail={
-                    "service": ["ec2"],
-                    "resource-type": ["instance"],
-                    "changed-tag-keys": [agent.HEALTH_TAG],
-                    "tags": {TAG_CLUSTER: [cluster_name]},
-                },
-            ),
-            "InstanceStateChanges": events.EventPattern(
-                source=["aws.ec2"],
-                detail_type=["EC2 Instance State-change Notification"],
-                detail={"state": ["stopping", "stopped", "shutting-down", "terminated"]},
-            ),
-            "ScheduledMaintenance": events.EventPattern(
-                source=["aws.health"],
-                detail_type=["AWS Health Event"],
-                detail={"service": ["EC2"], "eventTypeCategory": ["scheduledChange"]},
-            ),
-            "LaunchFailures": events.EventPattern(
-                source=["aws.autoscaling"],
-                detail_type=["EC2 Instance Launch Unsuccessful"],
-                detail={"AutoScalingGroupName": list(asg_names)},
-            ),
-        }
-        for name, pattern in patterns.items():
-            events.Rule(self, name, event_pattern=pattern, targets=[target])
-        events.Rule(self, "Sweep", schedule=events.Schedule.rate(Duration.minutes(1)), targets=[target])
-        # The agent's own event: a claim (it names its instance in its content), which anyone who
-        # may put events on the bus can forge. It goes to the intake, never to the repair function:
-        # no dead-letter queue (forged reports must not fill the repair function's), and reports
-        # older than the intake's limit are dropped (the tag-change event and the sweep cover them).
-        events.Rule(
-            self,
-            "AgentEvents",
-            event_pattern=events.EventPattern(
-                source=[agent.SOURCE], detail_type=[agent.DETAIL_TYPE], detail={"cluster": [cluster_name]}
-            ),
-            targets=[targets.LambdaFunction(self.intake, retry_attempts=2, max_event_age=MAX_REPORT_AGE)],
-        )
-
-    def _install_agent(
-        self,
-        cluster_name: str,
-        group: str,
-        fleet: Fleet,
-        agent: s3_assets.Asset,
-        options: AutoRepairOptions,
-        transient_xids: list[str],
-        lustre_mount_path: str | None,
-    ) -> None:
-        info = fleet.instance_type
-        settings = {
-            "cluster": cluster_name,
-            "instance_group": group,
-            "expected_gpus": info.gpus,
-            "expected_efa_devices": fleet.efa_interface_count,
-            "expected_neuron_devices": info.neuron_devices,
-            "lustre_mount_path": lustre_mount_path,
-            "interval_seconds": options.check_interval_seconds,
-            "deep_checks": options.deep_checks,
-            "transient_xids": transient_xids,
-        }
-        install_health_agent(
-            self, fleet, agent=agent, evidence_bucket=self.evidence_bucket, cluster_name=cluster_name, settings=settings
-        )
-
-    def _breaker_alarms(self, cluster_name: str, groups: Sequence[str], topic: sns.ITopic) -> list[cloudwatch.Alarm]:
-        """An alarm per group while its circuit breaker has opened (the metric lives in CloudWatch,
-        so the alert does too), notifying ``topic``."""
-        alarms = []
-        for group in groups:
-            alarm = cloudwatch.Alarm(
-                self,
-                f"BreakerOpen{''.join(p.capitalize() for p in group.split('-'))}",
-                alarm_description=f"Auto-repair stopped for instance group {group}: reset the breaker when safe",
-                metric=cloudwatch.Metric(
-                    namespace=REPAIR_NAMESPACE,
-                    metric_name="CircuitBreakerOpened",
-                    dimensions_map={"Cluster": cluster_name, "InstanceGroup": group},
-                    statistic="Sum",
-                    period=Duration.minutes(1),
-                ),
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            )
-            alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
-            alarms.append(alarm)
-        return alarms
-
-    def _dashboard(self, cluster_name: str, groups: Sequence[str]) -> cloudwatch.Dashboard:
-        def repair(metric: str, statistic: str = "Sum") -> list[cloudwatch.IMetric]:
-            return [
-                cloudwatch.Metric(
-                    namespace=REPAIR_NAMESPACE,
-                    metric_name=metric,
-                    dimensions_map={"Cluster": cluster_name, "InstanceGroup": group},
-                    statistic=statistic,
-                    period=Duration.minutes(5),
-                    label=group,
-                )
-                for group in groups
-            ]
-
-        namespace = health_agent().NAMESPACE
-        healthy = cloudwatch.MathExpression(
-            expression=f'SEARCH(\'{{{namespace},Cluster,InstanceGroup,InstanceId}} MetricName="Healthy" '
-            f"Cluster=\"{cluster_name}\"', 'Minimum', 60)",
-            label="Healthy",
-            period=Duration.minutes(1),
-        )
-        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{cluster_name}-auto-repair")
-        dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Nodes reporting healthy (1) or not (0)", left=[healthy], width=24),
-            cloudwatch.GraphWidget(title="Incidents", left=repair("Incidents"), width=8),
-            cloudwatch.GraphWidget(title="Reboots", left=repair("Reboots"), width=8),
-            cloudwatch.GraphWidget(title="Replacements", left=repair("Replacements"), width=8),
-            cloudwatch.GraphWidget(
-                title="Seconds from signal to action", left=repair("SecondsToAction", "Maximum"), width=12
-            ),
-            cloudwatch.GraphWidget(
-                title="Seconds from signal to repaired", left=repair("SecondsToRepair", "Maximum"), width=12
-            ),
-            cloudwatch.GraphWidget(title="Circuit breaker opened", left=repair("CircuitBreakerOpened"), width=12),
-            cloudwatch.GraphWidget(
-                title="Reports their node's health tag did not confirm", left=repair("UnconfirmedReports"), width=12
-            ),
-        )
-        return dashboard

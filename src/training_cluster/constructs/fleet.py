@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 import jsii
-from aws_cdk import Duration, IStableStringProducer, Lazy, Stack
+from aws_cdk import Duration, IStableStringProducer, Lazy, Tags
 from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from .. import catalog
+from .. import catalog, contract
+from .._assets import grant_read
 from .._nag import SSM_MANAGED_POLICY, acknowledge
 from ..node_bootstrap import NodeBootstrap
-
-OperatingSystem = Literal["ubuntu-22.04", "ubuntu-24.04", "amazon-linux-2023"]
+from ..rules.fleet import creates_placement_group, fleet_findings
+from ..types import CapacityType, OperatingSystem
+from ._props import check_props
+from .network import node_security_group
 
 DEFAULT_HEALTH_CHECK_GRACE_PERIOD = Duration.minutes(15)
 ROOT_DEVICE = {"ubuntu-22.04": "/dev/sda1", "ubuntu-24.04": "/dev/sda1", "amazon-linux-2023": "/dev/xvda"}
@@ -42,9 +48,11 @@ def default_image_parameter(instance_type: str, os: OperatingSystem) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class FleetCapacity:
-    """Which capacity a fleet launches into."""
+    """Which capacity a fleet launches into. The fleet checks it with its other props
+    (:func:`training_cluster.rules.fleet.capacity_findings`): a reservation id goes with
+    ``reservation`` and ``capacity-block`` only."""
 
-    type: Literal["on-demand", "reservation", "capacity-block"] = "on-demand"
+    type: CapacityType = "on-demand"
     reservation_id: str | None = None
 
     @classmethod
@@ -61,12 +69,6 @@ class FleetCapacity:
         """An EC2 Capacity Block for ML (its id is a capacity reservation id)."""
         return cls(type="capacity-block", reservation_id=reservation_id)
 
-    def __post_init__(self) -> None:
-        if (self.type == "on-demand") != (self.reservation_id is None):
-            raise ValueError(
-                f"capacity {self.type} {'takes no' if self.type == 'on-demand' else 'needs a'} reservation_id"
-            )
-
 
 @jsii.implements(IStableStringProducer)
 class _UserDataText:
@@ -81,17 +83,22 @@ class _UserDataText:
 
 @jsii.implements(ec2.IConnectable)
 class Fleet(Construct):
-    """One instance group: a launch template with the full EFA layout and an Auto Scaling group
-    that keeps exactly ``count`` nodes in the compute subnet.
+    """One instance group of a cluster: a launch template with the full EFA layout and an Auto
+    Scaling group that keeps exactly ``count`` nodes in the compute subnet.
 
     The launch template gives every EFA network card an interface, as the EC2 User Guide lays
     out for full bandwidth (card 0 device 0 the primary ENA interface; ``efa-only`` on card 0
     device 1 where card 0 has EFA and on device 0 of every further EFA card); IMDSv2 only; an
-    encrypted gp3 root volume; an instance profile with SSM access; a cluster placement group.
-    The Auto Scaling group has min = max = desired = ``count``: a fixed training fleet that
-    replaces a node that fails its EC2 health check, in the same subnet, placement group and
-    capacity. It has no update policy, so a new launch template version never replaces a
-    running node; only new launches use it.
+    encrypted gp3 root volume; an instance profile with SSM access; a cluster placement group
+    for on-demand capacity. The Auto Scaling group has min = max = desired = ``count``: a fixed
+    training fleet that replaces a node that fails its EC2 health check, in the same subnet,
+    placement group and capacity. It has no update policy, so a new launch template version
+    never replaces a running node; only new launches use it.
+
+    The fleet tags itself, so every instance, volume and group it launches carries them, whoever
+    composed it: ``training-cluster:cluster`` (``cluster_name``), ``training-cluster:instance-group``
+    (``group_name``) and ``Name`` (``<cluster_name>-<group_name>``). ``AutoRepair``'s permissions,
+    ``Slurm`` and ``Observability`` read the cluster and group from the fleet.
     """
 
     def __init__(
@@ -99,35 +106,52 @@ class Fleet(Construct):
         scope: Construct,
         construct_id: str,
         *,
+        cluster_name: str,
+        group_name: str,
         vpc: ec2.IVpc,
         subnet: ec2.ISubnet,
-        security_group: ec2.ISecurityGroup,
         instance_type: str,
         count: int,
+        security_group: ec2.ISecurityGroup | None = None,
         efa: bool | None = None,
         capacity: FleetCapacity = FleetCapacity(),
-        create_placement_group: bool = True,
+        create_placement_group: bool | None = None,
         placement_group_name: str | None = None,
         os: OperatingSystem = "ubuntu-22.04",
         machine_image: ec2.IMachineImage | None = None,
         root_volume_size_gib: int = 500,
         bootstrap: NodeBootstrap | None = None,
+        lifecycle_script: str | Path | None = None,
         role: iam.IRole | None = None,
         notification_topic: sns.ITopic | None = None,
         health_check_grace_period: Duration | None = None,
         key_pair_name: str | None = None,
     ) -> None:
         """
+        :param cluster_name: the cluster this group belongs to (lower case letters, digits and
+            hyphens, up to 32 characters): the nodes' ``training-cluster:cluster`` tag and their
+            ``CLUSTER_NAME`` setting.
+        :param group_name: the instance group's name in the cluster (the same rules, up to 24
+            characters): the nodes' ``training-cluster:instance-group`` tag and ``INSTANCE_GROUP`` setting.
         :param subnet: the compute subnet every node of the group launches into.
-        :param security_group: put on every network interface (with EFA: all traffic to itself).
+        :param security_group: put on every network interface; default: a new group that allows all
+            traffic to and from itself (EFA requires it) and HTTPS and HTTP out. Other fleets and
+            servers are allowed through :attr:`connections`.
         :param efa: default: on where the instance type supports it; ``True`` fails where it does not.
         :param capacity: default on-demand.
-        :param create_placement_group: create a cluster placement group for the group (default).
+        :param create_placement_group: create a cluster placement group for the group. Default: one
+            for on-demand capacity; none for a Capacity Block (EC2 places its instances, and a
+            placement group can fail its launches) or a targeted reservation (it launches into its
+            own placement group, if any: name it in ``placement_group_name``), or when
+            ``placement_group_name`` is given.
         :param placement_group_name: launch into this existing placement group instead.
         :param os: the AMI's operating system: picks the default AMI and the root device name.
         :param machine_image: default: the Deep Learning Base AMI for ``os`` (Nvidia driver, or
             Neuron on Trainium/Inferentia), resolved at deploy time from its SSM public parameter.
-        :param bootstrap: what runs at boot; default: the bootstrap with no file system.
+        :param bootstrap: what runs at boot; default: the bootstrap with no file system. The fleet
+            sets its ``CLUSTER_NAME``, ``INSTANCE_GROUP`` and ``NODE_OS``.
+        :param lifecycle_script: a script of yours that every node runs as root at the end of its
+            boot: shipped as an asset that only this fleet's role can read; default none.
         :param role: the nodes' role; default: a new role with SSM Session Manager and Run Command access.
         :param notification_topic: receives the group's launch and terminate events (and launch errors).
         :param health_check_grace_period: how long a new node may boot before EC2 health checks
@@ -135,24 +159,64 @@ class Fleet(Construct):
         :param key_pair_name: an EC2 key pair for SSH; default none (Session Manager).
         """
         super().__init__(scope, construct_id)
+        check_props(
+            self,
+            fleet_findings(
+                cluster_name=cluster_name,
+                group_name=group_name,
+                instance_type=instance_type,
+                count=count,
+                efa=efa,
+                capacity_type=capacity.type,
+                reservation_id=capacity.reservation_id,
+                create_placement_group=create_placement_group,
+                placement_group_name=placement_group_name,
+                os=os,
+                root_volume_size_gib=root_volume_size_gib,
+            ),
+            values={
+                "root_volume_size_gib": root_volume_size_gib,
+                "cluster_name": cluster_name,
+                "group_name": group_name,
+                "count": count,
+                "capacity.reservation_id": capacity.reservation_id,
+                "placement_group_name": placement_group_name,
+            },
+        )
         info = catalog.get(instance_type)
-        if info is None:
-            raise ValueError(f"unknown instance type {instance_type!r}; see training_cluster.catalog.instance_types()")
-        if efa and not info.efa_supported:
-            raise ValueError(f"{instance_type} does not support EFA; pass efa=False or leave it unset")
-        if count < 1:
-            raise ValueError(f"count must be at least 1, got {count}")
+        assert info is not None  # the rules refuse a type the catalog does not know
+        self.cluster_name = cluster_name
+        self.group_name = group_name
         self.instance_type = info
         self.count = count
+        self.os: OperatingSystem = os
         self.efa_enabled = info.efa_supported if efa is None else efa
         self.interfaces = info.efa_layout() if self.efa_enabled else info.efa_layout()[:1]
+        if security_group is None:
+            security_group = node_security_group(
+                self,
+                "SecurityGroup",
+                vpc=vpc,
+                description=f"Nodes of {cluster_name}-{group_name}: all traffic within the group (EFA), HTTPS and "
+                "HTTP out",
+            )
+        self.security_group = security_group
         self._connections = ec2.Connections(security_groups=[security_group])
         self.bootstrap = bootstrap or NodeBootstrap()
-        # What the bootstrap script needs, where the caller has not said: the stack's name as the
-        # cluster's, the construct id as the group's, and the AMI's operating system.
-        self.bootstrap.set_default("CLUSTER_NAME", Stack.of(self).stack_name)
-        self.bootstrap.set_default("INSTANCE_GROUP", construct_id.lower())
-        self.bootstrap.set_default("NODE_OS", os)
+        for key, value in (("CLUSTER_NAME", cluster_name), ("INSTANCE_GROUP", group_name), ("NODE_OS", os)):
+            current = self.bootstrap.environment.get(key)
+            if current is not None and current != value:
+                raise ValueError(
+                    f"bootstrap: its {key} is {current!r} already, not this fleet's {value!r}; give each fleet a "
+                    "bootstrap of its own"
+                )
+            self.bootstrap.set(key, value)
+        # On everything the fleet creates, and through the launch template and the Auto Scaling
+        # group on every instance and volume it launches. Name above the tag the launch template and
+        # Auto Scaling group set from their paths.
+        Tags.of(self).add(contract.TAG_CLUSTER, cluster_name)
+        Tags.of(self).add(contract.TAG_GROUP, group_name)
+        Tags.of(self).add("Name", f"{cluster_name}-{group_name}", priority=200)
 
         if role is None:
             role = iam.Role(
@@ -169,7 +233,13 @@ class Fleet(Construct):
                 "managed policy; it grants no access to data",
             )
         self.role: iam.IRole = role
+        if lifecycle_script is not None:
+            script = s3_assets.Asset(self, "LifecycleScript", path=str(lifecycle_script))
+            grant_read(script, self.role)
+            self.bootstrap.set("LIFECYCLE_SCRIPT_S3_URI", script.s3_object_url)
 
+        if create_placement_group is None:
+            create_placement_group = creates_placement_group(None, placement_group_name, capacity.type)
         self.placement_group: ec2.IPlacementGroup | None = None
         if placement_group_name is not None:
             self.placement_group = ec2.PlacementGroup.from_placement_group_name(
@@ -247,6 +317,43 @@ class Fleet(Construct):
     @property
     def efa_interface_count(self) -> int:
         return sum(1 for slot in self.interfaces if slot.interface_type == "efa-only")
+
+    def metric_in_service_instances(
+        self, *, statistic: str = "Minimum", period: Duration | None = None, label: str | None = None
+    ) -> cloudwatch.Metric:
+        """Nodes in service in the group's Auto Scaling group, as EC2 Auto Scaling sees them
+        (``AWS/AutoScaling`` ``GroupInServiceInstances``; the fleet turns group metrics on).
+        Default: the minimum over 5 minutes, labelled with the group's name."""
+        return cloudwatch.Metric(
+            namespace="AWS/AutoScaling",
+            metric_name="GroupInServiceInstances",
+            dimensions_map={"AutoScalingGroupName": self.auto_scaling_group.auto_scaling_group_name},
+            statistic=statistic,
+            period=period,
+            label=label or self.group_name,
+        )
+
+    def metric_healthy_nodes(self, *, period: Duration | None = None, label: str | None = None) -> cloudwatch.IMetric:
+        """Nodes of the group whose health agent (``AutoRepair`` installs it) reported healthy at
+        every check of the period.
+
+        The agent sends ``Healthy`` (1 or 0) every check interval, per instance (namespace
+        ``TrainingCluster/Health``, dimensions ``Cluster``, ``InstanceGroup`` and ``InstanceId``).
+        This takes each instance's ``Minimum`` over the period and adds them up: a node that failed
+        a check in the period, or sent nothing (no agent, stopped, gone), does not count. The
+        instances are only known at run time, so it is a search expression: for dashboards
+        (CloudWatch alarms do not evaluate searches). Default period one minute: keep it at least
+        the agent's check interval. Default label: the group's name.
+        """
+        seconds = int((period or Duration.minutes(1)).to_seconds())
+        query = (
+            f"{{{contract.HEALTH_NAMESPACE},Cluster,InstanceGroup,InstanceId}} "
+            f'MetricName="Healthy" Cluster="{self.cluster_name}" InstanceGroup="{self.group_name}"'
+        )
+        search = f"SEARCH('{query}', 'Minimum', {seconds})"
+        return cloudwatch.MathExpression(
+            expression=f"SUM({search})", label=label or self.group_name, period=Duration.seconds(seconds)
+        )
 
 
 def _interface(slot: catalog.NetworkInterfaceSlot, security_group_id: str) -> dict[str, Any]:

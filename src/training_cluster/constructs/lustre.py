@@ -13,10 +13,14 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from ..node_bootstrap import NodeBootstrap
+from ..rules.lustre import default_throughput, lustre_findings
+from ..types import LustreDeploymentType
+from ._props import check_props
 
 LUSTRE_PORTS = (ec2.Port.tcp(988), ec2.Port.tcp_range(1018, 1023))
 
 _DEPLOYMENT_TYPES = {
+    "SCRATCH_1": fsx.LustreDeploymentType.SCRATCH_1,
     "SCRATCH_2": fsx.LustreDeploymentType.SCRATCH_2,
     "PERSISTENT_1": fsx.LustreDeploymentType.PERSISTENT_1,
     "PERSISTENT_2": fsx.LustreDeploymentType.PERSISTENT_2,
@@ -29,7 +33,10 @@ class LustreFileSystem(Construct):
 
     Defaults: PERSISTENT_2, 1200 GiB, 250 MB/s/TiB, LZ4 compression, Lustre 2.15 with an
     automatic metadata configuration, encrypted with the AWS managed key for FSx, and retained
-    (with its data) when the stack is deleted or the resource would be replaced.
+    (with its data) when the stack is deleted or the resource would be replaced. Every deployment
+    type composes alone: the throughput default follows the type, and the props are checked
+    against the type's rules (:mod:`training_cluster.rules.lustre`) before anything is created,
+    with one error listing every problem.
     Use :meth:`allow_clients` to let nodes mount it (TCP 988 and 1018-1023 both ways).
     """
 
@@ -41,32 +48,64 @@ class LustreFileSystem(Construct):
         vpc: ec2.IVpc,
         subnet: ec2.ISubnet,
         storage_capacity_gib: int = 1200,
-        deployment_type: Literal["SCRATCH_2", "PERSISTENT_1", "PERSISTENT_2"] = "PERSISTENT_2",
-        throughput_mbps_per_tib: int | None = 250,
+        deployment_type: LustreDeploymentType = "PERSISTENT_2",
+        throughput_mbps_per_tib: int | None = None,
         compression: Literal["NONE", "LZ4"] = "LZ4",
         metadata_iops: int | None = None,
         kms_key: kms.IKey | None = None,
         s3_import_path: str | None = None,
         mount_path: str = "/fsx",
+        security_group: ec2.ISecurityGroup | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         """
-        :param storage_capacity_gib: 1200, 2400 or a multiple of 2400.
-        :param throughput_mbps_per_tib: per unit of storage; ``None`` for scratch types.
+        :param storage_capacity_gib: 1200, 2400 or a multiple of 2400 (of 3600 on SCRATCH_1).
+        :param deployment_type: default PERSISTENT_2; SCRATCH_1 and SCRATCH_2 keep no second copy
+            of the data, PERSISTENT_1 and PERSISTENT_2 do.
+        :param throughput_mbps_per_tib: per TiB of storage. Default: 250 on PERSISTENT_2, 200 on
+            PERSISTENT_1; scratch types have no setting (give none).
         :param metadata_iops: PERSISTENT_2 only; default: the AUTOMATIC metadata mode.
         :param kms_key: a customer managed key (persistent types); default: the AWS managed key.
         :param s3_import_path: an S3 location linked to the whole file system: on PERSISTENT_2 a
             data repository association that imports and exports new, changed and deleted
-            objects; on other types the file system's import and export paths.
+            objects; on the other types the file system's import and export paths (with
+            automatic import of new, changed and deleted objects except on SCRATCH_1).
         :param mount_path: where nodes mount the file system (used by the node bootstrap).
+        :param security_group: the file servers' security group; default: a new one with no
+            outbound rules (:meth:`allow_clients` opens the Lustre ports).
         :param removal_policy: default RETAIN: deleting the stack keeps the file system.
         """
         super().__init__(scope, construct_id)
+        check_props(
+            self,
+            lustre_findings(
+                deployment_type=deployment_type,
+                storage_capacity_gib=storage_capacity_gib,
+                throughput_mbps_per_tib=throughput_mbps_per_tib,
+                metadata_iops=metadata_iops,
+                compression=compression,
+                kms_key=kms_key is not None,
+                s3_import_path=s3_import_path,
+                mount_path=mount_path,
+            ),
+            values={
+                "storage_capacity_gib": storage_capacity_gib,
+                "throughput_mbps_per_tib": throughput_mbps_per_tib,
+                "metadata_iops": metadata_iops,
+                "s3_import_path": s3_import_path,
+                "mount_path": mount_path,
+            },
+        )
+        self.deployment_type: LustreDeploymentType = deployment_type
         self.mount_path = mount_path
+        self.throughput_mbps_per_tib = (
+            default_throughput(deployment_type) if throughput_mbps_per_tib is None else throughput_mbps_per_tib
+        )
+        """Throughput per TiB of storage, as given or by default; ``None`` on scratch types."""
         persistent_2 = deployment_type == "PERSISTENT_2"
         link_at_file_system = s3_import_path is not None and not persistent_2
 
-        self.security_group = ec2.SecurityGroup(
+        self.security_group: ec2.ISecurityGroup = security_group or ec2.SecurityGroup(
             self,
             "SecurityGroup",
             vpc=vpc,
@@ -85,11 +124,13 @@ class LustreFileSystem(Construct):
             file_system_type_version=fsx.FileSystemTypeVersion.V_2_15,
             lustre_configuration=fsx.LustreConfiguration(
                 deployment_type=_DEPLOYMENT_TYPES[deployment_type],
-                per_unit_storage_throughput=throughput_mbps_per_tib,
+                per_unit_storage_throughput=self.throughput_mbps_per_tib,
                 data_compression_type=fsx.LustreDataCompressionType[compression],
                 import_path=s3_import_path if link_at_file_system else None,
                 export_path=s3_import_path if link_at_file_system else None,
-                auto_import_policy=fsx.LustreAutoImportPolicy.NEW_CHANGED_DELETED if link_at_file_system else None,
+                auto_import_policy=fsx.LustreAutoImportPolicy.NEW_CHANGED_DELETED
+                if link_at_file_system and deployment_type != "SCRATCH_1"
+                else None,
             ),
         )
         # The L2 already opens TCP 988-1023 between the file servers.

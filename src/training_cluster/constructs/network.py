@@ -12,9 +12,21 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from .._nag import acknowledge
+from ..rules.network import DATABASE_SUBNET_PREFIX_LENGTH, PUBLIC_SUBNET_PREFIX_LENGTH, network_findings
+from ._props import check_props
 
-PUBLIC_SUBNET_PREFIX_LENGTH = 24
 FLOW_LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+
+
+def node_security_group(scope: Construct, construct_id: str, *, vpc: ec2.IVpc, description: str) -> ec2.SecurityGroup:
+    """A security group for cluster nodes: all traffic to and from itself, as EFA requires, and
+    HTTPS and HTTP out for packages and AWS APIs; nothing comes in from outside the group."""
+    group = ec2.SecurityGroup(scope, construct_id, vpc=vpc, description=description, allow_all_outbound=False)
+    group.add_ingress_rule(group, ec2.Port.all_traffic(), "EFA and cluster traffic")
+    group.add_egress_rule(group, ec2.Port.all_traffic(), "EFA and cluster traffic")
+    group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "AWS APIs and package repositories")
+    group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(80), "package repositories")
+    return group
 
 
 @jsii.implements(ec2.IConnectable)
@@ -56,6 +68,8 @@ class ClusterNetwork(Construct):
         super().__init__(scope, construct_id)
         if (vpc is None) != (compute_subnet is None):
             raise ValueError("give both vpc and compute_subnet to use your own network, or neither")
+        own_vpc = vpc is not None
+        check_props(self, network_findings(vpc_cidr=None if own_vpc else vpc_cidr), values={"vpc_cidr": vpc_cidr})
         self.availability_zone = availability_zone
         self._vpc_cidr = None if vpc is not None else vpc_cidr
         if vpc is not None and compute_subnet is not None:
@@ -63,17 +77,12 @@ class ClusterNetwork(Construct):
             self.compute_subnet: ec2.ISubnet = compute_subnet
         else:
             self.vpc, self.compute_subnet = self._create_vpc(vpc_cidr, compute_subnet_prefix_length, flow_logs)
-        self.security_group = ec2.SecurityGroup(
+        self.security_group = node_security_group(
             self,
             "NodeSecurityGroup",
             vpc=self.vpc,
             description="Cluster nodes: all traffic within the group (EFA), HTTPS and HTTP out",
-            allow_all_outbound=False,
         )
-        self.security_group.add_ingress_rule(self.security_group, ec2.Port.all_traffic(), "EFA and cluster traffic")
-        self.security_group.add_egress_rule(self.security_group, ec2.Port.all_traffic(), "EFA and cluster traffic")
-        self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "AWS APIs and package repositories")
-        self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(80), "package repositories")
         if interface_endpoints and vpc is None:
             self._add_interface_endpoints()
 
@@ -88,7 +97,9 @@ class ClusterNetwork(Construct):
     def compute_subnets(self) -> ec2.SubnetSelection:
         return ec2.SubnetSelection(subnets=[self.compute_subnet])
 
-    def add_database_subnets(self, availability_zones: Sequence[str], *, prefix_length: int = 27) -> list[ec2.ISubnet]:
+    def add_database_subnets(
+        self, availability_zones: Sequence[str], *, prefix_length: int = DATABASE_SUBNET_PREFIX_LENGTH
+    ) -> list[ec2.ISubnet]:
         """Small isolated subnets in a new VPC, one per zone, for a database (RDS wants a subnet
         group in two zones). Their blocks are the first free ones of the VPC's range, next to
         the subnets the VPC has: the same config always gives the same blocks."""
@@ -175,4 +186,4 @@ class ClusterNetwork(Construct):
             )
 
 
-__all__ = ["ClusterNetwork"]
+__all__ = ["ClusterNetwork", "node_security_group"]

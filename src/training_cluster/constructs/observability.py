@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Literal
 
-from aws_cdk import Aws, CustomResource, Duration, RemovalPolicy, Stack, Token
+import jsii
+from aws_cdk import Aws, CustomResource, Duration, IStableStringProducer, Lazy, RemovalPolicy, Stack, Token
 from aws_cdk import aws_aps as aps
 from aws_cdk import aws_grafana as grafana
 from aws_cdk import aws_iam as iam
@@ -16,9 +17,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
-from constructs import Construct
+from constructs import Construct, IValidation
 
-from .._assets import asset_path
+from .._assets import asset_path, grant_read
 from .._lambda import python_function
 from .._nag import acknowledge
 from ..node_bootstrap import asset_stage
@@ -94,7 +95,8 @@ class Observability(Construct):
     """An Amazon Managed Prometheus workspace (KMS-encrypted, logging to CloudWatch Logs) with the
     cluster's alert rules and an alert manager that sends every alert to ``topic``; and, unless
     switched off, an Amazon Managed Grafana workspace that reads it (and CloudWatch) with a role of
-    its own. Nodes write to the workspace with SigV4 ``remote_write``: see :meth:`grant_remote_write`.
+    its own. Nodes write to the workspace with SigV4 ``remote_write``: see :meth:`grant_remote_write`;
+    :meth:`add_nodes` runs the metrics collectors on fleets.
     """
 
     def __init__(
@@ -102,13 +104,16 @@ class Observability(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        cluster_name: str,
         topic: sns.ITopic,
         topic_key: kms.IKey | None = None,
+        cluster_name: str | None = None,
         file_system_id: str | None = None,
         options: ObservabilityOptions | None = None,
     ) -> None:
         """
+        :param cluster_name: names the workspaces, alert rules and dashboards, and labels the alerts.
+            Default: the cluster of the fleets given to :meth:`add_nodes` (synthesis fails when
+            there are none); given, it must be theirs.
         :param topic: where alerts go. Amazon Managed Prometheus may publish to it for this
             workspace only.
         :param topic_key: the topic's KMS key, when it has one: the service may use it to publish
@@ -120,6 +125,11 @@ class Observability(Construct):
         super().__init__(scope, construct_id)
         options = options or ObservabilityOptions()
         region = Stack.of(self).region
+        self._cluster_name = cluster_name
+        self._collectors: s3_assets.Asset | None = None
+        if cluster_name is None:
+            cluster_name = Lazy.string(_ClusterName(self))
+            self.node.add_validation(_NeedsClusterName(self))
         # By name where it can be, so that the topic's key policy may name this workspace.
         topic_arn = arn_by_name(topic)
         self.key = kms.Key(
@@ -192,22 +202,36 @@ class Observability(Construct):
             self.grafana = self._grafana(cluster_name, options.grafana_auth)
             self._provision(cluster_name, self.grafana, dashboards(cluster_name, file_system_id))
 
-    def add_nodes(self, *, fleets: Mapping[str, Fleet], scrape_interval_seconds: int = 15) -> None:
+    @property
+    def cluster_name(self) -> str | None:
+        """The cluster's name: given, or the fleets' once :meth:`add_nodes` has run."""
+        return self._cluster_name
+
+    def add_nodes(self, *, fleets: Sequence[Fleet], scrape_interval_seconds: int = 15) -> None:
         """Run the metrics collectors on every node of ``fleets`` (a bootstrap stage): node_exporter,
         the DCGM exporter on GPU nodes, the Neuron monitor on Trainium, and Prometheus in agent mode
-        writing here. The collectors' files ship as one asset (``node/observability``)."""
-        collectors = s3_assets.Asset(
-            self, "Collectors", path=str(asset_path("node", "observability")), exclude=["__pycache__", "*.pyc"]
+        writing here. The collectors' files ship as one asset (``node/observability``). The fleets
+        must be of this cluster."""
+        clusters = sorted(
+            {fleet.cluster_name for fleet in fleets} | ({self._cluster_name} if self._cluster_name else set())
         )
-        region = Stack.of(self).region
-        for fleet in fleets.values():
-            self.grant_remote_write(fleet.role)
-            fleet.role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"],
-                    resources=[collectors.bucket.arn_for_objects(collectors.s3_object_key)],
-                )
+        if len(clusters) > 1:
+            given = f"cluster_name {self._cluster_name!r}, " if self._cluster_name is not None else ""
+            named = ", ".join(f"{fleet.group_name} of {fleet.cluster_name!r}" for fleet in fleets)
+            raise ValueError(
+                f"observability covers one cluster: fleets must be of the same cluster, got {given}{named}"
             )
+        if clusters:
+            self._cluster_name = clusters[0]
+        if self._collectors is None:
+            self._collectors = s3_assets.Asset(
+                self, "Collectors", path=str(asset_path("node", "observability")), exclude=["__pycache__", "*.pyc"]
+            )
+        collectors = self._collectors
+        region = Stack.of(self).region
+        for fleet in fleets:
+            self.grant_remote_write(fleet.role)
+            grant_read(collectors, fleet.role)
             settings = {
                 "COLLECTORS_S3_URI": collectors.s3_object_url,
                 "PROMETHEUS_REMOTE_WRITE_URL": self.remote_write_url,
@@ -312,3 +336,29 @@ class Observability(Construct):
             role_arn=role.role_arn,
             data_sources=["PROMETHEUS", "CLOUDWATCH"],
         )
+
+
+@jsii.implements(IStableStringProducer)
+class _ClusterName:
+    """The cluster's name when the template is written: the fleets' (see :meth:`Observability.add_nodes`)."""
+
+    def __init__(self, observability: Observability) -> None:
+        self._observability = observability
+
+    def produce(self) -> str:
+        name = self._observability.cluster_name
+        if name is None:
+            raise ValueError(f"{self._observability.node.path}: {_NO_NAME}")
+        return name
+
+
+@jsii.implements(IValidation)
+class _NeedsClusterName:
+    def __init__(self, observability: Observability) -> None:
+        self._observability = observability
+
+    def validate(self) -> list[str]:
+        return [_NO_NAME] if self._observability.cluster_name is None else []
+
+
+_NO_NAME = "observability needs cluster_name, or fleets (add_nodes) to take the cluster's name from; got neither"

@@ -17,9 +17,12 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from .._assets import asset_path
+from .._assets import asset_path, grant_read
 from .._nag import acknowledge
+from ..errors import Finding
 from ..node_bootstrap import asset_stage
+from ..rules.slurm import SlurmFleet, default_partitions, slurm_findings
+from ._props import check_props
 from .fleet import Fleet
 
 SLURM_DIR = "/opt/training-cluster/slurm"
@@ -125,8 +128,8 @@ class Slurm(Construct):
       with their group as a feature and their GPUs and memory from the catalog.
     - Login nodes read the controller's ``slurm.conf`` from the file system.
 
-    Add the fleets' other node software (health agent, metrics) before this construct: its
-    bootstrap stage runs last, so Slurm's health check finds the agent installed.
+    Its bootstrap stage is in the ``scheduler`` phase: it runs after the node software (health
+    agent, metrics) whichever construct was added first, so Slurm's health check finds the agent.
     """
 
     def __init__(
@@ -134,17 +137,20 @@ class Slurm(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        cluster_name: str,
         controller: Fleet,
-        compute: Mapping[str, Fleet],
+        compute: Sequence[Fleet],
         login: Fleet | None = None,
         file_system_mount_path: str,
         accounting_database: SlurmAccountingDatabase | None = None,
         options: SlurmOptions = SlurmOptions(),
     ) -> None:
         """
+        The cluster's name (``SlurmClusterName``, the controller address parameter's path) is the
+        fleets' ``cluster_name``; a compute fleet's ``group_name`` is its node feature and its
+        partition's name by default.
+
         :param controller: a fleet of one CPU node on Ubuntu 24.04.
-        :param compute: the compute fleets by instance group name (Ubuntu 24.04).
+        :param compute: the compute fleets (Ubuntu 24.04), each a group of its own.
         :param login: login nodes (Ubuntu 24.04), if any.
         :param file_system_mount_path: where the file system is mounted on every node (its
             bootstrap mounts it before the Slurm stage runs).
@@ -152,18 +158,23 @@ class Slurm(Construct):
             default: MariaDB on the controller, its files on the file system.
         """
         super().__init__(scope, construct_id)
-        if controller.count != 1:
-            raise ValueError(f"the Slurm controller fleet has one node, not {controller.count}")
-        if not compute:
-            raise ValueError("Slurm needs at least one compute fleet")
-        partitions = dict(options.partitions) if options.partitions else {name: [name] for name in compute}
-        for partition, members in partitions.items():
-            unknown = sorted(set(members) - set(compute))
-            if unknown:
-                raise ValueError(f"partition {partition} names unknown compute fleets: {', '.join(unknown)}")
+        findings = slurm_findings(
+            controller=_rules_view(controller),
+            login=_rules_view(login) if login is not None else None,
+            compute=[_rules_view(fleet) for fleet in compute],
+            partitions=options.partitions,
+            users=options.users,
+        )
+        check_props(self, [*findings, *_one_cluster(controller, login, compute)], values={})
+        cluster_name = controller.cluster_name
+        by_name = {fleet.group_name: fleet for fleet in compute}
+        partitions = dict(options.partitions) if options.partitions else default_partitions(list(by_name))
+        self.cluster_name = cluster_name
+        """The fleets' cluster: Slurm's cluster name."""
         self.controller = controller
         self.login = login
-        self.compute = dict(compute)
+        self.compute = by_name
+        """The compute fleets by group name."""
         self.layout = {
             "cluster": cluster_name,
             "accounting": options.accounting,
@@ -174,7 +185,7 @@ class Slurm(Construct):
                     "memory_mib": fleet.instance_type.memory_mib,
                     "vcpus": fleet.instance_type.vcpus,
                 }
-                for name, fleet in compute.items()
+                for name, fleet in by_name.items()
             ],
             "partitions": partitions,
         }
@@ -219,19 +230,15 @@ class Slurm(Construct):
         self.accounting_database = accounting_database
         roles: list[tuple[str, Fleet]] = [("controller", controller)]
         roles += [("login", login)] if login is not None else []
-        roles += [("compute", fleet) for fleet in compute.values()]
+        roles += [("compute", fleet) for fleet in compute]
         for role, fleet in roles:
             for key, value in settings.items():
                 fleet.bootstrap.set(key, value)
             fleet.bootstrap.set("SLURM_ROLE", role)
             fleet.bootstrap.set("SLURM_GPUS", str(fleet.instance_type.gpus))
-            fleet.bootstrap.add_stage("slurm", STAGE)
+            fleet.bootstrap.add_stage("slurm", STAGE, phase="scheduler")
             self.munge_key.grant_read(fleet.role)
-            fleet.role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"], resources=[scripts.bucket.arn_for_objects(scripts.s3_object_key)]
-                )
-            )
+            grant_read(scripts, fleet.role)
             if role == "compute":
                 self.controller_address.grant_read(fleet.role)
         if accounting_database is not None:  # only the controller (slurmdbd) reads its password
@@ -252,3 +259,19 @@ class Slurm(Construct):
     def drain_command(self) -> str:
         """What auto-repair runs on the controller before a reboot or replacement."""
         return DRAIN_COMMAND
+
+
+def _rules_view(fleet: Fleet) -> SlurmFleet:
+    return SlurmFleet(
+        group_name=fleet.group_name, instance_type=fleet.instance_type.name, count=fleet.count, os=fleet.os
+    )
+
+
+def _one_cluster(controller: Fleet, login: Fleet | None, compute: Sequence[Fleet]) -> list[Finding]:
+    """The fleets must be of one cluster (the config's always are: only a direct user can mix them)."""
+    fleets = [("controller", controller), *([("login", login)] if login is not None else [])]
+    fleets += [(f"compute[{i}]", fleet) for i, fleet in enumerate(compute)]
+    if len({fleet.cluster_name for _, fleet in fleets}) == 1:
+        return []
+    named = ", ".join(f"{prop} {fleet.cluster_name!r}" for prop, fleet in fleets)
+    return [Finding(path="compute", message=f"the fleets must be of one cluster (their cluster_name); got {named}")]

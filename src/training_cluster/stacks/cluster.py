@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from aws_cdk import Acknowledgment, Annotations, ArnFormat, Aws, CfnOutput, RemovalPolicy, Stack, Tags, Validations
+from aws_cdk import Acknowledgment, Annotations, CfnElement, CfnOutput, RemovalPolicy, Stack, Tags, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_s3_assets as s3_assets
-from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from .. import catalog
-from ..config import SLURM_OS, ClusterConfig, InstanceGroupConfig
+from .. import catalog, contract
+from ..config import ClusterConfig, InstanceGroupConfig
 from ..constructs.auto_repair import AutoRepair, AutoRepairOptions
+from ..constructs.events import ClusterEvents
 from ..constructs.fleet import Fleet, FleetCapacity
 from ..constructs.lustre import LustreFileSystem
 from ..constructs.network import ClusterNetwork
 from ..constructs.observability import Observability, ObservabilityOptions
 from ..constructs.slurm import Slurm, SlurmAccountingDatabase, SlurmOptions
+from ..errors import Finding
 from ..node_bootstrap import NodeBootstrap
-
-TAG_CLUSTER = "training-cluster:cluster"
-TAG_GROUP = "training-cluster:instance-group"
-AUTOSCALING_SERVICE_ROLE = "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+from ..types import SLURM_OS
 
 
 def pascal(name: str) -> str:
@@ -44,6 +41,10 @@ def _own_subnet(subnet: ec2.ISubnet) -> None:
     )
 
 
+_CONSTRUCT_WARNING = re.compile(r"[\w.\[\]]+: (?P<message>.*) \[ack: (?P<id>training-cluster:[^\]]+)\]", re.S)
+"""A warning a construct adds from its rules (:func:`~training_cluster.constructs._props.check_props`)."""
+
+
 class TrainingClusterStack(Stack):
     """A training cluster: network, file system and one fleet per instance group.
 
@@ -56,13 +57,20 @@ class TrainingClusterStack(Stack):
         stack_kwargs.setdefault("description", f"Training cluster {config.name} (cdk-training-cluster)")
         super().__init__(scope, construct_id, **stack_kwargs)
         self.config = config
-        Tags.of(self).add(TAG_CLUSTER, config.name)
-        for finding in config.warnings():
+        Tags.of(self).add(contract.TAG_CLUSTER, config.name)
+        warnings = config.warnings()
+        for finding in warnings:
             rule = finding.path.replace("[", ".").replace("]", "")
             Annotations.of(self).add_warning_v2(f"training-cluster:{rule}", str(finding))
 
         self.network = self._network()
-        self.events_key, self.events_topic = self._events_topic()
+        self.events = ClusterEvents(self, "Events", cluster_name=config.name)
+        # The key keeps the logical id it had as the stack's child "EventsKey" (a new id would
+        # replace it); the topic, its policy and subscriptions keep theirs by themselves.
+        key = self.events.key.node.default_child
+        assert isinstance(key, CfnElement)
+        key.override_logical_id("EventsKeyB314AFD5")
+        self.events_key, self.events_topic = self.events.key, self.events.topic
         self._subscribe()
         self.file_system: LustreFileSystem | None = None
         lustre = config.storage.lustre
@@ -92,6 +100,20 @@ class TrainingClusterStack(Stack):
         self.slurm = self._slurm()
         self.dashboard = self._dashboard()
         self._outputs()
+        self._acknowledge_repeated_warnings(warnings)
+
+    def _acknowledge_repeated_warnings(self, reported: list[Finding]) -> None:
+        """A construct warns about its own props too (``<prop>: <message>``): where the stack has
+        already given that message with the config field's path, the construct's copy is
+        acknowledged, so each warning shows once, where the user can find the field."""
+        messages = {finding.message for finding in reported}
+        for construct in self.node.find_all():
+            if construct is self:
+                continue
+            for entry in construct.node.metadata:
+                found = _CONSTRUCT_WARNING.fullmatch(str(entry.data)) if entry.type == "aws:cdk:warning" else None
+                if found is not None and found["message"] in messages:
+                    Annotations.of(construct).acknowledge_warning(found["id"], "reported on the stack, by config path")
 
     def _network(self) -> ClusterNetwork:
         net = self.config.network
@@ -118,59 +140,6 @@ class TrainingClusterStack(Stack):
         vpc = ec2.Vpc.from_vpc_attributes(self, "Vpc", vpc_id=net.vpc_id, availability_zones=[az])
         return ClusterNetwork(self, "Network", availability_zone=az, vpc=vpc, compute_subnet=subnet)
 
-    def _events_topic(self) -> tuple[kms.Key, sns.Topic]:
-        """Launch and terminate events (and launch errors) of every fleet, the repair notifications
-        and the alerts, on a topic encrypted with a key of its own."""
-        key = kms.Key(
-            self,
-            "EventsKey",
-            description=f"Encrypts the cluster {self.config.name} events topic",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        # The topic has a name so that the key policy can name the topic's ARN without referring to
-        # it: the topic refers to the key, and a reference back would be a dependency cycle.
-        topic_name = f"{self.config.name}-events"
-        this_topic = {"kms:EncryptionContext:aws:sns:topicArn": self.format_arn(service="sns", resource=topic_name)}
-        # Auto Scaling publishes notifications with its service-linked role. A role is no service
-        # principal: its requests carry no aws:SourceAccount or aws:SourceArn, and conditions on
-        # them would silently stop the notifications. It may use the key through SNS, for this topic.
-        key.add_to_resource_policy(
-            iam.PolicyStatement(
-                actions=["kms:GenerateDataKey*", "kms:Decrypt"],
-                principals=[iam.ArnPrincipal(f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:{AUTOSCALING_SERVICE_ROLE}")],
-                resources=["*"],
-                conditions={"StringEquals": {"kms:ViaService": f"sns.{self.region}.{self.url_suffix}", **this_topic}},
-            )
-        )
-        # CloudWatch alarms (the repair circuit breaker's) publish as the CloudWatch service: only
-        # for alarms of this account and region (confused deputy), only to this topic.
-        cloudwatch = iam.ServicePrincipal("cloudwatch.amazonaws.com")
-        alarms = {
-            "ArnLike": {
-                "aws:SourceArn": self.format_arn(
-                    service="cloudwatch", resource="alarm", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
-                )
-            },
-            "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-        }
-        key.add_to_resource_policy(
-            iam.PolicyStatement(
-                actions=["kms:GenerateDataKey*", "kms:Decrypt"],
-                principals=[cloudwatch],
-                resources=["*"],
-                conditions={**alarms, "StringEquals": {**alarms["StringEquals"], **this_topic}},
-            )
-        )
-        topic = sns.Topic(self, "Events", topic_name=topic_name, master_key=key, enforce_ssl=True)
-        # The topic policy replaces SNS's default one, which let the account's alarms publish.
-        topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                actions=["sns:Publish"], principals=[cloudwatch], resources=[topic.topic_arn], conditions=alarms
-            )
-        )
-        return key, topic
-
     def _slurm_fleets(self) -> dict[str, Fleet]:
         """The controller and login groups: CPU nodes, one ENA interface, no placement group."""
         orchestrator = self.config.orchestrator
@@ -179,8 +148,8 @@ class TrainingClusterStack(Stack):
         groups = [("controller", orchestrator.controller_instance_type, 1)]
         if orchestrator.login_nodes:
             groups.append(("login", orchestrator.login_instance_type, orchestrator.login_nodes))
-        return {
-            name: self._fleet(
+        fleets = [
+            self._fleet(
                 InstanceGroupConfig(
                     name=name,
                     instance_type=instance_type,
@@ -193,7 +162,8 @@ class TrainingClusterStack(Stack):
                 key_pair_name=orchestrator.ssh_key_name,
             )
             for name, instance_type, count in groups
-        }
+        ]
+        return {fleet.group_name: fleet for fleet in fleets}
 
     def _slurm(self) -> Slurm | None:
         orchestrator = self.config.orchestrator
@@ -203,10 +173,9 @@ class TrainingClusterStack(Stack):
         slurm = Slurm(
             self,
             "Slurm",
-            cluster_name=self.config.name,
             controller=self.fleets["controller"],
             login=self.fleets.get("login"),
-            compute=self.compute_fleets,
+            compute=list(self.compute_fleets.values()),
             file_system_mount_path=self.file_system.mount_path,
             accounting_database=self._accounting_database(),
             options=SlurmOptions(
@@ -250,15 +219,14 @@ class TrainingClusterStack(Stack):
 
     def _fleet(self, group: InstanceGroupConfig, *, key_pair_name: str | None = None) -> Fleet:
         bootstrap = NodeBootstrap()
-        bootstrap.set("CLUSTER_NAME", self.config.name)
-        bootstrap.set("INSTANCE_GROUP", group.name)
-        bootstrap.set("NODE_OS", group.os)
         if self.file_system is not None:
             self.file_system.mount_on(bootstrap)
         capacity = group.capacity
-        fleet = Fleet(
+        return Fleet(
             self,
             f"{pascal(group.name)}Fleet",
+            cluster_name=self.config.name,
+            group_name=group.name,
             vpc=self.network.vpc,
             subnet=self.network.compute_subnet,
             security_group=self.network.security_group,
@@ -274,22 +242,10 @@ class TrainingClusterStack(Stack):
             else None,
             root_volume_size_gib=group.root_volume_gib,
             bootstrap=bootstrap,
+            lifecycle_script=group.lifecycle_script,
             notification_topic=self.events_topic,
             key_pair_name=key_pair_name,
         )
-        if group.lifecycle_script is not None:
-            script = s3_assets.Asset(fleet, "LifecycleScript", path=str(group.lifecycle_script))
-            # Read access to this one object, not to the whole asset bucket.
-            fleet.role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"], resources=[script.bucket.arn_for_objects(script.s3_object_key)]
-                )
-            )
-            bootstrap.set("LIFECYCLE_SCRIPT_S3_URI", script.s3_object_url)
-        Tags.of(fleet).add(TAG_GROUP, group.name)
-        # Above the Name tag the launch template and Auto Scaling group set from their paths.
-        Tags.of(fleet).add("Name", f"{self.config.name}-{group.name}", priority=200)
-        return fleet
 
     def _observability(self) -> Observability | None:
         settings = self.config.observability
@@ -298,13 +254,14 @@ class TrainingClusterStack(Stack):
         observability = Observability(
             self,
             "Observability",
-            cluster_name=self.config.name,
             topic=self.events_topic,
             topic_key=self.events_key,
             file_system_id=self.file_system.file_system_id if self.file_system else None,
             options=ObservabilityOptions(grafana=settings.grafana, grafana_auth=settings.grafana_auth),
         )
-        observability.add_nodes(fleets=self.fleets, scrape_interval_seconds=settings.scrape_interval_seconds)
+        observability.add_nodes(
+            fleets=list(self.fleets.values()), scrape_interval_seconds=settings.scrape_interval_seconds
+        )
         return observability
 
     def _subscribe(self) -> None:
@@ -321,8 +278,7 @@ class TrainingClusterStack(Stack):
         return AutoRepair(
             self,
             "AutoRepair",
-            cluster_name=self.config.name,
-            fleets=self.fleets,
+            fleets=list(self.fleets.values()),
             topic=self.events_topic,
             lustre_mount_path=self.file_system.mount_path if self.file_system else None,
             options=AutoRepairOptions(
@@ -339,17 +295,14 @@ class TrainingClusterStack(Stack):
     def _dashboard(self) -> cloudwatch.Dashboard:
         """A CloudWatch dashboard of the fleets and the file system (auto-repair has its own)."""
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{self.config.name}-cluster")
-        in_service = [
-            cloudwatch.Metric(
-                namespace="AWS/AutoScaling",
-                metric_name="GroupInServiceInstances",
-                dimensions_map={"AutoScalingGroupName": fleet.auto_scaling_group.auto_scaling_group_name},
-                statistic="Minimum",
-                label=name,
-            )
-            for name, fleet in self.fleets.items()
-        ]
+        fleets = list(self.fleets.values())
+        in_service: list[cloudwatch.IMetric] = [fleet.metric_in_service_instances() for fleet in fleets]
         dashboard.add_widgets(cloudwatch.GraphWidget(title="Nodes in service", left=in_service, width=24))
+        if self.auto_repair is not None:  # the health agent reports
+            healthy = [fleet.metric_healthy_nodes() for fleet in fleets]
+            dashboard.add_widgets(
+                cloudwatch.GraphWidget(title="Nodes the health agent finds healthy", left=healthy, width=24)
+            )
         if self.file_system is not None:
             fs = self.file_system
             dashboard.add_widgets(

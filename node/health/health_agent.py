@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Node health agent of cdk-training-cluster: checks this node every interval and reports changes.
 
-Python 3 standard library only, so it runs on the stock AMI. Each check runs with a timeout:
+Python 3 standard library only, so it runs on the stock AMI; the cluster's contract (its tag,
+event and metric names, ``training_cluster/contract.py``) ships beside it in its asset. Each check runs with a timeout:
 GPU count, NVIDIA XID errors in the kernel log, DCGM health, pending and failed ECC row remaps,
 EFA device count, the Lustre mount answering, root disk space, Neuron device count. When the
 set of failures changes, the node is first taken out of scheduling through the orchestrator hook
 (``/opt/training-cluster/hooks/drain``, when present; ``hooks/resume`` puts it back once healthy,
-application XIDs aside), then the agent tags its own instance with its health (``HEALTH_TAG``:
+application XIDs aside), then the agent tags its own instance with its health (the contract's ``HEALTH_TAG``:
 IAM lets a node tag only itself, so the tag change AWS reports is the control plane's proof of
 who spoke), then an EventBridge event goes to the repair control plane; a CloudWatch metric
 (Healthy 1/0) is sent every interval.
@@ -36,18 +37,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SOURCE = "training-cluster.health"
-DETAIL_TYPE = "Node Health Changed"
-NAMESPACE = "TrainingCluster/Health"
-# The health tag: "<state> boot=<boot id>[ <check>[:<code>]]...", at most 256 characters (EC2's
-# limit for a tag value), cut at whole tokens. The node's role may write this one key on its own
-# instance only.
-HEALTH_TAG = "training-cluster:health"
-TAG_VALUE_LIMIT = 256
-NOT_IN_BOOT = re.compile(r"[^A-Za-z0-9-]")
-NOT_IN_CHECK = re.compile(r"[^a-z0-9_]")
-NOT_IN_CODE = re.compile(r"[^A-Za-z0-9._-]")
-TOKEN_LIMIT = 64  # characters of a boot id, check or code
+from training_cluster.contract import (
+    AGENT_DETAIL_TYPE,
+    AGENT_SOURCE,
+    DIMENSION_CLUSTER,
+    DIMENSION_GROUP,
+    DIMENSION_INSTANCE,
+    HEALTH_AGENT_CONFIG,
+    HEALTH_NAMESPACE,
+    HEALTH_TAG,
+    METRIC_HEALTHY,
+    CheckName,
+    format_health_tag,
+)
+
 XID_LINE = re.compile(r"NVRM: Xid \(PCI:(?P<pci>[0-9A-Fa-f:.]+)\): (?P<xid>\d+),(?P<rest>.*)")
 CURSOR_LINE = re.compile(r"^-- cursor: (?P<cursor>.+)$")
 log = logging.getLogger("health-agent")
@@ -59,10 +62,17 @@ EFA_COUNTERS = {
     "rx_drops": "training_cluster_efa_rx_drops_total",
 }
 
+# Agent.check_<name> -> what its command not answering is a failure of (a row remap query's: none
+# of its own, so the agent's).
+CHECKS: dict[str, CheckName] = {
+    "gpu_count": "gpu_count", "xid": "xid", "dcgm": "dcgm_health", "row_remap": "agent", "efa": "efa_count",
+    "neuron": "neuron_count", "lustre": "lustre", "disk": "disk",
+}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Failure:
-    check: str
+    check: CheckName
     message: str
     code: str | None = None
 
@@ -225,15 +235,12 @@ class Agent:
             return [Failure("disk", f"root file system {used:.0f}% full")]
         return []
 
-    CHECKS = ("gpu_count", "xid", "dcgm", "row_remap", "efa", "neuron", "lustre", "disk")
-
     def check(self) -> list[Failure]:
         failures: list[Failure] = []
-        for name in self.CHECKS:
+        for name, check in CHECKS.items():
             try:
                 failures += getattr(self, f"check_{name}")()
             except subprocess.TimeoutExpired as timeout:
-                check = {"dcgm": "dcgm_health", "efa": "efa_count", "neuron": "neuron_count"}.get(name, name)
                 failures.append(
                     Failure(check, f"{' '.join(map(str, timeout.cmd))} did not answer within {timeout.timeout:g}s")
                 )
@@ -317,20 +324,8 @@ class Agent:
 
 def health_tag_value(failures: Sequence[Failure], boot: str) -> str:
     """The health tag's value: state, boot id, then each failure as ``check`` or ``check:code``
-    (characters outside the contract's sets dropped, repeats once), cut at whole tokens to fit."""
-    tokens = ["unhealthy" if failures else "healthy", "boot=" + NOT_IN_BOOT.sub("", boot)[:TOKEN_LIMIT]]
-    for failure in failures:
-        check = NOT_IN_CHECK.sub("", failure.check.lower())[:TOKEN_LIMIT]
-        code = NOT_IN_CODE.sub("", failure.code or "")[:TOKEN_LIMIT]
-        token = f"{check}:{code}" if code else check
-        if check and token not in tokens:
-            tokens.append(token)
-    value = tokens[0]
-    for token in tokens[1:]:
-        if len(value) + 1 + len(token) > TAG_VALUE_LIMIT:
-            break
-        value += " " + token
-    return value
+    (see the contract's ``format_health_tag``)."""
+    return format_health_tag(not failures, boot, [(f.check, f.code) for f in failures])
 
 
 class Reporter:
@@ -363,7 +358,7 @@ class Reporter:
             "state": "unhealthy" if failures else "healthy",
             "failures": [f.as_dict() for f in failures],
         }
-        entry = [{"Source": SOURCE, "DetailType": DETAIL_TYPE, "Detail": json.dumps(detail)}]
+        entry = [{"Source": AGENT_SOURCE, "DetailType": AGENT_DETAIL_TYPE, "Detail": json.dumps(detail)}]
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(entry, fh)
         try:
@@ -373,10 +368,13 @@ class Reporter:
 
     def metric(self, healthy: bool) -> None:
         s = self.settings
-        dimensions = f"Cluster={s.cluster},InstanceGroup={s.instance_group},InstanceId={self.instance_id}"
+        dimensions = (
+            f"{DIMENSION_CLUSTER}={s.cluster},{DIMENSION_GROUP}={s.instance_group},"
+            f"{DIMENSION_INSTANCE}={self.instance_id}"
+        )
         value = "1" if healthy else "0"
         self._aws(
-            "cloudwatch", "put-metric-data", "--namespace", NAMESPACE, "--metric-name", "Healthy",
+            "cloudwatch", "put-metric-data", "--namespace", HEALTH_NAMESPACE, "--metric-name", METRIC_HEALTHY,
             "--value", value, "--dimensions", dimensions,
         )  # fmt: skip
 
@@ -410,7 +408,7 @@ def instance_identity() -> tuple[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=Path("/etc/training-cluster/health-agent.json"))
+    parser.add_argument("--config", type=Path, default=Path(HEALTH_AGENT_CONFIG))
     parser.add_argument(
         "--once",
         action="store_true",

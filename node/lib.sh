@@ -1,0 +1,47 @@
+# shellcheck shell=bash
+# What the node's scripts share, sourced by each: the cluster's contract, retry, the instance
+# metadata service and the node's name. On a node it is /opt/training-cluster/lib.sh, beside
+# bootstrap.sh, with contract.sh (the names in training_cluster/contract.py: tags, drain reasons,
+# paths), both written by user data; scripts in the folders below source ../lib.sh.
+
+# shellcheck source=/dev/null
+. "$(dirname "${BASH_SOURCE[0]}")/contract.sh" || {
+  echo "lib.sh: no contract.sh beside it in $(dirname "${BASH_SOURCE[0]}")" >&2
+  exit 1
+}
+
+# retry CMD...: run CMD until it succeeds, at most RETRY_ATTEMPTS times (default 5), waiting 5 s
+# after the first failure, 10 s after the second, and so on.
+retry() {
+  local n=1 attempts=${RETRY_ATTEMPTS:-5}
+  until "$@"; do
+    if ((n >= attempts)); then
+      echo "failed $attempts times: $*" >&2
+      return 1
+    fi
+    echo "retrying in $((n * 5)) s ($n/$attempts): $*" >&2
+    sleep $((n * 5))
+    n=$((n + 1))
+  done
+}
+
+# imds PATH: the instance metadata at meta-data/PATH (local-ipv4, placement/region, ...), read
+# with an IMDSv2 session token (the launch templates require one).
+imds() {
+  local token
+  token=$(curl -fsS --max-time 10 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
+    http://169.254.169.254/latest/api/token) || return 1
+  curl -fsS --max-time 10 -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
+}
+
+# node_name: this node's name in the scheduler, its instance id (slurmd sets SLURMD_NODENAME for
+# the scripts it runs; otherwise cloud-init's record of the id, or the metadata service's).
+node_name() {
+  if [[ -n ${SLURMD_NODENAME:-} ]]; then
+    echo "$SLURMD_NODENAME"
+  elif [[ -s ${INSTANCE_ID_FILE:-/var/lib/cloud/data/instance-id} ]]; then
+    cat "${INSTANCE_ID_FILE:-/var/lib/cloud/data/instance-id}"
+  else
+    imds instance-id
+  fi
+}
