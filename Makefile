@@ -63,6 +63,7 @@ bench: setup
 	$(BIN)/python benchmarks/synth_bench.py
 	$(BIN)/python benchmarks/repair_latency.py
 	$(BIN)/python benchmarks/goodput.py
+	$(BIN)/python benchmarks/cli_startup.py
 
 catalog: setup
 	$(BIN)/python scripts/generate_catalog.py

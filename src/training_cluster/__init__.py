@@ -10,15 +10,16 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .config import ClusterConfig
 from .errors import ConfigError, Finding
 
 if TYPE_CHECKING:
+    from .config import ClusterConfig
     from .node_bootstrap import NodeBootstrap
     from .stacks import TrainingClusterStack
 
-_LAZY = {"NodeBootstrap": ".node_bootstrap", "TrainingClusterStack": ".stacks"}
-"""Names that need aws-cdk-lib, and the module each comes from."""
+_LAZY = {"ClusterConfig": ".config", "NodeBootstrap": ".node_bootstrap", "TrainingClusterStack": ".stacks"}
+"""Names loaded when first used, and the module each comes from: the stack and the bootstrap need
+aws-cdk-lib; the config builds its schema (pydantic), which a command line's ``--help`` need not wait for."""
 
 __all__ = ["ClusterConfig", "ConfigError", "Finding", "NodeBootstrap", "TrainingClusterStack"]
 

@@ -1,0 +1,177 @@
+"""The ``training-cluster`` command line: ``validate`` gives the findings synthesis gives, in the
+same words, and a plan; ``connect`` builds the Session Manager command. Run as the installed
+console script where the test is about the command itself."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import EXAMPLES, ROOT, minimal_config
+from training_cluster import ClusterConfig, ConfigError
+from training_cluster.cli import main
+
+SCRIPT = Path(sys.executable).parent / "training-cluster"
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def write(tmp_path: Path, data: dict[str, Any] | str) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_validate_gives_the_configs_warnings_and_a_plan_for_every_example(example: Path) -> None:
+    code, out, _ = run("validate", str(example), "--json")
+    assert code == 0
+    report = json.loads(out)
+    config = ClusterConfig.from_yaml(example)
+    assert report["valid"] is True and report["errors"] == []
+    assert report["warnings"] == [{"path": f.path, "message": f.message} for f in config.warnings()]
+    plan = report["plan"]
+    assert plan["cluster"] == config.name
+    compute = [g for g in plan["groups"] if g["role"] == "compute"]
+    assert [(g["name"], g["count"]) for g in compute] == [(g.name, g.count) for g in config.instance_groups]
+    assert plan["nodes"] == sum(g["count"] for g in plan["groups"])
+
+
+def test_the_plan_of_the_default_example() -> None:
+    code, out, err = run("validate", str(ROOT / "examples" / "default.yaml"))
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == "demo: us-east-1, us-east-1a"
+    # A p5.48xlarge: 8 GPUs, all 32 EFA interfaces, 3,200 Gbps each.
+    gpu = next(line.split() for line in lines if line.startswith("gpu "))
+    assert gpu == ["gpu", "compute", "p5.48xlarge", "2", "8", "GPU", "32", "3,200", "6,400", "on-demand"]
+    assert "nodes 4, GPUs 16" in lines
+    assert "compute subnet: 17 addresses needed of 32,768" in lines
+    assert "file system: FSx for Lustre PERSISTENT_2, 1,200 GiB, 292 MB/s (250 MB/s/TiB), at /fsx" in lines
+
+
+def test_a_capacity_block_and_its_neuron_devices_are_in_the_plan() -> None:
+    code, out, _ = run("validate", str(ROOT / "examples" / "trn2-capacity-block.yaml"), "--json")
+    (group,) = json.loads(out)["plan"]["groups"]
+    assert code == 0
+    assert (group["capacity"], group["neuron_devices_per_node"], group["efa_interfaces_per_node"]) == (
+        "capacity-block cr-0123456789abcdef0",
+        16,
+        16,
+    )
+
+
+BAD = [
+    minimal_config(instance_groups=[{"name": "gpu", "instance_type": "p5.48xlarge", "count": 0, "efa": "yes"}]),
+    minimal_config(storage={"lustre": {"throughput_mbps_per_tib": 200}}),
+    minimal_config(instance_groups=[{"name": "gpu", "instance_type": "m7i.large", "count": 1, "efa": "on"}]),
+    minimal_config(network={"vpc_cidr": "10.0.0.0/8"}),
+    minimal_config(orchestrator={"type": "none", "users": {"alice": 2001}}),
+]
+
+
+@pytest.mark.parametrize(
+    "data", BAD, ids=["count-and-efa", "throughput", "efa-on-cpu", "vpc-cidr", "users-without-slurm"]
+)
+def test_validate_gives_the_errors_synthesis_gives_in_the_same_words(tmp_path: Path, data: dict[str, Any]) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as synthesis:  # what app.py reports (build_cluster reads the file the same way)
+        ClusterConfig.from_yaml(path)
+    code, out, err = run("validate", str(path))
+    assert (code, out) == (2, "")
+    assert err == f"error: {synthesis.value}\n"
+    code, out, _ = run("validate", str(path), "--json")
+    report = json.loads(out)
+    assert code == 2 and report["valid"] is False and report["plan"] is None
+    assert report["errors"] == [{"path": f.path, "message": f.message} for f in synthesis.value.findings]
+
+
+@pytest.mark.slow
+def test_validate_and_the_app_print_the_same_error(tmp_path: Path) -> None:
+    """The app as ``cdk synth`` runs it, against the installed command, on a file with errors."""
+    path = write(tmp_path, BAD[0])
+    app = subprocess.run(
+        [sys.executable, str(ROOT / "app.py")],
+        env={**os.environ, "CDK_CONTEXT_JSON": json.dumps({"config": str(path)}), "CDK_OUTDIR": str(tmp_path / "o")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    cli = subprocess.run([str(SCRIPT), "validate", str(path)], capture_output=True, text=True, timeout=60)
+    assert (app.returncode, cli.returncode) == (2, 2)
+    assert cli.stderr.strip() in app.stderr
+
+
+def test_a_file_that_is_not_a_config_is_an_error(tmp_path: Path) -> None:
+    code, _, err = run("validate", str(tmp_path / "missing.yaml"))
+    assert code == 2 and err.startswith("error: 1 problem in ") and "cannot read the file" in err
+    code, _, err = run("validate", str(write(tmp_path, "count: 010\n")))
+    assert code == 2 and "010" in err
+
+
+def test_validate_loads_neither_aws_cdk_nor_jsii(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from training_cluster.cli import main\n"
+        f"assert main(['validate', {str(ROOT / 'examples' / 'default.yaml')!r}, '--json']) == 0\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('aws_cdk', 'jsii', 'constructs', 'boto3'))\n"
+        "print(loaded, file=sys.stderr)\n"
+        "sys.exit(1 if loaded else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_console_script_is_installed_and_runs() -> None:
+    result = subprocess.run(
+        [str(SCRIPT), "validate", str(ROOT / "examples" / "default.yaml"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["plan"]["gpus"] == 16
+
+
+# connect
+
+
+def test_connect_builds_the_session_manager_command() -> None:
+    code, out, _ = run("connect", "i-0123456789abcdef0", "--region", "us-east-2", "--print")
+    assert code == 0
+    assert out.split() == ["aws", "ssm", "start-session", "--target", "i-0123456789abcdef0", "--region", "us-east-2"]
+    code, out, _ = run("connect", "i-0123456789abcdef0", "--json")
+    assert json.loads(out) == {"command": ["aws", "ssm", "start-session", "--target", "i-0123456789abcdef0"]}
+
+
+@pytest.mark.parametrize("node", ["i-123", "i-0123456789abcdef0; rm -rf /", "--target", "I-0123456789ABCDEF0"])
+def test_connect_refuses_what_is_not_an_instance_id(node: str) -> None:
+    code, _, err = run("connect", "--print", "--", node) if node.startswith("-") else run("connect", node, "--print")
+    assert code == 1 and "NODE must be an instance id such as i-0123456789abcdef0" in err
+
+
+def test_connect_says_when_the_session_manager_plugin_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    aws = bin_dir / "aws"
+    aws.write_text("#!/bin/sh\nexit 0\n")
+    aws.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    code, _, err = run("connect", "i-0123456789abcdef0")
+    assert code == 1
+    assert "Session Manager plugin (session-manager-plugin) is not installed" in err
+    assert "session-manager-working-with-install-plugin" in err
