@@ -105,10 +105,15 @@ class TrainingClusterStack(Stack):
     def _acknowledge_repeated_warnings(self, reported: list[Finding]) -> None:
         """A construct warns about its own props too (``<prop>: <message>``): where the stack has
         already given that message with the config field's path, the construct's copy is
-        acknowledged, so each warning shows once, where the user can find the field."""
+        acknowledged, so each warning shows once, where the user can find the field. Only the
+        constructs this stack made from the config check props (a walk of the whole tree costs
+        a second of jsii calls)."""
         messages = {finding.message for finding in reported}
-        for construct in self.node.find_all():
-            if construct is self:
+        if not messages:
+            return
+        pieces = [self.network, self.events, self.file_system, *self.fleets.values(), self.auto_repair, self.slurm]
+        for construct in [*pieces, self.observability]:
+            if construct is None:
                 continue
             for entry in construct.node.metadata:
                 found = _CONSTRUCT_WARNING.fullmatch(str(entry.data)) if entry.type == "aws:cdk:warning" else None
