@@ -134,6 +134,34 @@ def test_validate_loads_neither_aws_cdk_nor_jsii(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_cluster_commands_load_boto3_only_when_they_run() -> None:
+    """Every command's parser (``--help``) starts without boto3, aws-cdk-lib or jsii; a command
+    that talks to AWS loads boto3 and the module that reads the cluster."""
+    code = (
+        "import sys\n"
+        "from training_cluster.cli import main\n"
+        "for command in ('status', 'nodes', 'incidents', 'incident', 'repair', 'reset-breaker'):\n"
+        "    try:\n"
+        "        main([command, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('aws_cdk', 'jsii', 'constructs', 'boto3', 'botocore'))\n"
+        "print(loaded, file=sys.stderr)\n"
+        "assert main(['status']) == 1  # which cluster? asked before any AWS call\n"
+        "sys.exit(1 if loaded or 'training_cluster.operate' in sys.modules else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "which cluster? pass --stack NAME (and --region), or --config FILE" in result.stderr
+
+
+def test_repair_refuses_what_is_not_an_instance_id_before_any_aws_call() -> None:
+    code, out, _ = run("repair", "web-1", "--replace", "--yes", "--stack", "s", "--json")
+    assert code == 1 and json.loads(out) == {
+        "error": "NODE must be an instance id such as i-0123456789abcdef0 (got 'web-1')"
+    }
+
+
 def test_the_console_script_is_installed_and_runs() -> None:
     result = subprocess.run(
         [str(SCRIPT), "validate", str(ROOT / "examples" / "default.yaml"), "--json"],

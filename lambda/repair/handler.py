@@ -2,8 +2,9 @@
 
 ``handler``, the repair function: AWS's tag-change events for the health tag, EC2 state changes,
 AWS Health scheduled events, Auto Scaling launch failures, the one-minute sweep schedule,
-``{"reset_circuit_breaker": GROUP}``, and the agent's claims the intake forwards (checked
-against the instance's health tag again).
+``{"reset_circuit_breaker": GROUP}``, a person's request ``{"repair": {"instance_id": ID, "action":
+"reboot" | "replace", "requested_by": WHO}}`` (the command line's ``repair``), and the agent's
+claims the intake forwards (checked against the instance's health tag again).
 
 ``intake``, the report intake (a function of its own): the agent's events, which anyone who may
 put events on the bus can forge, checked against the named instance's health tag; only the
@@ -22,7 +23,7 @@ from auto_repair.drain import RunCommandDrain
 from auto_repair.intake import Intake, IntakeSettings
 from auto_repair.repair import Outcome, Repairer
 from auto_repair.settings import Settings
-from auto_repair.signals import from_event
+from auto_repair.signals import INSTANCE_ID, from_event
 
 logging.getLogger().setLevel(logging.INFO)
 log = logging.getLogger("training-cluster.repair")
@@ -60,6 +61,8 @@ def handler(event: Any, context: Any = None, *, use: Repairer | None = None) -> 
             outcomes = r.reset_breaker(group)
         else:
             log.warning("dropped a reset_circuit_breaker that is not a group name")
+    elif "repair" in event:
+        outcomes = _manual(r, event["repair"])
     elif event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
         outcomes = r.sweep()
     elif event.get("source") == "aws.autoscaling":
@@ -76,6 +79,21 @@ def handler(event: Any, context: Any = None, *, use: Repairer | None = None) -> 
     summary = [o.__dict__ for o in outcomes]
     log.info(json.dumps({"event": str(event.get("detail-type", "direct"))[:80], "outcomes": summary}))
     return {"outcomes": summary}
+
+
+def _manual(r: Repairer, request: Any) -> list[Outcome]:
+    """A person's repair request, checked field by field (dropped when malformed, like any event)."""
+    if not isinstance(request, dict):
+        log.warning("dropped a repair request that is not an object")
+        return []
+    instance_id, action, who = request.get("instance_id"), request.get("action"), request.get("requested_by", "")
+    if not isinstance(instance_id, str) or not INSTANCE_ID.fullmatch(instance_id):
+        log.warning("dropped a repair request without an instance id")
+        return []
+    if action not in ("reboot", "replace") or not isinstance(who, str):
+        log.warning("dropped a repair request whose action is not reboot or replace")
+        return []
+    return [r.manual(instance_id, action, who[:200] or "unknown")]
 
 
 def intake(event: Any, context: Any = None, *, use: Intake | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ from .identity import confirm, health_tags, still_says
 from .ledger import Ledger
 from .report import Reporter
 from .settings import Settings
-from .signals import Signal
+from .signals import Malformed, Signal, parse_health_tag
 
 log = logging.getLogger("training-cluster.repair")
 
@@ -183,6 +184,42 @@ class Repairer:
                 self.ledger.record(incident_id, "closed", outcome="recovered while held")
                 outcomes.append(Outcome(instance_id, "closed", None, incident_id))
         return outcomes
+
+    def manual(self, instance_id: str, action: Action, requested_by: str) -> Outcome:
+        """A person asks for a reboot or a replacement (``training-cluster repair``): an incident
+        like any other, through the same breaker, limits, drain, evidence and ledger; it counts
+        towards the breaker while it is open. Only an instance in one of the cluster's Auto Scaling
+        groups now; an open incident is escalated to a replacement, or left as it is."""
+        found = with_retries(
+            self.clients.autoscaling.describe_auto_scaling_instances, sleep=self.sleep, InstanceIds=[instance_id]
+        )["AutoScalingInstances"]
+        group = next((self.settings.groups.get(i["AutoScalingGroupName"]) for i in found), None)
+        if group is None:
+            log.warning("repair request: %s is not in an instance group of this cluster", instance_id)
+            return Outcome(instance_id, "ignored")
+        boot_id = ""  # the boot being repaired, so a late report from it never closes the incident
+        tag = health_tags(self.clients, [instance_id], self.sleep).get(instance_id)
+        if tag is not None:
+            with suppress(Malformed):
+                boot_id = parse_health_tag(tag).boot_id
+        reason = f"manual {action}: requested by {requested_by}"
+        incident_id = uuid.uuid4().hex
+        self._reasons[incident_id] = reason
+        if self.ledger.open_incident(instance_id, incident_id, group, action, boot_id, "manual"):
+            self.ledger.mark_unhealthy(group, instance_id, True)
+            seen = {"instance_id": instance_id, "instance_group": group, "source": "manual", "signal": reason}
+            self.ledger.record(incident_id, "signal", **seen)
+            self.ledger.record(incident_id, "decision", action=action)
+            self.report.metric("Incidents", group)
+            return self._act(instance_id, group, action, incident_id)
+        state = self.ledger.instance(instance_id)
+        open_id = str(state.get("incident_id", ""))
+        if action == "replace" and self.ledger.escalate(instance_id, open_id, "replace"):
+            self.ledger.record(open_id, "decision", action="replace", signal=reason, note="escalated by hand")
+            self._reasons[open_id] = reason
+            return self._act(instance_id, group, "replace", open_id)
+        self.ledger.record(open_id, "duplicate", source="manual", signal=reason)
+        return Outcome(instance_id, "duplicate", state.get("action"), open_id)
 
     # steps
     def _unseen(self, signal: Signal) -> bool:

@@ -1,0 +1,64 @@
+"""``training-cluster``: the operator's command line.
+
+``validate CONFIG`` runs the config's checks, the ones synthesis runs, with no Node, no
+aws-cdk-lib and no AWS call, and prints what the config will deploy. ``status``, ``nodes``,
+``incidents`` and ``incident ID`` read the deployed cluster (found through its stack's outputs);
+``repair NODE`` and ``reset-breaker GROUP`` ask its auto-repair control plane to act (never EC2
+directly); ``connect NODE`` opens a Session Manager session on a node. Every command takes
+``--json`` for scripts. Only the commands that talk to AWS import boto3.
+
+Exit status: 0 done; 2 a config with errors (as ``app.py``); 1 anything else that stops a command
+(no credentials, no such stack, no AWS CLI or Session Manager plugin, a refused request, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from . import _connect, _operate, _validate
+from ._connect import INSTANCE_ID, connect_command
+from ._output import CommandError
+
+__all__ = ["INSTANCE_ID", "CommandError", "connect_command", "main"]
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    args = _parser().parse_args(argv)
+    command: Callable[[argparse.Namespace, TextIO, TextIO], int] = args.command
+    try:
+        return command(args, out, err)
+    except CommandError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}), file=out)
+        print(f"error: {exc}", file=err)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="training-cluster", description="Check and operate a training cluster.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    validate = commands.add_parser(
+        "validate",
+        help="check a config as synthesis does and show what it will deploy",
+        description="Check a config as synthesis does (no Node, no AWS call) and show what it will deploy.",
+    )
+    validate.add_argument("config", metavar="CONFIG", help="the cluster's YAML config file")
+    validate.set_defaults(command=_validate.run)
+    subcommands = [validate, *_operate.add_commands(commands)]
+    connect = commands.add_parser(
+        "connect",
+        help="open a Session Manager session on a node",
+        description="Open a Session Manager session on a node (the AWS CLI and its Session Manager plugin).",
+    )
+    connect.add_argument("node", metavar="NODE", help="the node's instance id (i-...)")
+    connect.add_argument("--region", help="the cluster's region (default: as the AWS CLI finds it)")
+    connect.add_argument("--print", action="store_true", help="print the command instead of running it")
+    connect.set_defaults(command=_connect.run)
+    for sub in (*subcommands, connect):
+        sub.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return parser

@@ -1,0 +1,43 @@
+"""``training-cluster connect NODE``: a Session Manager session on a node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+from typing import TextIO
+
+from ._output import CommandError
+
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}([0-9a-f]{9})?", re.ASCII)
+SESSION_MANAGER_PLUGIN = "session-manager-plugin"
+PLUGIN_HELP = (
+    "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-plugin.html"
+)
+
+
+def connect_command(node: str, region: str | None) -> list[str]:
+    """The AWS CLI command that opens a Session Manager session on ``node``."""
+    if not INSTANCE_ID.fullmatch(node):
+        raise CommandError(f"NODE must be an instance id such as i-0123456789abcdef0 (got {node[:40]!r})")
+    command = ["aws", "ssm", "start-session", "--target", node]
+    if region:
+        command += ["--region", region]
+    return command
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    command = connect_command(args.node, args.region)
+    if args.print or args.json:
+        print(json.dumps({"command": command}) if args.json else " ".join(command), file=out)
+        return 0
+    if shutil.which("aws") is None:
+        raise CommandError("the AWS CLI is not installed: https://docs.aws.amazon.com/cli/")
+    if shutil.which(SESSION_MANAGER_PLUGIN) is None:
+        raise CommandError(
+            f"the AWS CLI's Session Manager plugin ({SESSION_MANAGER_PLUGIN}) is not installed: see {PLUGIN_HELP}"
+        )
+    return subprocess.run(command, env=os.environ.copy(), check=False).returncode

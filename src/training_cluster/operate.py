@@ -1,0 +1,355 @@
+"""Read a deployed cluster, and ask its control plane to act: what ``training-cluster status``,
+``nodes``, ``incidents``, ``incident``, ``repair`` and ``reset-breaker`` use.
+
+The cluster is found through its stack's CloudFormation outputs (the Auto Scaling groups, the
+repair function, the ledger table, the file system). Reads only, with one exception: the repair
+function is invoked with a payload it understands, so a person's repair goes through the same
+control plane as an automatic one (breaker, limits, drain, evidence, ledger); nothing here calls
+EC2 to reboot or terminate. boto3 is imported by this module alone, and only the commands that
+talk to AWS import it. Standard AWS configuration applies (``AWS_PROFILE``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``, ...), as boto3 reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+
+from .contract import HEALTH_TAG, TAG_CLUSTER, TAG_GROUP, parse_health_tag
+from .ledger_view import LedgerView
+
+ASG_OUTPUT_SUFFIX = "AutoScalingGroupName"
+"""The stack's output for each instance group's Auto Scaling group: ``<Group>AutoScalingGroupName``."""
+GROUP_OUTPUT = re.compile(r"Auto Scaling group of instance group (\S+)")
+
+
+class OperateError(Exception):
+    """The cluster cannot be read or acted on, in words for the operator."""
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    group: str
+    auto_scaling_group: str
+    desired: int
+    in_service: int
+    healthy: int
+    unhealthy: int
+    being_repaired: int
+    breaker: str  # open | closed
+    breaker_reason: str
+    held: list[str]
+    capacity_backoff_until: float | None  # repairs of this group wait for capacity until then
+
+
+@dataclass(frozen=True)
+class Node:
+    instance_id: str
+    group: str
+    instance_type: str
+    zone: str
+    state: str
+    launched_at: float | None
+    uptime_seconds: int | None
+    health: str  # healthy | unhealthy | no report | unreadable
+    failures: list[str]  # from the health tag: check[:code]
+    boot_id: str
+    status_checks: str  # ok | impaired | initializing | ... (EC2's instance and system checks)
+    incident: dict[str, Any] | None  # the node's open or last incident, from the ledger
+
+
+@dataclass
+class Cluster:
+    """A deployed cluster, as its stack's outputs describe it."""
+
+    stack: str
+    region: str
+    outputs: dict[str, str]
+    groups: dict[str, str]  # Auto Scaling group name -> instance group name
+    session: Any = field(repr=False)
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            config = Config(retries={"mode": "standard"}, connect_timeout=10, read_timeout=90)
+            self._clients[service] = self.session.client(service, region_name=self.region, config=config)
+        return self._clients[service]
+
+    def output(self, name: str) -> str:
+        value = self.outputs.get(name)
+        if value is None:
+            raise OperateError(f"stack {self.stack} has no output {name}: is auto-repair off in its config?")
+        return value
+
+    # status ------------------------------------------------------------------------------------
+
+    def status(self, nodes: list[Node] | None = None) -> list[GroupStatus]:
+        nodes = self.nodes() if nodes is None else nodes
+        groups = [f"group#{g}" for g in self.groups.values()]
+        ledger = self.ledger.states(groups) if "RepairLedgerTableName" in self.outputs else {}
+        asgs = self._auto_scaling_groups()
+        result = []
+        now = time.time()
+        for asg_name, group in self.groups.items():
+            asg = asgs.get(asg_name, {})
+            members = {m["InstanceId"]: m for m in asg.get("Instances", [])}
+            in_service = [
+                n for n in nodes if n.instance_id in members and members[n.instance_id]["LifecycleState"] == "InService"
+            ]
+            unhealthy = [n for n in in_service if _unhealthy(n, members[n.instance_id])]
+            repairing = [n for n in nodes if n.group == group and n.incident and n.incident.get("status") == "open"]
+            state = ledger.get(f"group#{group}", {})
+            backoff = float(state.get("capacity_backoff_until", 0) or 0)
+            result.append(
+                GroupStatus(
+                    group=group,
+                    auto_scaling_group=asg_name,
+                    desired=int(asg.get("DesiredCapacity", 0)),
+                    in_service=len(in_service),
+                    healthy=len(in_service) - len(unhealthy),
+                    unhealthy=len(unhealthy),
+                    # open incidents and replacements in flight, less the nodes the breaker holds
+                    being_repaired=len(
+                        ({n.instance_id for n in repairing} | set(state.get("replacing", [])))
+                        - set(state.get("held", []))
+                    ),
+                    breaker="open" if state.get("breaker") == "open" else "closed",
+                    breaker_reason=str(state.get("breaker_reason", "")) if state.get("breaker") == "open" else "",
+                    held=sorted(state.get("held", [])),
+                    capacity_backoff_until=backoff if backoff > now else None,
+                )
+            )
+        return result
+
+    def file_system(self) -> dict[str, Any] | None:
+        """The file system's id and lifecycle state (``AVAILABLE``, ...), or None without one."""
+        fs_id = self.outputs.get("FileSystemId")
+        if fs_id is None:
+            return None
+        try:
+            found = self.client("fsx").describe_file_systems(FileSystemIds=[fs_id])["FileSystems"]
+        except ClientError as error:
+            return {"id": fs_id, "state": "unknown", "error": _code(error)}
+        if not found:
+            return {"id": fs_id, "state": "unknown", "error": "FileSystemNotFound"}
+        fs = found[0]
+        return {
+            "id": fs_id,
+            "state": fs.get("Lifecycle", "unknown"),
+            "storage_capacity_gib": fs.get("StorageCapacity"),
+            "deployment_type": fs.get("LustreConfiguration", {}).get("DeploymentType"),
+        }
+
+    # nodes -------------------------------------------------------------------------------------
+
+    def nodes(self, *, include_terminated: bool = False) -> list[Node]:
+        """The instances of the cluster's Auto Scaling groups (and those that have just left them)."""
+        states = ["pending", "running", "stopping", "stopped", "shutting-down"] + (
+            ["terminated"] if include_terminated else []
+        )
+        members = self._instances([{"Name": "tag:aws:autoscaling:groupName", "Values": list(self.groups)}], states)
+        # and those that have left their group (a replaced node), by the tags the fleet gave them
+        names = sorted({t["Value"] for i in members for t in i.get("Tags", []) if t["Key"] == TAG_CLUSTER})
+        others = (
+            self._instances(
+                [
+                    {"Name": f"tag:{TAG_CLUSTER}", "Values": names},
+                    {"Name": f"tag:{TAG_GROUP}", "Values": sorted(set(self.groups.values()))},
+                ],
+                states,
+            )
+            if names
+            else []
+        )
+        instances = list({i["InstanceId"]: i for i in [*others, *members]}.values())
+        ids = [i["InstanceId"] for i in instances]
+        checks = self._status_checks(ids)
+        ledger = self._instance_states(ids)
+        now = time.time()
+        nodes = []
+        for i in sorted(instances, key=lambda i: (self._group(i), i["InstanceId"])):
+            tags = {t["Key"]: t["Value"] for t in i.get("Tags", [])}
+            health, boot_id, failures = _health(tags.get(HEALTH_TAG))
+            launched = i.get("LaunchTime")
+            launched_at = launched.timestamp() if launched is not None else None
+            running = i["State"]["Name"] == "running"
+            nodes.append(
+                Node(
+                    instance_id=i["InstanceId"],
+                    group=self._group(i),
+                    instance_type=i.get("InstanceType", ""),
+                    zone=i.get("Placement", {}).get("AvailabilityZone", ""),
+                    state=i["State"]["Name"],
+                    launched_at=launched_at,
+                    uptime_seconds=int(now - launched_at) if launched_at is not None and running else None,
+                    health=health,
+                    failures=failures,
+                    boot_id=boot_id,
+                    status_checks=checks.get(i["InstanceId"], "-"),
+                    incident=ledger.get(i["InstanceId"]),
+                )
+            )
+        return nodes
+
+    def _instances(self, filters: list[dict[str, Any]], states: list[str]) -> list[dict[str, Any]]:
+        filters = [*filters, {"Name": "instance-state-name", "Values": states}]
+        pages = self.client("ec2").get_paginator("describe_instances").paginate(Filters=filters)
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    def _group(self, instance: dict[str, Any]) -> str:
+        tags = {str(t["Key"]): str(t["Value"]) for t in instance.get("Tags", [])}
+        return self.groups.get(tags.get("aws:autoscaling:groupName", ""), tags.get(TAG_GROUP, "?"))
+
+    def _status_checks(self, ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        ec2 = self.client("ec2")
+        for start in range(0, len(ids), 100):
+            chunk = ids[start : start + 100]
+            for status in ec2.describe_instance_status(InstanceIds=chunk, IncludeAllInstances=True)["InstanceStatuses"]:
+                values = {status.get(k, {}).get("Status", "") for k in ("InstanceStatus", "SystemStatus")}
+                found[status["InstanceId"]] = next(
+                    (v for v in ("impaired", "insufficient-data", "initializing", "not-applicable") if v in values),
+                    "ok",
+                )
+        return found
+
+    def _instance_states(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self.ledger.instance_states(ids) if "RepairLedgerTableName" in self.outputs else {}
+
+    @property
+    def ledger(self) -> LedgerView:
+        dynamodb = self.session.resource("dynamodb", region_name=self.region)
+        return LedgerView(dynamodb, self.output("RepairLedgerTableName"), self.client("s3"))
+
+    # acting through the control plane ----------------------------------------------------------
+
+    def invoke(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """Invoke the repair function and wait for what it did (its outcomes)."""
+        response = self.client("lambda").invoke(
+            FunctionName=self.output("RepairFunctionName"),
+            InvocationType="RequestResponse",
+            Payload=json.dumps(payload).encode(),
+        )
+        body = response["Payload"].read()
+        if response.get("FunctionError"):
+            raise OperateError(f"the repair function failed: {body.decode(errors='replace')[:1000]}")
+        outcomes: list[dict[str, Any]] = json.loads(body or b"{}").get("outcomes", [])
+        return outcomes
+
+    def caller(self) -> str:
+        try:
+            return str(self.client("sts").get_caller_identity()["Arn"])
+        except (ClientError, BotoCoreError):
+            return "unknown"
+
+    def _auto_scaling_groups(self, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        autoscaling = self.client("autoscaling")
+        names = list(self.groups) if names is None else names
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(names), 50):
+            for asg in autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=names[start : start + 50])[
+                "AutoScalingGroups"
+            ]:
+                found[asg["AutoScalingGroupName"]] = asg
+        return found
+
+
+def find(stack: str, region: str | None, profile: str | None = None) -> Cluster:
+    """The cluster deployed as ``stack``; an ``OperateError`` saying what is wrong when it cannot be read."""
+    # AWS_REGION as the other AWS SDKs and the AWS CLI v2 read it (botocore reads AWS_DEFAULT_REGION)
+    region = region or os.environ.get("AWS_REGION") or None
+    try:
+        session = boto3.Session(profile_name=profile, region_name=region)
+    except BotoCoreError as error:  # an unknown profile
+        raise OperateError(str(error)) from None
+    region = session.region_name
+    if not region:
+        raise OperateError("no region: pass --region, or set AWS_REGION or a region in your AWS profile")
+    cluster = Cluster(stack=stack, region=region, outputs={}, groups={}, session=session)
+    with aws_errors(region):
+        try:
+            stacks = cluster.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+        except ClientError as error:
+            if _code(error) == "ValidationError" and "does not exist" in str(error):
+                raise OperateError(
+                    f"no stack {stack} in {region}: check --stack and --region (or AWS_REGION)"
+                ) from None
+            raise
+        outputs = stacks[0].get("Outputs", [])
+        cluster.outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in outputs}
+        # each group's Auto Scaling group: the output's description names the group (the stack's own words)
+        named = {
+            o.get("OutputValue", ""): (found.group(1) if found else "")
+            for o in outputs
+            if o["OutputKey"].endswith(ASG_OUTPUT_SUFFIX)
+            for found in [GROUP_OUTPUT.fullmatch(o.get("Description", ""))]
+        }
+        if not named:
+            raise OperateError(
+                f"stack {stack} in {region} has no Auto Scaling group outputs: is it a training cluster?"
+            )
+        tagged = {
+            name: {t["Key"]: t["Value"] for t in asg.get("Tags", [])}.get(TAG_GROUP, "")
+            for name, asg in cluster._auto_scaling_groups(list(named)).items()
+        }
+        groups = {asg: named[asg] or tagged.get(asg) or asg for asg in named}
+        cluster.groups = dict(sorted(groups.items(), key=lambda item: item[1]))
+    return cluster
+
+
+class aws_errors:
+    """Turns the AWS SDK's errors into ``OperateError``s an operator can act on."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        if error is None or isinstance(error, OperateError):
+            return
+        if isinstance(error, NoCredentialsError):
+            raise OperateError(
+                "no AWS credentials: set AWS_PROFILE (or run `aws configure` / `aws sso login`), "
+                "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ) from None
+        if isinstance(error, NoRegionError):
+            raise OperateError("no region: pass --region, or set AWS_REGION") from None
+        if isinstance(error, EndpointConnectionError):
+            raise OperateError(f"cannot reach AWS in region {self.region!r}: is it a region? ({error})") from None
+        if isinstance(error, ClientError):
+            code = _code(error)
+            if code in ("UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"):
+                raise OperateError(f"AWS did not accept the credentials ({code}): {error}") from None
+            if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+                raise OperateError(f"not allowed: {error}") from None
+            raise OperateError(str(error)) from None
+        if isinstance(error, BotoCoreError):
+            raise OperateError(str(error)) from None
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _health(tag: str | None) -> tuple[str, str, list[str]]:
+    if tag is None:
+        return "no report", "", []
+    try:
+        healthy, boot_id, failures = parse_health_tag(tag)
+    except ValueError:
+        return "unreadable", "", []
+    return ("healthy" if healthy else "unhealthy"), boot_id, [f"{c}:{code}" if code else c for c, code in failures]
+
+
+def _unhealthy(node: Node, member: dict[str, Any]) -> bool:
+    return node.health == "unhealthy" or node.status_checks == "impaired" or member.get("HealthStatus") == "Unhealthy"
