@@ -203,3 +203,41 @@ def test_connect_says_when_the_session_manager_plugin_is_missing(
     assert code == 1
     assert "Session Manager plugin (session-manager-plugin) is not installed" in err
     assert "session-manager-working-with-install-plugin" in err
+
+
+def test_connect_takes_a_node_or_login_not_both() -> None:
+    code, _, err = run("connect", "i-0123456789abcdef0", "--login", "--print")
+    assert code == 1 and "give NODE (an instance id) or --login, not both" in err
+    code, _, err = run("connect", "--print")
+    assert code == 1 and "give NODE (an instance id) or --login, not both" in err
+
+
+def test_connect_login_picks_a_running_login_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from training_cluster.cli import _operate
+
+    def node(instance_id: str, group: str, state: str) -> Any:
+        return SimpleNamespace(instance_id=instance_id, group=group, state=state)
+
+    nodes = [
+        node("i-0fffffffffffffff0", "login", "stopped"),
+        node("i-0bbbbbbbbbbbbbbb0", "login", "running"),
+        node("i-0aaaaaaaaaaaaaaa0", "gpu", "running"),
+        node("i-0ccccccccccccccc0", "login", "running"),
+    ]
+    found = SimpleNamespace(stack="demo-training-cluster", region="eu-west-1", nodes=lambda: nodes)
+
+    @contextmanager
+    def cluster_of(args: Any) -> Any:
+        assert args.stack == "demo-training-cluster"
+        yield found
+
+    monkeypatch.setattr(_operate, "cluster_of", cluster_of)
+    code, out, _ = run("connect", "--login", "--stack", "demo-training-cluster", "--print")
+    assert code == 0
+    assert out.split() == ["aws", "ssm", "start-session", "--target", "i-0bbbbbbbbbbbbbbb0", "--region", "eu-west-1"]
+    nodes[1].state = nodes[3].state = "stopping"
+    code, _, err = run("connect", "--login", "--stack", "demo-training-cluster", "--print")
+    assert code == 1 and "no login node is running in demo-training-cluster" in err

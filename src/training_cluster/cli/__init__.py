@@ -50,15 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("config", metavar="CONFIG", help="the cluster's YAML config file")
     validate.set_defaults(command=_validate.run)
     subcommands = [validate, *_operate.add_commands(commands)]
-    connect = commands.add_parser(
-        "connect",
-        help="open a Session Manager session on a node",
-        description="Open a Session Manager session on a node (the AWS CLI and its Session Manager plugin).",
+    connect = _operate.command_parser(
+        commands, "connect", _connect.run, "open a Session Manager session on a node (or a login node)"
     )
-    connect.add_argument("node", metavar="NODE", help="the node's instance id (i-...)")
-    connect.add_argument("--region", help="the cluster's region (default: as the AWS CLI finds it)")
+    connect.add_argument("node", metavar="NODE", nargs="?", help="the node's instance id (i-...)")
+    connect.add_argument("--login", action="store_true", help="a running login node of the cluster")
     connect.add_argument("--print", action="store_true", help="print the command instead of running it")
-    connect.set_defaults(command=_connect.run)
     for sub in (*subcommands, connect):
         sub.add_argument("--json", action="store_true", help="print JSON for scripts")
     return parser

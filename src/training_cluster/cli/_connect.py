@@ -29,8 +29,22 @@ def connect_command(node: str, region: str | None) -> list[str]:
     return command
 
 
+def login_node(args: argparse.Namespace) -> tuple[str, str]:
+    """A running login node of the cluster the arguments name, and the cluster's region."""
+    from ._operate import cluster_of
+
+    with cluster_of(args) as cluster:
+        running = sorted(n.instance_id for n in cluster.nodes() if n.group == "login" and n.state == "running")
+        if not running:
+            raise CommandError(f"no login node is running in {cluster.stack} (orchestrator.login_nodes)")
+        return running[0], cluster.region
+
+
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    command = connect_command(args.node, args.region)
+    if args.login == (args.node is not None):
+        raise CommandError("give NODE (an instance id) or --login, not both")
+    node, region = (args.node, args.region) if args.node is not None else login_node(args)
+    command = connect_command(node, region)
     if args.print or args.json:
         print(json.dumps({"command": command}) if args.json else " ".join(command), file=out)
         return 0

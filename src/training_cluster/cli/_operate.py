@@ -37,16 +37,21 @@ MEANING = {
 }
 
 
+def command_parser(commands: Any, name: str, run: Command, summary: str) -> argparse.ArgumentParser:
+    """A command that names a deployed cluster (``--stack``/``--region``, or ``--config``)."""
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=summary + ".")
+    sub.set_defaults(command=run)
+    where = sub.add_argument_group("which cluster")
+    where.add_argument("--stack", help="its CloudFormation stack (default: <name>-training-cluster of --config)")
+    where.add_argument("--region", help="its region (default: --config's, or as boto3 finds it: AWS_REGION, ...)")
+    where.add_argument("--config", metavar="FILE", help="its config file: the stack name and region from it")
+    where.add_argument("--profile", help="an AWS profile (default: AWS_PROFILE, or boto3's default)")
+    return sub
+
+
 def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
     def command(name: str, run: Command, summary: str) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=summary + ".")
-        sub.set_defaults(command=run)
-        where = sub.add_argument_group("which cluster")
-        where.add_argument("--stack", help="its CloudFormation stack (default: <name>-training-cluster of --config)")
-        where.add_argument("--region", help="its region (default: --config's, or as boto3 finds it: AWS_REGION, ...)")
-        where.add_argument("--config", metavar="FILE", help="its config file: the stack name and region from it")
-        where.add_argument("--profile", help="an AWS profile (default: AWS_PROFILE, or boto3's default)")
-        return sub
+        return command_parser(commands, name, run, summary)
 
     status = command("status", _status, "is the cluster whole: groups, circuit breakers, file system, last incidents")
     status.add_argument("--incidents", type=int, default=5, metavar="N", help="how many of the last incidents (5)")
@@ -71,7 +76,7 @@ def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
 
 
 @contextmanager
-def _cluster(args: argparse.Namespace) -> Iterator[Cluster]:
+def cluster_of(args: argparse.Namespace) -> Iterator[Cluster]:
     """The cluster the arguments name; AWS's errors as ``CommandError``s."""
     stack, region = args.stack, args.region
     if args.config:
@@ -115,7 +120,7 @@ def _duration(seconds: int | None) -> str:
 
 
 def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    with _cluster(args) as cluster:
+    with cluster_of(args) as cluster:
         groups = cluster.status()
         fs = cluster.file_system()
         incidents = cluster.ledger.incidents(args.incidents) if "RepairLedgerTableName" in cluster.outputs else []
@@ -160,7 +165,7 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _nodes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    with _cluster(args) as cluster:
+    with cluster_of(args) as cluster:
         nodes = cluster.nodes(include_terminated=args.all)
     if args.json:
         _print_json({"stack": cluster.stack, "region": cluster.region, "nodes": [asdict(n) for n in nodes]}, out)
@@ -192,7 +197,7 @@ def _fault(node: Node) -> str:
 
 
 def _incidents(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    with _cluster(args) as cluster:
+    with cluster_of(args) as cluster:
         incidents = cluster.ledger.incidents(args.limit)
     if args.json:
         _print_json({"incidents": [asdict(i) for i in incidents]}, out)
@@ -212,7 +217,7 @@ def _incident_table(incidents: list[Any], bold: Callable[[str], str]) -> list[st
 
 
 def _incident(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    with _cluster(args) as cluster:
+    with cluster_of(args) as cluster:
         steps = cluster.ledger.story(args.incident_id)
         if not steps:
             raise CommandError(f"no incident {args.incident_id} in the ledger of {cluster.stack}")
@@ -249,7 +254,7 @@ def _confirm(question: str, args: argparse.Namespace, err: TextIO) -> None:
 def _repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not INSTANCE_ID.fullmatch(args.node):
         raise CommandError(f"NODE must be an instance id such as i-0123456789abcdef0 (got {args.node[:40]!r})")
-    with _cluster(args) as cluster:
+    with cluster_of(args) as cluster:
         node = next((n for n in cluster.nodes() if n.instance_id == args.node), None)
         if node is None:
             raise CommandError(f"{args.node} is not a node of {cluster.stack}'s instance groups in {cluster.region}")
@@ -260,7 +265,7 @@ def _repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _reset(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    with _cluster(args) as cluster:
+    with cluster_of(args) as cluster:
         if args.group not in cluster.groups.values():
             known = ", ".join(sorted(cluster.groups.values()))
             raise CommandError(f"{args.group!r} is not an instance group of {cluster.stack} (its groups: {known})")
