@@ -265,3 +265,18 @@ def aws() -> Iterator[None]:
 @pytest.fixture
 def world(aws: None) -> World:
     return make_world({"gpu": 8, "login": 1})
+
+
+@pytest.fixture
+def actions(world: World) -> Iterator[dict[str, mock.MagicMock]]:
+    """Reboots and replacements, counted (and still made in moto)."""
+    ec2, autoscaling = world.clients.ec2, world.clients.autoscaling
+    with (
+        mock.patch.object(ec2, "reboot_instances", wraps=ec2.reboot_instances) as reboot,
+        mock.patch.object(
+            autoscaling,
+            "terminate_instance_in_auto_scaling_group",
+            wraps=autoscaling.terminate_instance_in_auto_scaling_group,
+        ) as terminate,
+    ):
+        yield {"reboot": reboot, "terminate": terminate}

@@ -163,7 +163,7 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
     "scrape interval": (
         minimal_config(observability={"scrape_interval_seconds": 1}),
         "observability.scrape_interval_seconds",
-        "greater than or equal to 5",
+        "must be between 5 and 300 seconds (got 1)",
     ),
     "grafana without prometheus": (
         minimal_config(observability={"prometheus": False}),
@@ -372,7 +372,7 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
     "slurm user uid": (
         with_slurm({"users": {"alice": 1000}}),
         "orchestrator.users.alice",
-        "greater than or equal to 2000",
+        "must be between 2000 and 59999 (got 1000)",
     ),
     "slurm shared uid": (
         with_slurm({"users": {"alice": 2001, "bob": 2001}}),

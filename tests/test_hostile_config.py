@@ -660,3 +660,11 @@ def test_a_bucket_named_like_an_ip_address_is_an_error() -> None:
     assert_error(messages, "storage.lustre.s3_import_path", "never formatted as an IP address")
     fine = minimal_config(storage={"lustre": {"s3_import_path": "s3://192.168.10.5.data/x"}})
     assert ClusterConfig.from_dict(fine).storage.lustre
+
+
+def test_database_subnets_of_yours_in_a_new_vpc_are_an_error() -> None:
+    """They would land in the new VPC's subnet group and fail at deploy."""
+    subnets = ["subnet-0123456789abcdef1", "subnet-0123456789abcdef0"]
+    data = minimal_config(orchestrator={"accounting": "rds"}, network={"database_subnet_ids": subnets})
+    assert_error(errors_of(data), "network.database_subnet_ids", "only with your own VPC (network.vpc_id)")
+    assert ClusterConfig.from_dict(minimal_config(orchestrator={"accounting": "rds"})).orchestrator.accounting == "rds"

@@ -17,7 +17,17 @@ from aws_cdk import aws_kms as kms
 
 from conftest import ROOT, minimal_config
 from training_cluster import ClusterConfig, ConfigError
-from training_cluster.constructs import ClusterNetwork, Fleet, FleetCapacity, LustreFileSystem, Slurm, SlurmOptions
+from training_cluster.constructs import (
+    ClusterEvents,
+    ClusterNetwork,
+    Fleet,
+    FleetCapacity,
+    LustreFileSystem,
+    Observability,
+    ObservabilityOptions,
+    Slurm,
+    SlurmOptions,
+)
 from training_cluster.errors import Finding
 from training_cluster.rules import PropsError, relocate
 from training_cluster.rules.fleet import creates_placement_group
@@ -25,6 +35,7 @@ from training_cluster.types import CapacityType
 
 RID = "cr-0123456789abcdef0"
 KEY_ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+WEST_KEY_ARN = KEY_ARN.replace("us-east-1", "us-west-2")
 
 Build = Callable[[Stack], object]
 """Composes one construct by hand in ``stack``, with one bad prop."""
@@ -59,8 +70,9 @@ def fleet(construct_id: str = "Gpu", **overrides: Any) -> Callable[[Stack], Flee
 def lustre(**overrides: Any) -> Build:
     def build(stack: Stack) -> LustreFileSystem:
         vpc, subnet = _network(stack)
-        if overrides.pop("customer_key", False):
-            overrides["kms_key"] = kms.Key.from_key_arn(stack, "Key", KEY_ARN)
+        customer_key = overrides.pop("customer_key", False)
+        if customer_key:
+            overrides["kms_key"] = kms.Key.from_key_arn(stack, "Key", KEY_ARN if customer_key is True else customer_key)
         return LustreFileSystem(stack, "Lustre", vpc=vpc, subnet=subnet, **overrides)
 
     return build
@@ -70,11 +82,21 @@ def network(**overrides: Any) -> Build:
     return lambda stack: ClusterNetwork(stack, "Network", availability_zone="us-east-1a", **overrides)
 
 
+def observability(scrape_interval_seconds: int) -> Build:
+    def build(stack: Stack) -> None:
+        events = ClusterEvents(stack, "Events", cluster_name="t")
+        nodes = Observability(stack, "Observability", topic=events.topic, options=ObservabilityOptions(grafana=False))
+        nodes.add_nodes(fleets=[fleet()(stack)], scrape_interval_seconds=scrape_interval_seconds)
+
+    return build
+
+
 def slurm(
     *,
     compute: dict[str, Any] | None = None,
     controller: dict[str, Any] | None = None,
     options: SlurmOptions | None = None,
+    file_system_mount_path: str = "/fsx",
 ) -> Build:
     def build(stack: Stack) -> Slurm:
         server = {"instance_type": "m7i.4xlarge", "os": "ubuntu-24.04"}
@@ -86,7 +108,7 @@ def slurm(
             ),
             login=fleet("Login", **{"group_name": "login", "count": 1, **server})(stack),
             compute=[fleet("Gpu", **{"os": "ubuntu-24.04", **(compute or {})})(stack)],
-            file_system_mount_path="/fsx",
+            file_system_mount_path=file_system_mount_path,
             options=options or SlurmOptions(),
         )
 
@@ -111,6 +133,12 @@ ERRORS: dict[str, tuple[Build, dict[str, Any], str, str]] = {
     "cluster name": (fleet(cluster_name="Demo_1"), minimal_config(name="Demo_1"), "cluster_name", "name"),
     "cluster name length": (fleet(cluster_name="a" * 33), minimal_config(name="a" * 33), "cluster_name", "name"),
     "group name": (fleet(group_name="GPU"), with_group(name="GPU"), "group_name", "instance_groups[0].name"),
+    "group name with a trailing newline": (
+        fleet(group_name="gpu\n"),
+        with_group(name="gpu\n"),
+        "group_name",
+        "instance_groups[0].name",
+    ),
     "count below one": (fleet(count=0), with_group(count=0), "count", "instance_groups[0].count"),
     "count above the bound": (fleet(count=2001), with_group(count=2001), "count", "instance_groups[0].count"),
     "root volume": (
@@ -179,6 +207,48 @@ ERRORS: dict[str, tuple[Build, dict[str, Any], str, str]] = {
         "placement_group_name",
         "instance_groups[0].placement_group_name",
     ),
+    "placement group name with a trailing newline": (
+        fleet(placement_group_name="pg\n", create_placement_group=False),
+        with_group(placement_group_name="pg\n", placement_group=False),
+        "placement_group_name",
+        "instance_groups[0].placement_group_name",
+    ),
+    "key pair name": (
+        fleet(key_pair_name="k'; reboot; '"),
+        with_slurm({"ssh_key_name": "k'; reboot; '"}),
+        "key_pair_name",
+        "orchestrator.ssh_key_name",
+    ),
+    "key pair name with a trailing newline": (
+        fleet(key_pair_name="k\n"),
+        with_slurm({"ssh_key_name": "k\n"}),
+        "key_pair_name",
+        "orchestrator.ssh_key_name",
+    ),
+    "lifecycle script missing": (
+        fleet(lifecycle_script="/nonexistent/setup.sh"),
+        with_group(lifecycle_script="/nonexistent/setup.sh"),
+        "lifecycle_script",
+        "instance_groups[0].lifecycle_script",
+    ),
+    "lifecycle script under /proc": (
+        fleet(lifecycle_script="/proc/self/status"),
+        with_group(lifecycle_script="/proc/self/status"),
+        "lifecycle_script",
+        "instance_groups[0].lifecycle_script",
+    ),
+    "lifecycle script written under /proc, leading elsewhere": (
+        fleet(lifecycle_script="/proc/self/root/etc/hostname"),
+        with_group(lifecycle_script="/proc/self/root/etc/hostname"),
+        "lifecycle_script",
+        "instance_groups[0].lifecycle_script",
+    ),
+    "lifecycle script a folder": (
+        fleet(lifecycle_script="/tmp"),
+        with_group(lifecycle_script="/tmp"),
+        "lifecycle_script",
+        "instance_groups[0].lifecycle_script",
+    ),
     # LustreFileSystem
     "lustre capacity": (
         lustre(storage_capacity_gib=1000),
@@ -234,6 +304,12 @@ ERRORS: dict[str, tuple[Build, dict[str, Any], str, str]] = {
         "kms_key",
         "storage.lustre.kms_key_arn",
     ),
+    "lustre customer key of another region": (
+        lustre(customer_key=WEST_KEY_ARN),
+        with_lustre(kms_key_arn=WEST_KEY_ARN),
+        "kms_key",
+        "storage.lustre.kms_key_arn",
+    ),
     "lustre s3 path": (
         lustre(s3_import_path="bucket/prefix"),
         with_lustre(s3_import_path="bucket/prefix"),
@@ -271,7 +347,50 @@ ERRORS: dict[str, tuple[Build, dict[str, Any], str, str]] = {
         "vpc_cidr",
         "network.vpc_cidr",
     ),
+    "availability zone of another region": (
+        lambda stack: ClusterNetwork(stack, "Network", availability_zone="us-west-2a"),
+        minimal_config(availability_zone="us-west-2a"),
+        "availability_zone",
+        "availability_zone",
+    ),
+    # Observability
+    "scrape interval": (
+        observability(0),
+        minimal_config(observability={"scrape_interval_seconds": 0}),
+        "scrape_interval_seconds",
+        "observability.scrape_interval_seconds",
+    ),
     # Slurm
+    "slurm mount path on the system": (
+        slurm(file_system_mount_path="/etc"),
+        {**with_slurm(), "storage": {"lustre": {"mount_path": "/etc"}}},
+        "file_system_mount_path",
+        "storage.lustre.mount_path",
+    ),
+    "slurm user name": (
+        slurm(options=SlurmOptions(users={"Bad User": 2001})),
+        with_slurm({"users": {"Bad User": 2001}}),
+        "options.users",
+        "orchestrator.users",
+    ),
+    "slurm uid below the range": (
+        slurm(options=SlurmOptions(users={"alice": 1000})),
+        with_slurm({"users": {"alice": 1000}}),
+        "options.users.alice",
+        "orchestrator.users.alice",
+    ),
+    "slurm uid above the range": (
+        slurm(options=SlurmOptions(users={"alice": 60000})),
+        with_slurm({"users": {"alice": 60000}}),
+        "options.users.alice",
+        "orchestrator.users.alice",
+    ),
+    "slurm partition name": (
+        slurm(options=SlurmOptions(partitions={"Bad Name=x": ["gpu"]})),
+        with_slurm({"partitions": {"Bad Name=x": ["gpu"]}}),
+        "options.partitions",
+        "orchestrator.partitions",
+    ),
     "slurm node os": (
         slurm(compute={"os": "ubuntu-22.04"}),
         with_slurm(os="ubuntu-22.04"),

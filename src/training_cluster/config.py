@@ -32,6 +32,8 @@ from .ip_ranges import cidr_problem
 from .repair_policy import Action
 from .rules import fleet as fleet_rules
 from .rules import lustre as lustre_rules
+from .rules import observability as observability_rules
+from .rules import slurm as slurm_rules
 from .rules.settings import MAX_CLUSTER_NAME_LENGTH, MAX_GROUP_NAME_LENGTH, name_problem
 from .types import SLURM_OS, CapacityType, LustreDeploymentType, OperatingSystem
 from .validation import check
@@ -281,7 +283,7 @@ class ObservabilityConfig(_Section):
     """How people sign in to Grafana: IAM Identity Center (must be enabled in the account) or SAML."""
     alert_email: Annotated[str, Field(max_length=254, pattern=patterns.EMAIL_PATTERN)] | None = None
     """Subscribe this address to the cluster's events topic, where alerts go (it must confirm)."""
-    scrape_interval_seconds: Annotated[StrictInt, Field(ge=5, le=300)] = 15
+    scrape_interval_seconds: Annotated[StrictInt, _rule(observability_rules.scrape_interval_problem)] = 15
     """How often each node's collector scrapes its exporters."""
 
 
@@ -302,11 +304,11 @@ class OrchestratorConfig(_Section):
     subnets of a new VPC, or ``network.database_subnet_ids``); ``off``: no job accounting."""
     accounting_instance_class: Annotated[str, Field(pattern=patterns.RDS_CLASS_PATTERN)] = "db.t4g.medium"
     """The RDS instance class with ``accounting: rds``."""
-    partitions: dict[Annotated[str, Field(pattern=patterns.SLURM_NAME_PATTERN)], GroupNames] | None = None
+    partitions: dict[Annotated[str, _rule(slurm_rules.partition_name_problem)], GroupNames] | None = None
     """Partition name -> instance group names; the first is the default partition. Default: one
     partition per instance group, named after it."""
     users: dict[
-        Annotated[str, Field(pattern=patterns.USER_NAME_PATTERN)], Annotated[StrictInt, Field(ge=2000, le=59999)]
+        Annotated[str, _rule(slurm_rules.user_name_problem)], Annotated[StrictInt, _rule(slurm_rules.uid_problem)]
     ] = {}
     """Cluster users and their uids, the same on every node, homes on the file system:
     ``{alice: 2001}``. Jobs run as these users (Slurm needs a user to exist, with one uid, on every node)."""

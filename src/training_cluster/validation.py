@@ -8,26 +8,22 @@ warning annotations on the stack. It imports no aws-cdk-lib, so a CLI gives the 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import _yaml, addresses, catalog
+from . import addresses, catalog
 from .errors import Finding, show
 from .rules import relocate
-from .rules.fleet import fleet_findings
-from .rules.lustre import lustre_findings
+from .rules.fleet import fleet_findings, lifecycle_script_findings
+from .rules.lustre import kms_key_region_problem, lustre_findings
+from .rules.network import zone_region_problem
 from .rules.settings import setting_value_problem
 from .rules.slurm import SlurmFleet, slurm_findings
 from .types import SLURM_OS
 
 if TYPE_CHECKING:  # the config imports this module to check itself
     from .config import ClusterConfig, InstanceGroupConfig, LustreConfig
-
-MAX_LIFECYCLE_SCRIPT_BYTES = 1024 * 1024
-"""A lifecycle script is a shell script; a megabyte is far more than one needs."""
 
 SLURM_CONTROLLER_GROUP, SLURM_LOGIN_GROUP = "controller", "login"
 """The group names of the fleets the stack makes for Slurm's controller and login nodes."""
@@ -73,12 +69,9 @@ def _observability(config: ClusterConfig) -> Iterator[Finding]:
 def _zone(config: ClusterConfig) -> Iterator[Finding]:
     zones = catalog.availability_zones(config.region)
     az = config.availability_zone
-    if not az.startswith(config.region) or az == config.region:
-        yield Finding(
-            path="availability_zone",
-            message=f"{az!r} is not in region {config.region!r}; an availability zone of {config.region} "
-            f"is named like {config.region}a",
-        )
+    problem = zone_region_problem(az, config.region)
+    if problem is not None:
+        yield Finding(path="availability_zone", message=problem)
     elif zones and az not in zones:
         yield Finding(
             path="availability_zone",
@@ -140,49 +133,16 @@ def _group(config: ClusterConfig, path: str, group: InstanceGroupConfig) -> Iter
             "check DescribeInstanceTypeOfferings for your account before deploying",
         )
     if group.lifecycle_script is not None:
-        yield from _lifecycle_script(f"{path}.lifecycle_script", group.lifecycle_script)
-
-
-SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
-"""Where a path that looks like a file leads to the kernel or a device: reads fail, change or never end."""
-
-
-def _lifecycle_script(path: str, file: Path) -> Iterator[Finding]:
-    script = str(file)
-    try:
-        real = "/" + os.path.realpath(file).lstrip("/")  # links, '..' and '//' resolved
-    except ValueError:  # a NUL character: read_regular_file says so
-        real = script
-    if any(real == folder or real.startswith(folder + "/") for folder in SYSTEM_FOLDERS):
-        leads = "" if real == script else f", which is {show(real)}"
-        yield Finding(
-            path=path,
-            message="must be a regular file of yours, not one of the system's special files "
-            f"(got {show(script)}{leads})",
-        )
-        return
-    try:
-        _yaml.read_regular_file(file, MAX_LIFECYCLE_SCRIPT_BYTES)
-    except FileNotFoundError:
-        yield Finding(path=path, message=f"no such file: {show(script)}")
-    except OSError as exc:
-        yield Finding(
-            path=path,
-            message=f"must be a regular, readable file of at most {MAX_LIFECYCLE_SCRIPT_BYTES:,} bytes: "
-            f"{exc.strerror} (got {show(script)})",
-        )
+        yield from lifecycle_script_findings(f"{path}.lifecycle_script", group.lifecycle_script)
 
 
 def _key_region(config: ClusterConfig) -> Iterator[Finding]:
     """A customer key must be in the cluster's region: FSx cannot use a key of another region."""
     lustre = config.storage.lustre
     if lustre is not None and lustre.kms_key_arn is not None:
-        region = lustre.kms_key_arn.split(":")[3]
-        if region != config.region:
-            yield Finding(
-                path="storage.lustre.kms_key_arn",
-                message=f"the key is in {region}, the cluster in {config.region}: use a key of {config.region}",
-            )
+        problem = kms_key_region_problem(lustre.kms_key_arn, config.region)
+        if problem is not None:
+            yield Finding(path="storage.lustre.kms_key_arn", message=problem)
 
 
 def _lustre(lustre: LustreConfig) -> list[Finding]:
@@ -243,6 +203,11 @@ def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
         yield Finding(
             path="network.database_subnet_ids",
             message="only used by the Slurm accounting database: set orchestrator.accounting: rds, or remove it",
+        )
+    elif config.network.database_subnet_ids and not config.network.uses_existing_vpc:
+        yield Finding(
+            path="network.database_subnet_ids",
+            message="only with your own VPC (network.vpc_id): a new VPC makes the database's subnets itself; remove it",
         )
     if not orchestrator.enabled:
         for field in sorted(orchestrator.model_fields_set - {"type"}):

@@ -257,3 +257,27 @@ def test_the_construct_refuses_what_cannot_work() -> None:
             file_system_mount_path="/fsx",
             options=SlurmOptions(partitions={"x": ["cpu"]}),
         )
+
+
+def test_slurm_refuses_a_mount_path_other_than_the_file_systems() -> None:
+    from training_cluster.constructs import LustreFileSystem
+    from training_cluster.rules import PropsError
+
+    stack = Stack(App(), "S", env={"region": "us-east-1"})
+    vpc = ec2.Vpc(stack, "Vpc", max_azs=1)
+    subnet = vpc.private_subnets[0]
+    props: dict[str, Any] = {"cluster_name": "c", "vpc": vpc, "subnet": subnet, "os": "ubuntu-24.04"}
+    controller = Fleet(stack, "Controller", group_name="controller", instance_type="m7i.4xlarge", count=1, **props)
+    gpu = Fleet(stack, "Gpu", group_name="gpu", instance_type="p5.48xlarge", count=2, **props)
+    lustre = LustreFileSystem(stack, "Lustre", vpc=vpc, subnet=subnet, mount_path="/lustre")
+    for fleet in (controller, gpu):
+        lustre.mount_on(fleet.bootstrap)
+    with pytest.raises(PropsError) as info:
+        Slurm(stack, "Slurm", controller=controller, compute=[gpu], file_system_mount_path="/fsx")
+    (finding,) = info.value.findings
+    assert finding.path == "file_system_mount_path"
+    assert "'/fsx'" in finding.message and "'/lustre'" in finding.message
+    assert gpu.bootstrap.environment["FSX_MOUNT_PATH"] == "/lustre"
+    # The file system's own path is taken.
+    Slurm(stack, "Same", controller=controller, compute=[gpu], file_system_mount_path="/lustre")
+    assert gpu.bootstrap.environment["FSX_MOUNT_PATH"] == "/lustre"

@@ -217,6 +217,59 @@ def test_a_fleet_refuses_props_that_cannot_tag_name_or_launch(props: dict[str, A
         plain.fleet("Gpu", **{"group_name": "gpu", "instance_type": "p5.48xlarge", **props})
 
 
+def test_a_fleet_reports_a_lifecycle_script_it_may_not_resolve() -> None:
+    """/proc/1/fd/0 cannot be resolved by another user (PermissionError): a finding, not a traceback."""
+    from training_cluster.rules import PropsError
+
+    plain = Plain()
+    with pytest.raises(PropsError) as info:
+        plain.fleet("Gpu", group_name="gpu", instance_type="p5.48xlarge", lifecycle_script="/proc/1/fd/0")
+    (finding,) = info.value.findings
+    assert finding.path == "lifecycle_script"
+    assert "must be a regular file of yours" in finding.message
+
+
+def test_a_fleet_refuses_a_lifecycle_script_over_a_mebibyte(tmp_path: Path) -> None:
+    script = tmp_path / "big.sh"
+    script.write_bytes(b"#" * (1024 * 1024 + 1))
+    plain = Plain()
+    with pytest.raises(ValueError, match="lifecycle_script: must be a regular, readable file of at most 1,048,576"):
+        plain.fleet("Gpu", group_name="gpu", instance_type="p5.48xlarge", lifecycle_script=script)
+
+
+def test_the_zone_is_checked_against_a_resolved_region_only() -> None:
+    from aws_cdk import Aws
+
+    from training_cluster.constructs import ClusterNetwork
+    from training_cluster.rules import PropsError
+
+    with pytest.raises(PropsError, match="availability_zone: 'us-west-2a' is not in region 'us-east-1'"):
+        ClusterNetwork(Plain().stack, "Network", availability_zone="us-west-2a")
+    ClusterNetwork(Plain().stack, "Network", availability_zone="us-east-1b")
+    agnostic = Stack(App(context=CDK_CONTEXT), "Agnostic")
+    assert agnostic.region == Aws.REGION
+    ClusterNetwork(agnostic, "Network", availability_zone="us-west-2a")
+
+
+def test_the_customer_key_is_checked_against_a_resolved_region_only() -> None:
+    from aws_cdk import aws_kms as kms
+
+    from training_cluster.constructs import LustreFileSystem
+    from training_cluster.rules import PropsError
+
+    west = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    plain = Plain()
+    key = kms.Key.from_key_arn(plain.stack, "Key", west)
+    subnet = plain.vpc.private_subnets[0]
+    with pytest.raises(PropsError, match="kms_key: the key is in us-west-2, the cluster in us-east-1"):
+        LustreFileSystem(plain.stack, "Lustre", vpc=plain.vpc, subnet=subnet, kms_key=key)
+    LustreFileSystem(plain.stack, "Own", vpc=plain.vpc, subnet=subnet, kms_key=kms.Key(plain.stack, "OwnKey"))
+    agnostic = Stack(App(context=CDK_CONTEXT), "Agnostic")
+    vpc = ec2.Vpc(agnostic, "Vpc", max_azs=1)
+    key = kms.Key.from_key_arn(agnostic, "Key", west)
+    LustreFileSystem(agnostic, "Lustre", vpc=vpc, subnet=vpc.private_subnets[0], kms_key=key)
+
+
 def test_fleet_metrics() -> None:
     plain = Plain()
     fleet = plain.fleet("Gpu", group_name="gpu", instance_type="p5.48xlarge")
@@ -295,17 +348,47 @@ def test_every_tag_an_auto_repair_condition_names_is_on_the_instances_it_targets
 
 
 def test_the_tag_check_finds_instances_without_the_tag() -> None:
-    """The check above can fail: a fleet whose instances lose the cluster tag is found."""
-    from aws_cdk import Tags
-
+    """The check above can fail: a template whose fleet lost the cluster tag is found."""
     plain = Plain()
     repair, gpu, cpu = repair_over_two_fleets(plain)
-    Tags.of(cpu).remove("training-cluster:cluster")
     role = repair.function.role
     assert role is not None
     asgs = [plain.logical_id(fleet.auto_scaling_group) for fleet in (gpu, cpu)]
-    _, problems = unmet_tag_conditions(plain.template, plain.logical_id(role), asgs)
+    template = json.loads(json.dumps(plain.template))
+    group = template["Resources"][asgs[1]]["Properties"]
+    group["Tags"] = [t for t in group["Tags"] if t["Key"] != "training-cluster:cluster"]
+    launch = template["Resources"][group["LaunchTemplate"]["LaunchTemplateId"]["Ref"]]["Properties"]
+    for spec in launch["LaunchTemplateData"].get("TagSpecifications", []):
+        spec["Tags"] = [t for t in spec["Tags"] if t["Key"] != "training-cluster:cluster"]
+    _, problems = unmet_tag_conditions(template, plain.logical_id(role), asgs)
     assert problems and all(asgs[1] in p and asgs[0] not in p for p in problems)
+
+
+@pytest.mark.parametrize("change", ["remove", "override on the stack", "override on a parent"])
+def test_synthesis_refuses_fleets_whose_cluster_tag_was_changed(change: str) -> None:
+    """AutoRepair's permissions and rule need the tag: a change around the fleets that takes it
+    away fails synthesis, naming the fleet, instead of denying every repair at run time."""
+    from aws_cdk import Tags
+
+    plain = Plain()
+    _, _, cpu = repair_over_two_fleets(plain)
+    if change == "remove":
+        Tags.of(cpu).remove("training-cluster:cluster")
+    elif change == "override on the stack":
+        Tags.of(plain.stack).add("training-cluster:cluster", "team-x", priority=300)
+    else:
+        Tags.of(cpu).add("training-cluster:cluster", "team-x", priority=150)
+    with pytest.raises(Exception, match=r"fleet 'cpu': its instances would carry training-cluster:cluster"):
+        Template.from_stack(plain.stack)
+
+
+def test_auto_repair_refuses_fleets_in_another_stack() -> None:
+    plain = Plain()
+    gpu = plain.fleet("Gpu", group_name="gpu", instance_type="p5.48xlarge")
+    other = Stack(plain.stack.node.root, "Other", env={"region": "us-east-1"})
+    topic = ClusterEvents(other, "Events", cluster_name="alone").topic
+    with pytest.raises(ValueError, match="fleets: gpu: in another stack"):
+        AutoRepair(other, "Repair", fleets=[gpu], topic=topic)
 
 
 def test_auto_repair_refuses_fleets_of_two_clusters_or_a_group_twice() -> None:
@@ -322,6 +405,19 @@ def test_auto_repair_refuses_fleets_of_two_clusters_or_a_group_twice() -> None:
         AutoRepair(plain.stack, "C", fleets=[], topic=topic)
     with pytest.raises(ValueError, match=r"max_parallel_replacements"):
         AutoRepair(plain.stack, "D", fleets=[gpu], topic=topic, options=AutoRepairOptions(max_parallel_replacements=0))
+
+
+@pytest.mark.parametrize("path", ["/etc", "/etc'x", "fsx", "/fsx\n"])
+def test_auto_repair_refuses_a_lustre_mount_path_no_file_system_takes(path: str) -> None:
+    from training_cluster.rules import PropsError
+    from training_cluster.rules.lustre import mount_path_problem
+
+    plain = Plain()
+    gpu = plain.fleet("Gpu", group_name="gpu", instance_type="p5.48xlarge")
+    events = ClusterEvents(plain.stack, "Events", cluster_name="alone")
+    with pytest.raises(PropsError) as info:
+        AutoRepair(plain.stack, "Repair", fleets=[gpu], topic=events.topic, lustre_mount_path=path)
+    assert [(f.path, f.message) for f in info.value.findings] == [("lustre_mount_path", mount_path_problem(path))]
 
 
 def test_auto_repair_metrics_are_per_group_of_its_cluster() -> None:

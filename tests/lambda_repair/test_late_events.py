@@ -6,31 +6,15 @@ on since. The repair function reads the tag again and acts only on what it still
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from unittest import mock
 
 import pytest
 
 import handler
 from auto_repair.signals import from_event
-from repair_world import World, aws, health_tag, story, tag_event, world, xid
+from repair_world import World, actions, aws, health_tag, story, tag_event, world, xid
 
-__all__ = ["aws", "world"]  # fixtures
-
-
-@pytest.fixture
-def actions(world: World) -> Iterator[dict[str, mock.MagicMock]]:
-    """Reboots and replacements, counted (and still made in moto)."""
-    ec2, autoscaling = world.clients.ec2, world.clients.autoscaling
-    with (
-        mock.patch.object(ec2, "reboot_instances", wraps=ec2.reboot_instances) as reboot,
-        mock.patch.object(
-            autoscaling,
-            "terminate_instance_in_auto_scaling_group",
-            wraps=autoscaling.terminate_instance_in_auto_scaling_group,
-        ) as terminate,
-    ):
-        yield {"reboot": reboot, "terminate": terminate}
+__all__ = ["actions", "aws", "world"]  # fixtures
 
 
 def stale_lines(out: str) -> list[dict[str, object]]:

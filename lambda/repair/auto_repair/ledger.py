@@ -105,6 +105,11 @@ class Ledger:
             ExpressionAttributeValues={":now": str(self.clock())},
         )
 
+    def rebooted_within(self, instance_id: str, seconds: float) -> bool:
+        """Whether this control plane rebooted the instance less than ``seconds`` ago."""
+        last = float(self.instance(instance_id).get("last_reboot_at", "0") or 0)
+        return self.clock() - last < seconds
+
     def announce_once(self, instance_id: str, incident_id: str, action: str) -> bool:
         """Remember that a decision was announced (dry run); True only the first time."""
         key = f"{incident_id}#{action}"

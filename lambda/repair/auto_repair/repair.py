@@ -14,7 +14,8 @@ captures evidence through SSM Run Command with a bounded wait, then terminates t
 through its Auto Scaling group without lowering the desired capacity, so the new node comes up
 with the same launch template, placement group and capacity. Every step is written to the
 ledger; actions are announced on SNS and EventBridge and counted in CloudWatch. The sweep
-(every minute) adds failed EC2 status checks and health tags that no incident has taken up.
+(every minute) adds failed EC2 status checks (not of a node rebooted here within
+``REBOOT_GRACE_SECONDS``: that is the reboot) and health tags that no incident has taken up.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ from .settings import Settings
 from .signals import Malformed, Signal, parse_health_tag
 
 log = logging.getLogger("training-cluster.repair")
+
+# After a reboot this control plane started, the instance's EC2 status checks may read impaired
+# while it shuts down (EC2 forces a hard reboot after a few minutes) and boots again: the sweep
+# takes no failed status check of it for a fault until this much has passed. (ParallelCluster's
+# clustermgtd replaces a node only once its status check has failed for 180 s.)
+REBOOT_GRACE_SECONDS = 300
 
 
 @dataclass
@@ -129,6 +136,7 @@ class Repairer:
         signals = [
             Signal(instance_id=i, source="status-sweep", failures=(failure,))
             for i, failure in self.fleet.impaired(ids).items()
+            if not self._restarting(i)
         ]
         signals += [s for s in self.fleet.tagged_unhealthy(ids) if self._unseen(s)]
         outcomes = self.handle(signals)
@@ -222,6 +230,14 @@ class Repairer:
         return Outcome(instance_id, "duplicate", state.get("action"), open_id)
 
     # steps
+    def _restarting(self, instance_id: str) -> bool:
+        """Rebooted by this control plane within ``REBOOT_GRACE_SECONDS``: a failed status check
+        is the reboot itself, not a fault (nor a reason to escalate the reboot's incident)."""
+        if not self.ledger.rebooted_within(instance_id, REBOOT_GRACE_SECONDS):
+            return False
+        log.info("sweep: %s is impaired within %d s of its reboot: not acted on yet", instance_id, REBOOT_GRACE_SECONDS)
+        return True
+
     def _unseen(self, signal: Signal) -> bool:
         """A health tag's fault that no incident has taken up: not one the policy only observes,
         not on a node with an open incident, not from a boot an incident already covered."""

@@ -19,13 +19,16 @@ from constructs import Construct
 from .. import contract
 from .._lambda import python_function
 from .._nag import acknowledge
+from ..errors import Finding
 from ..repair_policy import Policy
+from ..rules import PropsError
 from ..rules.auto_repair import RepairFleet, auto_repair_findings
 from ._health_agent import agent_asset, install_health_agent
 from ._props import check_props
 from ._repair_control import repair_permissions, repair_rules
 from ._repair_dashboard import breaker_alarms, repair_dashboard
 from ._report_intake import report_intake
+from ._tag_check import FleetsCarryTheClusterTag
 from .fleet import Fleet
 
 SHIPPED_MODULES = ("contract", "patterns", "repair_policy")
@@ -102,11 +105,25 @@ class AutoRepair(Construct):
                 unhealthy_threshold_percent=options.unhealthy_threshold_percent,
                 check_interval_seconds=options.check_interval_seconds,
                 policy=options.policy,
+                lustre_mount_path=lustre_mount_path,
             ),
-            values={},
+            values={"lustre_mount_path": lustre_mount_path},
         )
+        elsewhere = [f.group_name for f in fleets if Stack.of(f) is not Stack.of(self)]
+        if elsewhere:
+            raise PropsError(
+                f"AutoRepair {self.node.path!r}",
+                [
+                    Finding(
+                        path="fleets",
+                        message=f"{', '.join(elsewhere)}: in another stack; the control plane and the fleets it "
+                        "repairs refer to each other, so they must be in one stack",
+                    )
+                ],
+            )
         self.fleets: tuple[Fleet, ...] = tuple(fleets)
         self.cluster_name: str = fleets[0].cluster_name
+        self.node.add_validation(FleetsCarryTheClusterTag(self))
         policy = Policy.with_overrides(options.policy)
 
         self.table = dynamodb.Table(

@@ -20,7 +20,7 @@ from .. import catalog, contract
 from .._assets import grant_read
 from .._nag import SSM_MANAGED_POLICY, acknowledge
 from ..node_bootstrap import NodeBootstrap
-from ..rules.fleet import creates_placement_group, fleet_findings
+from ..rules.fleet import creates_placement_group, fleet_findings, lifecycle_script_findings
 from ..types import CapacityType, OperatingSystem
 from ._props import check_props
 from .network import node_security_group
@@ -159,21 +159,28 @@ class Fleet(Construct):
         :param key_pair_name: an EC2 key pair for SSH; default none (Session Manager).
         """
         super().__init__(scope, construct_id)
+        script_findings = (
+            [] if lifecycle_script is None else lifecycle_script_findings("lifecycle_script", lifecycle_script)
+        )
         check_props(
             self,
-            fleet_findings(
-                cluster_name=cluster_name,
-                group_name=group_name,
-                instance_type=instance_type,
-                count=count,
-                efa=efa,
-                capacity_type=capacity.type,
-                reservation_id=capacity.reservation_id,
-                create_placement_group=create_placement_group,
-                placement_group_name=placement_group_name,
-                os=os,
-                root_volume_size_gib=root_volume_size_gib,
-            ),
+            [
+                *fleet_findings(
+                    cluster_name=cluster_name,
+                    group_name=group_name,
+                    instance_type=instance_type,
+                    count=count,
+                    efa=efa,
+                    capacity_type=capacity.type,
+                    reservation_id=capacity.reservation_id,
+                    create_placement_group=create_placement_group,
+                    placement_group_name=placement_group_name,
+                    os=os,
+                    root_volume_size_gib=root_volume_size_gib,
+                    key_pair_name=key_pair_name,
+                ),
+                *script_findings,
+            ],
             values={
                 "root_volume_size_gib": root_volume_size_gib,
                 "cluster_name": cluster_name,
@@ -181,6 +188,7 @@ class Fleet(Construct):
                 "count": count,
                 "capacity.reservation_id": capacity.reservation_id,
                 "placement_group_name": placement_group_name,
+                "key_pair_name": key_pair_name,
             },
         )
         info = catalog.get(instance_type)

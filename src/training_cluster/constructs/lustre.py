@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import jsii
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_fsx as fsx
@@ -76,6 +76,7 @@ class LustreFileSystem(Construct):
         :param removal_policy: default RETAIN: deleting the stack keeps the file system.
         """
         super().__init__(scope, construct_id)
+        key_arn, region = (kms_key.key_arn if kms_key is not None else None), Stack.of(self).region
         check_props(
             self,
             lustre_findings(
@@ -87,6 +88,8 @@ class LustreFileSystem(Construct):
                 kms_key=kms_key is not None,
                 s3_import_path=s3_import_path,
                 mount_path=mount_path,
+                kms_key_arn=key_arn if key_arn is not None and not Token.is_unresolved(key_arn) else None,
+                region=None if Token.is_unresolved(region) else region,
             ),
             values={
                 "storage_capacity_gib": storage_capacity_gib,

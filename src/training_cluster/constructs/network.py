@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Sequence
 
 import jsii
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack, Token
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -69,7 +69,13 @@ class ClusterNetwork(Construct):
         if (vpc is None) != (compute_subnet is None):
             raise ValueError("give both vpc and compute_subnet to use your own network, or neither")
         own_vpc = vpc is not None
-        check_props(self, network_findings(vpc_cidr=None if own_vpc else vpc_cidr), values={"vpc_cidr": vpc_cidr})
+        region = Stack.of(self).region
+        findings = network_findings(
+            vpc_cidr=None if own_vpc else vpc_cidr,
+            availability_zone=availability_zone,
+            region=None if Token.is_unresolved(region) else region,  # an environment-agnostic stack
+        )
+        check_props(self, findings, values={"vpc_cidr": vpc_cidr, "availability_zone": availability_zone})
         self.availability_zone = availability_zone
         self._vpc_cidr = None if vpc is not None else vpc_cidr
         if vpc is not None and compute_subnet is not None:

@@ -23,6 +23,9 @@ from .._assets import asset_path, grant_read
 from .._lambda import python_function
 from .._nag import acknowledge
 from ..node_bootstrap import asset_stage
+from ..rules import got
+from ..rules.observability import scrape_interval_problem
+from ._props import check_props
 from .fleet import Fleet
 
 ALERT_RULES = "alert_rules.yaml"
@@ -211,7 +214,12 @@ class Observability(Construct):
         """Run the metrics collectors on every node of ``fleets`` (a bootstrap stage): node_exporter,
         the DCGM exporter on GPU nodes, the Neuron monitor on Trainium, and Prometheus in agent mode
         writing here. The collectors' files ship as one asset (``node/observability``). The fleets
-        must be of this cluster."""
+        must be of this cluster. ``scrape_interval_seconds``: 5 to 300, as the config allows."""
+        check_props(
+            self,
+            got("scrape_interval_seconds", scrape_interval_problem(scrape_interval_seconds), scrape_interval_seconds),
+            values={"scrape_interval_seconds": scrape_interval_seconds},
+        )
         clusters = sorted(
             {fleet.cluster_name for fleet in fleets} | ({self._cluster_name} if self._cluster_name else set())
         )

@@ -164,8 +164,16 @@ class Slurm(Construct):
             compute=[_rules_view(fleet) for fleet in compute],
             partitions=options.partitions,
             users=options.users,
+            file_system_mount_path=file_system_mount_path,
         )
-        check_props(self, [*findings, *_one_cluster(controller, login, compute)], values={})
+        roles: list[tuple[str, Fleet]] = [("controller", controller)]
+        roles += [("login", login)] if login is not None else []
+        roles += [("compute", fleet) for fleet in compute]
+        check_props(
+            self,
+            [*findings, *_one_cluster(controller, login, compute), *_mounted_elsewhere(roles, file_system_mount_path)],
+            values={"file_system_mount_path": file_system_mount_path},
+        )
         cluster_name = controller.cluster_name
         by_name = {fleet.group_name: fleet for fleet in compute}
         partitions = dict(options.partitions) if options.partitions else default_partitions(list(by_name))
@@ -228,9 +236,6 @@ class Slurm(Construct):
         if accounting_database is not None and not options.accounting:
             raise ValueError("an accounting database is given but options.accounting is off")
         self.accounting_database = accounting_database
-        roles: list[tuple[str, Fleet]] = [("controller", controller)]
-        roles += [("login", login)] if login is not None else []
-        roles += [("compute", fleet) for fleet in compute]
         for role, fleet in roles:
             for key, value in settings.items():
                 fleet.bootstrap.set(key, value)
@@ -265,6 +270,24 @@ def _rules_view(fleet: Fleet) -> SlurmFleet:
     return SlurmFleet(
         group_name=fleet.group_name, instance_type=fleet.instance_type.name, count=fleet.count, os=fleet.os
     )
+
+
+def _mounted_elsewhere(roles: Sequence[tuple[str, Fleet]], mount_path: str) -> list[Finding]:
+    """Fleets whose bootstrap mounts the file system at another path (``LustreFileSystem.mount_on``):
+    Slurm must not move it, or the nodes' checks would look where nothing is mounted."""
+    elsewhere: dict[str, list[str]] = {}
+    for _, fleet in roles:
+        current = fleet.bootstrap.environment.get("FSX_MOUNT_PATH")
+        if current is not None and current != mount_path:
+            elsewhere.setdefault(current, []).append(fleet.group_name)
+    return [
+        Finding(
+            path="file_system_mount_path",
+            message=f"the file system is mounted at {current!r} on {', '.join(groups)} already, not at "
+            f"{mount_path!r}: give the path the file system was mounted at (its mount_path)",
+        )
+        for current, groups in elsewhere.items()
+    ]
 
 
 def _one_cluster(controller: Fleet, login: Fleet | None, compute: Sequence[Fleet]) -> list[Finding]:

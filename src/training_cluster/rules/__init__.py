@@ -47,8 +47,9 @@ def got(prop: str, problem: str | None, value: object) -> list[Finding]:
 
 def pattern_problem(pattern: str, value: str) -> str | None:
     """What a value of the shape ``pattern`` (one of :mod:`training_cluster.patterns`) must be,
-    in the words the config uses for the same field, or ``None`` when it matches."""
-    return None if re.match(pattern, value) else PATTERN_HINTS[pattern]
+    in the words the config uses for the same field, or ``None`` when it matches. The whole value
+    must match: ``$`` alone would take a trailing newline."""
+    return None if re.fullmatch(pattern, value) else PATTERN_HINTS[pattern]
 
 
 def relocate(findings: Iterable[Finding], paths: Mapping[str, str]) -> list[Finding]:

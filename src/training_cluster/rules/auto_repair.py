@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..errors import Finding
 from ..repair_policy import policy_problems
 from . import got
+from .lustre import mount_path_problem
 
 MAX_PARALLEL_REPLACEMENTS = 25
 """Replacements in flight at once in one group: more is a cluster rebuilding itself, not a repair."""
@@ -41,9 +42,14 @@ def auto_repair_findings(
     unhealthy_threshold_percent: int = 20,
     check_interval_seconds: int = 30,
     policy: Mapping[str, Mapping[str, str]] | None = None,
+    lustre_mount_path: str | None = None,
 ) -> list[Finding]:
     """Every problem with the fleets and options given to auto-repair."""
     out: list[Finding] = []
+    if lustre_mount_path is not None:
+        problem = mount_path_problem(lustre_mount_path)
+        if problem is not None:
+            out.append(Finding(path="lustre_mount_path", message=problem))
     if not fleets:
         out.append(Finding(path="fleets", message="auto-repair needs at least one fleet to watch"))
     clusters = sorted({fleet.cluster_name for fleet in fleets})

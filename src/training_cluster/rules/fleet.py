@@ -7,8 +7,10 @@ Keys are :class:`training_cluster.constructs.Fleet`'s props; the config moves th
 from __future__ import annotations
 
 import difflib
+import os
+from pathlib import Path
 
-from .. import catalog
+from .. import _yaml, catalog
 from ..errors import Finding, show
 from ..patterns import EC2_NAME_PATTERN
 from ..types import CAPACITY_TYPES, OPERATING_SYSTEMS, CapacityType
@@ -20,6 +22,10 @@ MIN_ROOT_VOLUME_GIB, MAX_ROOT_VOLUME_GIB = 40, 16384
 """A gp3 volume holds at most 16 TiB; below 40 GiB the default images do not fit with room to work."""
 """Instances in one group: an Auto Scaling group can be larger, but a cluster placement group
 of more than a couple of thousand GPU nodes is not a real request, and a typo (20000) should not deploy."""
+MAX_LIFECYCLE_SCRIPT_BYTES = 1024 * 1024
+"""A lifecycle script is a shell script; a megabyte is far more than one needs."""
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+"""Where a path that looks like a file leads to the kernel or a device: reads fail, change or never end."""
 RESERVATION_ID_EXAMPLE = "cr-0123456789abcdef0"
 RESERVATION_ID_DIGITS = "0123456789abcdef"
 
@@ -63,6 +69,57 @@ def efa_enabled(instance_type: str, efa: bool | None) -> bool:
     info = catalog.get(instance_type)
     supported = info is not None and info.efa_supported
     return supported if efa is None else efa
+
+
+def _in_system_folder(path: str) -> bool:
+    return any(path == folder or path.startswith(folder + "/") for folder in SYSTEM_FOLDERS)
+
+
+def lifecycle_script_findings(prop: str, file: str | Path) -> list[Finding]:
+    """Why ``file`` cannot be a lifecycle script (a regular, readable file of at most
+    :data:`MAX_LIFECYCLE_SCRIPT_BYTES`, not under /proc, /sys or /dev as written or once links
+    are resolved), as findings about ``prop``. Reads the file system."""
+    script = str(file)
+    try:
+        written = "/" + os.path.abspath(script).lstrip("/")  # '..' and '//' resolved, not links
+    except (ValueError, OSError):  # a NUL character (read_regular_file says so), or no working folder
+        written = script
+    try:
+        real = "/" + os.path.realpath(script).lstrip("/")  # links too
+    except ValueError:
+        real = written
+    except OSError as exc:  # a link this user may not follow (/proc/1/fd/0)
+        if not _in_system_folder(written):
+            return [
+                Finding(
+                    path=prop,
+                    message=f"must be a regular, readable file of at most {MAX_LIFECYCLE_SCRIPT_BYTES:,} bytes: "
+                    f"{exc.strerror} (got {show(script)})",
+                )
+            ]
+        real = written
+    if _in_system_folder(written) or _in_system_folder(real):
+        leads = "" if real == script else f", which is {show(real)}"
+        return [
+            Finding(
+                path=prop,
+                message="must be a regular file of yours, not one of the system's special files "
+                f"(got {show(script)}{leads})",
+            )
+        ]
+    try:
+        _yaml.read_regular_file(Path(script), MAX_LIFECYCLE_SCRIPT_BYTES)
+    except FileNotFoundError:
+        return [Finding(path=prop, message=f"no such file: {show(script)}")]
+    except OSError as exc:
+        return [
+            Finding(
+                path=prop,
+                message=f"must be a regular, readable file of at most {MAX_LIFECYCLE_SCRIPT_BYTES:,} bytes: "
+                f"{exc.strerror} (got {show(script)})",
+            )
+        ]
+    return []
 
 
 def capacity_findings(instance_type: str, capacity_type: CapacityType, reservation_id: str | None) -> list[Finding]:
@@ -180,8 +237,10 @@ def fleet_findings(
     placement_group_name: str | None = None,
     os: str | None = None,
     root_volume_size_gib: int | None = None,
+    key_pair_name: str | None = None,
 ) -> list[Finding]:
-    """Every problem with a fleet's props (errors, and warnings)."""
+    """Every problem with a fleet's props (errors, and warnings). The lifecycle script is
+    :func:`lifecycle_script_findings`' to check: it reads the file system."""
     out: list[Finding] = []
     if root_volume_size_gib is not None:
         out += got("root_volume_size_gib", root_volume_problem(root_volume_size_gib), root_volume_size_gib)
@@ -190,6 +249,8 @@ def fleet_findings(
     if group_name is not None:
         out += got("group_name", name_problem(group_name, MAX_GROUP_NAME_LENGTH), group_name)
     out += got("count", count_problem(count), count)
+    if key_pair_name is not None:
+        out += got("key_pair_name", pattern_problem(EC2_NAME_PATTERN, key_pair_name), key_pair_name)
     unknown = instance_type_problem(instance_type)
     if unknown is not None:
         out.append(Finding(path="instance_type", message=unknown))

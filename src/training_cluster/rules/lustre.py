@@ -92,6 +92,15 @@ def mount_path_problem(path: str) -> str | None:
     return node_image.mount_path_problem(path)
 
 
+def kms_key_region_problem(key_arn: str, region: str) -> str | None:
+    """Why FSx in ``region`` cannot use the key ``key_arn`` (a key of another region), or ``None``."""
+    parts = key_arn.split(":")
+    key_region = parts[3] if len(parts) > 3 else ""
+    if key_region == region:
+        return None
+    return f"the key is in {key_region}, the cluster in {region}: use a key of {region}"
+
+
 def lustre_findings(
     *,
     deployment_type: str,
@@ -102,9 +111,12 @@ def lustre_findings(
     kms_key: bool = False,
     s3_import_path: str | None = None,
     mount_path: str = "/fsx",
+    kms_key_arn: str | None = None,
+    region: str | None = None,
 ) -> list[Finding]:
     """Every problem with a file system's props (errors, and warnings). ``kms_key``: whether a
-    customer managed key is given."""
+    customer managed key is given; ``kms_key_arn`` and ``region``, when both are known, the key's
+    ARN and the file system's region."""
     kind = deployment_type
     if kind not in LUSTRE_DEPLOYMENT_TYPES:
         return got("deployment_type", f"must be one of {', '.join(LUSTRE_DEPLOYMENT_TYPES)}", kind)
@@ -160,6 +172,10 @@ def lustre_findings(
         out.append(
             Finding(path="kms_key", message=f"{kind} file systems use the AWS managed key only; use a PERSISTENT type")
         )
+    if kms_key_arn is not None and region is not None:
+        problem = kms_key_region_problem(kms_key_arn, region)
+        if problem is not None:
+            out.append(Finding(path="kms_key", message=problem))
     if s3_import_path is not None:
         out += got("s3_import_path", s3_uri_problem(s3_import_path), s3_import_path)
     problem = mount_path_problem(mount_path)

@@ -13,9 +13,35 @@ from dataclasses import dataclass
 
 from .. import catalog, node_image
 from ..errors import Finding, show
+from ..patterns import SLURM_NAME_PATTERN, USER_NAME_PATTERN
 from ..types import SLURM_OS
+from . import got, pattern_problem
+from .lustre import mount_path_problem
 
 CONTROLLER_EXAMPLE = "m7i.4xlarge"
+MIN_UID, MAX_UID = 2000, 59999
+"""Cluster users' uids: above the node images' own users and groups (system ones below 1000,
+the images' first login user at 1000), below 60000, where Debian's dynamic ranges begin."""
+
+
+def user_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a cluster user, or ``None``."""
+    return pattern_problem(USER_NAME_PATTERN, name)
+
+
+def uid_problem(uid: int) -> str | None:
+    """Why ``uid`` cannot be a cluster user's uid, or ``None``."""
+    return None if MIN_UID <= uid <= MAX_UID else f"must be between {MIN_UID} and {MAX_UID}"
+
+
+def partition_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a Slurm partition, or ``None``."""
+    return pattern_problem(SLURM_NAME_PATTERN, name)
+
+
+def _key(prop: str, problem: str | None, key: str) -> list[Finding]:
+    """A mapping's bad key, as the config shows one: at the mapping, ``key '<key>' <problem>``."""
+    return [] if problem is None else [Finding(path=prop, message=f"key {key!r} {problem} (got {show(key)})")]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,9 +93,14 @@ def slurm_findings(
     compute: Sequence[SlurmFleet],
     partitions: Mapping[str, Sequence[str]] | None = None,
     users: Mapping[str, int] | None = None,
+    file_system_mount_path: str | None = None,
 ) -> list[Finding]:
     """Every problem with the fleets and options given to Slurm."""
     out: list[Finding] = []
+    if file_system_mount_path is not None:
+        problem = mount_path_problem(file_system_mount_path)
+        if problem is not None:
+            out.append(Finding(path="file_system_mount_path", message=problem))
     if controller.count != 1:
         out.append(
             Finding(path="controller.count", message=f"the Slurm controller has one node (got {controller.count})")
@@ -97,6 +128,7 @@ def slurm_findings(
         if n > 1:
             out.append(Finding(path="compute", message=f"group name {name!r} is used {n} times; names must be unique"))
     for partition, members in (partitions or {}).items():
+        out += _key("options.partitions", partition_name_problem(partition), partition)
         if partition.lower() == "default":
             out.append(
                 Finding(
@@ -121,7 +153,9 @@ def slurm_findings(
                     )
                 )
     users = users or {}
-    for user in users:
+    for user, uid in users.items():
+        out += _key("options.users", user_name_problem(user), user)
+        out += got(f"options.users.{user}", uid_problem(uid), uid)
         if node_image.is_system_name(user):
             out.append(
                 Finding(
