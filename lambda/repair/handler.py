@@ -23,7 +23,8 @@ from auto_repair.drain import RunCommandDrain
 from auto_repair.intake import Intake, IntakeSettings
 from auto_repair.repair import Outcome, Repairer
 from auto_repair.settings import Settings
-from auto_repair.signals import INSTANCE_ID, from_event
+from auto_repair.signals import from_event
+from training_cluster.contract import INSTANCE_ID
 
 logging.getLogger().setLevel(logging.INFO)
 log = logging.getLogger("training-cluster.repair")

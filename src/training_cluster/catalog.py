@@ -105,6 +105,11 @@ class InstanceTypeInfo:
         return tuple(slots)
 
 
+def efa_interfaces(slots: tuple[NetworkInterfaceSlot, ...]) -> int:
+    """The EFA interfaces among a node's network interfaces (each EFA card's ``efa-only`` one)."""
+    return sum(1 for slot in slots if slot.interface_type == "efa-only")
+
+
 @cache
 def _data() -> dict[str, Any]:
     text = files("training_cluster").joinpath("catalog.json").read_text(encoding="utf-8")

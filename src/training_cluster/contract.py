@@ -35,6 +35,9 @@ _NOT_IN_BOOT = re.compile(f"[^{_BOOT_CHARACTERS}]")
 _NOT_IN_CHECK = re.compile(f"[^{_CHECK_CHARACTERS}]")
 _NOT_IN_CODE = re.compile(f"[^{_CODE_CHARACTERS}]")
 
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}([0-9a-f]{9})?", re.ASCII)
+"""An EC2 instance id (8 or 17 hexadecimal digits), as the control plane and the CLI accept one."""
+
 # Events ----------------------------------------------------------------------------------------
 
 AGENT_SOURCE = "training-cluster.health"

@@ -95,9 +95,7 @@ def plan(config: ClusterConfig) -> Plan:
             count=group.count,
             gpus_per_node=group.instance_info.gpus,
             neuron_devices_per_node=group.instance_info.neuron_devices,
-            efa_interfaces_per_node=sum(
-                1 for slot in group.instance_info.efa_layout() if slot.interface_type == "efa-only"
-            )
+            efa_interfaces_per_node=catalog.efa_interfaces(group.instance_info.efa_layout())
             if group.efa_enabled
             else 0,
             network_gbps_per_node=group.instance_info.network_gbps,

@@ -21,7 +21,7 @@ from typing import Any
 from training_cluster.contract import HEALTH_TAG
 
 from .aws import Clients, with_retries
-from .signals import Malformed, Signal, parse_health_tag
+from .signals import HealthTag, Malformed, Signal, parse_health_tag
 
 CHUNK = 100  # instance ids per DescribeTags filter
 
@@ -56,18 +56,27 @@ def instance_tags(
     return found
 
 
-def confirm(claim: Signal, tag: str | None) -> Signal | str:
-    """The claim as the tag confirms it, or why the tag does not."""
+def _agrees(signal: Signal, tag: str | None, said: str, now: str) -> HealthTag | str:
+    """The tag parsed, when it is of the signal's boot and state; otherwise why not, in words
+    naming ``said`` (what the signal is: the report, the event), ``now`` before the tag's verb."""
     if tag is None:
-        return "the instance has no health tag"
+        return f"the instance has no health tag{' now' if now else ''}"
     try:
         seen = parse_health_tag(tag)
     except Malformed as error:
         return str(error)
-    if seen.boot_id != claim.boot_id:
-        return f"the health tag is from boot {seen.boot_id}, the report from boot {claim.boot_id}"
-    if seen.healthy != claim.healthy:
-        return f"the health tag says {'healthy' if seen.healthy else 'unhealthy'}"
+    if seen.boot_id != signal.boot_id:
+        return f"the health tag is {now}from boot {seen.boot_id}, {said} from boot {signal.boot_id}"
+    if seen.healthy != signal.healthy:
+        return f"the health tag {now}says {'healthy' if seen.healthy else 'unhealthy'}"
+    return seen
+
+
+def confirm(claim: Signal, tag: str | None) -> Signal | str:
+    """The claim as the tag confirms it, or why the tag does not."""
+    seen = _agrees(claim, tag, "the report", "")
+    if isinstance(seen, str):
+        return seen
     messages = {(f.check, f.code): f.message for f in claim.failures}
     failures = tuple(replace(f, message=messages.get((f.check, f.code), "")) for f in seen.failures)
     return replace(claim, failures=failures, claim=False)
@@ -76,16 +85,9 @@ def confirm(claim: Signal, tag: str | None) -> Signal | str:
 def still_says(event: Signal, tag: str | None) -> Signal | str:
     """The tag-change event's signal with the failures the instance's tag still lists, or why the
     tag no longer says what the event does (it has moved on: the event is stale)."""
-    if tag is None:
-        return "the instance has no health tag now"
-    try:
-        now = parse_health_tag(tag)
-    except Malformed as error:
-        return str(error)
-    if now.boot_id != event.boot_id:
-        return f"the health tag is now from boot {now.boot_id}, the event from boot {event.boot_id}"
-    if now.healthy != event.healthy:
-        return f"the health tag now says {'healthy' if now.healthy else 'unhealthy'}"
+    now = _agrees(event, tag, "the event", "now ")
+    if isinstance(now, str):
+        return now
     listed = {(f.check, f.code) for f in now.failures}
     failures = tuple(f for f in event.failures if (f.check, f.code) in listed)
     if event.failures and not failures:

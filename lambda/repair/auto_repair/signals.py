@@ -28,6 +28,7 @@ from training_cluster.contract import (
     CHECK_TOKEN,
     CODE_TOKEN,
     HEALTH_TAG,
+    INSTANCE_ID,
 )
 
 log = logging.getLogger("training-cluster.repair")
@@ -35,7 +36,6 @@ log = logging.getLogger("training-cluster.repair")
 TAG_SOURCE = "aws.tag"
 TAG_DETAIL_TYPE = "Tag Change on Resource"
 
-INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}", re.ASCII)
 INSTANCE_ARN = re.compile(r"arn:aws[a-z-]*:ec2:[a-z0-9-]+:[0-9]{12}:instance/(i-[0-9a-f]{8,17})", re.ASCII)
 MAX_FAILURES = 64  # per event; the agent has about a dozen checks
 MAX_MESSAGE = 500  # characters of a failure's message kept (human text only)

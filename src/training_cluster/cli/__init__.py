@@ -19,8 +19,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from ..contract import INSTANCE_ID
 from . import _connect, _operate, _validate
-from ._connect import INSTANCE_ID, connect_command
+from ._connect import connect_command
 from ._output import CommandError
 
 __all__ = ["INSTANCE_ID", "CommandError", "connect_command", "main"]

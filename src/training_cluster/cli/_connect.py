@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 from typing import TextIO
 
+from ..contract import INSTANCE_ID
 from ._output import CommandError
 
-INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}([0-9a-f]{9})?", re.ASCII)
 SESSION_MANAGER_PLUGIN = "session-manager-plugin"
 PLUGIN_HELP = (
     "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-plugin.html"

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ._connect import INSTANCE_ID
+from ..contract import INSTANCE_ID
 from ._output import CommandError, styler, table
 
 if TYPE_CHECKING:

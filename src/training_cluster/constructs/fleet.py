@@ -324,7 +324,7 @@ class Fleet(Construct):
 
     @property
     def efa_interface_count(self) -> int:
-        return sum(1 for slot in self.interfaces if slot.interface_type == "efa-only")
+        return catalog.efa_interfaces(self.interfaces)
 
     def metric_in_service_instances(
         self, *, statistic: str = "Minimum", period: Duration | None = None, label: str | None = None
