@@ -25,6 +25,7 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from training_cluster import ClusterConfig, TrainingClusterStack
+from training_cluster.node_bootstrap import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 # Code that runs outside synthesis is imported as it runs there: the Lambda asset root and node/.
@@ -108,8 +109,8 @@ class Synthesized:
         """A fleet's user data as text, each CloudFormation reference shown as ``reference``."""
         joined = self.launch_data(group)["UserData"]["Fn::Base64"]
         if isinstance(joined, str):
-            return joined
-        return "".join(part if isinstance(part, str) else reference for part in joined["Fn::Join"][1])
+            return expand(joined)
+        return expand("".join(part if isinstance(part, str) else reference for part in joined["Fn::Join"][1]))
 
 
 def mask_asset_hashes(value: Any) -> Any:
@@ -279,6 +280,7 @@ def slurm_rds() -> ClusterConfig:
 GATED: dict[str, Callable[[], ClusterConfig]] = {
     **{p.name: (lambda p=p: ClusterConfig.from_yaml(p)) for p in EXAMPLES},  # type: ignore[misc]
     "lean.yaml": lambda: ClusterConfig.from_yaml(ROOT / "tests" / "configs" / "lean.yaml"),
+    "eks-own-vpc.yaml": lambda: ClusterConfig.from_yaml(ROOT / "tests" / "configs" / "eks-own-vpc.yaml"),
     "twenty-groups": twenty_groups,
     "slurm-rds": slurm_rds,
 }

@@ -24,6 +24,9 @@ NOT_MODELED = {
     "AWS::APS::RuleGroupsNamespace",
     "AWS::Grafana::Workspace",
     "AWS::SecretsManager::Secret",
+    "AWS::EKS::Cluster",
+    "AWS::EKS::AccessEntry",
+    "AWS::EKS::Addon",
 }
 REF_IS_ARN = {"AWS::SecretsManager::Secret"}
 
@@ -61,7 +64,9 @@ def deploy(template: dict[str, Any], outdir: Path, artifact_id: str, region: str
     for parameter in template.get("Parameters", {}).values():
         if parameter["Type"].startswith("AWS::SSM::Parameter::Value"):
             parameter.update(Type="String", Default=image_id)
-    for resource in template["Resources"].values():
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::SSM::Parameter":  # CloudFormation names one that has none; moto does not
+            resource["Properties"].setdefault("Name", f"/{artifact_id}/{logical_id}")
         if resource["Type"] == "AWS::KMS::Key":
             resource["Properties"].pop("Tags", None)  # moto's KMS reads CloudFormation tags under other key names
         if resource["Type"] == "AWS::SSM::Parameter":
@@ -72,8 +77,21 @@ def deploy(template: dict[str, Any], outdir: Path, artifact_id: str, region: str
         k for k, v in template["Resources"].items() if v["Type"] in NOT_MODELED or v["Type"].startswith("Custom::")
     }
     original = template["Resources"]
+    # The security group EKS makes for a cluster: a group of the template's own stands in for it.
+    stand_ins: dict[tuple[str, str], Any] = {}
+    for k, v in list(original.items()):
+        if v["Type"] == "AWS::EKS::Cluster":
+            control_plane = v["Properties"]["ResourcesVpcConfig"]["SecurityGroupIds"][0]["Fn::GetAtt"][0]
+            vpc = original[control_plane]["Properties"]["VpcId"]
+            original[f"{k}StandInGroup"] = {
+                "Type": "AWS::EC2::SecurityGroup",
+                "Properties": {"GroupDescription": "stands in for the EKS cluster security group", "VpcId": vpc},
+            }
+            stand_ins[(k, "ClusterSecurityGroupId")] = {"Fn::GetAtt": [f"{k}StandInGroup", "GroupId"]}
     template["Resources"] = {k: v for k, v in template["Resources"].items() if k not in left_out}
-    template = _replace_references(template, {k for k in left_out if original[k]["Type"] in REF_IS_ARN}, left_out)
+    template = _replace_references(
+        template, {k for k in left_out if original[k]["Type"] in REF_IS_ARN}, left_out, stand_ins
+    )
     for resource in template["Resources"].values():
         depends = resource.get("DependsOn")
         if depends:
@@ -88,8 +106,14 @@ def deploy(template: dict[str, Any], outdir: Path, artifact_id: str, region: str
     return artifact_id
 
 
-def _replace_references(value: Any, arns: set[str], left_out: set[str]) -> Any:
+def _replace_references(
+    value: Any, arns: set[str], left_out: set[str], stand_ins: dict[tuple[str, str], Any] | None = None
+) -> Any:
+    stand_ins = stand_ins or {}
     if isinstance(value, dict):
+        attribute = value.get("Fn::GetAtt")
+        if isinstance(attribute, list) and tuple(attribute) in stand_ins:
+            return stand_ins[tuple(attribute)]
         if value.get("Ref") in arns:  # IAM policies want an ARN's shape
             return f"arn:aws:placeholder:us-east-1:{ACCOUNT}:{value['Ref']}"
         if value.get("Ref") in left_out:
@@ -99,7 +123,7 @@ def _replace_references(value: Any, arns: set[str], left_out: set[str]) -> Any:
             if attribute.endswith("Arn"):  # IAM policies want an ARN's shape
                 return f"arn:aws:placeholder:us-east-1:{ACCOUNT}:{logical_id}"
             return f"{logical_id}-{attribute}-placeholder"
-        return {k: _replace_references(v, arns, left_out) for k, v in value.items()}
+        return {k: _replace_references(v, arns, left_out, stand_ins) for k, v in value.items()}
     if isinstance(value, list):
-        return [_replace_references(v, arns, left_out) for v in value]
+        return [_replace_references(v, arns, left_out, stand_ins) for v in value]
     return value

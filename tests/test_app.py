@@ -147,7 +147,7 @@ HOSTILE_FILES = {
                 "name": "many",
                 "region": "us-east-1",
                 "availability_zone": "us-east-1a",
-                "instance_groups": [{"name": f"g{i}", "instance_type": "p5.48xlarge", "count": 1} for i in range(32)],
+                "instance_groups": [{"name": f"g{i}", "instance_type": "p5.48xlarge", "count": 1} for i in range(40)],
             }
         ).encode(),
         "instance_groups: the template would be",

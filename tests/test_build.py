@@ -100,11 +100,11 @@ def test_every_example_passes_the_budgets(tmp_path: Path) -> None:
 def test_user_data_budget_is_checked_before_synthesis(tmp_path: Path) -> None:
     """Every cluster user is listed in each node's user data, which EC2 caps at 16 KB: too many
     would make every launch fail at deploy time."""
-    users = {f"user{i:04d}": 2001 + i for i in range(400)}
+    users = {f"user{i:04d}": 2001 + i for i in range(1000)}
     path = tmp_path / "users.yaml"
     path.write_text(yaml.safe_dump(minimal_config(orchestrator={"users": users})))
     with pytest.raises(ConfigError) as info:
         build_cluster(App(context=CDK_CONTEXT, outdir=str(tmp_path / "out")), path)
     (finding,) = info.value.findings
     assert finding.path == "orchestrator.users"
-    assert "more than the 16,384 EC2 allows" in finding.message and "(got 400): list fewer" in finding.message
+    assert "more than the 16,384 EC2 allows" in finding.message and "(got 1000): list fewer" in finding.message

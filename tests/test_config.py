@@ -379,7 +379,11 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "orchestrator.users.bob",
         "uid 2001 is given to more than one user",
     ),
-    "slurm type": (with_slurm({"type": "eks"}), "orchestrator.type", "'slurm' or 'none' (got 'eks')"),
+    "slurm type": (
+        with_slurm({"type": "kubernetes"}),
+        "orchestrator.type",
+        "'slurm', 'eks' or 'none' (got 'kubernetes')",
+    ),
     "slurm default partition": (
         with_slurm({"partitions": {"default": ["gpu"]}}),
         "orchestrator.partitions",

@@ -21,6 +21,8 @@ from typing import Any
 from auto_repair.aws import Clients
 from auto_repair.drain import RunCommandDrain
 from auto_repair.intake import Intake, IntakeSettings
+from auto_repair.kubernetes import KubernetesDrain, connect
+from auto_repair.node_hooks import KubernetesNodes
 from auto_repair.repair import Outcome, Repairer
 from auto_repair.settings import Settings
 from auto_repair.signals import from_event
@@ -40,10 +42,20 @@ def repairer() -> Repairer:
 
 
 def make_repairer(settings: Settings, clients: Clients) -> Repairer:
-    """The control plane, with the orchestrator's drain hook when the cluster has one."""
+    """The control plane, with the orchestrator's hooks when the cluster has one: Slurm's drain
+    through Run Command; EKS's drain, health labels and taints through the Kubernetes API."""
     r = Repairer(settings, clients)
     if settings.drain_group and settings.drain_command:
         r.drain_hook = RunCommandDrain(clients, controller_group=settings.drain_group, command=settings.drain_command)
+    if settings.eks_cluster and settings.eks_endpoint and settings.eks_certificate_authority:
+        labeler = connect(
+            clients,
+            cluster_name=settings.eks_cluster,
+            endpoint=settings.eks_endpoint,
+            certificate_authority=settings.eks_certificate_authority,
+        )
+        r.drain_hook = KubernetesDrain(labeler)
+        r.node_hook = KubernetesNodes(labeler)
     return r
 
 

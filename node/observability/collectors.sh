@@ -14,6 +14,9 @@ CONFIG_DIR=${CONFIG_DIR:-/etc/training-cluster}
 TEXTFILE_DIR=${TEXTFILE_DIR:-/var/lib/node_exporter/textfile}
 SCRAPE_INTERVAL=${SCRAPE_INTERVAL_SECONDS:-15}
 GPUS=${EXPECTED_GPUS:-0}
+# Where the DCGM exporter runs: docker (a unit here) or kubernetes (the cluster's DaemonSet on
+# the host network, on EKS, whose images have containerd but no Docker). Scraped at :9400 either way.
+GPU_EXPORTER=${GPU_EXPORTER:-docker}
 NEURON_DEVICES=${EXPECTED_NEURON_DEVICES:-0}
 
 PROMETHEUS_VERSION=2.53.2
@@ -73,10 +76,16 @@ unit training-cluster-node-exporter "node_exporter for cluster $CLUSTER_NAME" \
 extra=()
 if ((GPUS > 0)); then
   extra+=(--gpu)
-  command -v docker >/dev/null || die "the DCGM exporter runs in Docker, which this AMI lacks"
-  docker pull --quiet "$DCGM_EXPORTER_IMAGE" >/dev/null
-  unit training-cluster-dcgm-exporter "NVIDIA DCGM exporter" \
-    "/usr/bin/docker run --rm --name dcgm-exporter --gpus all --cap-add SYS_ADMIN --network host -v $COLLECTOR_DIR/dcgm-counters.csv:/etc/dcgm-exporter/counters.csv:ro $DCGM_EXPORTER_IMAGE -f /etc/dcgm-exporter/counters.csv"
+  case $GPU_EXPORTER in
+    kubernetes) log "DCGM exporter: the cluster's DaemonSet (counters from $COLLECTOR_DIR/dcgm-counters.csv)" ;;
+    docker)
+      command -v docker >/dev/null || die "the DCGM exporter runs in Docker, which this AMI lacks"
+      docker pull --quiet "$DCGM_EXPORTER_IMAGE" >/dev/null
+      unit training-cluster-dcgm-exporter "NVIDIA DCGM exporter" \
+        "/usr/bin/docker run --rm --name dcgm-exporter --gpus all --cap-add SYS_ADMIN --network host -v $COLLECTOR_DIR/dcgm-counters.csv:/etc/dcgm-exporter/counters.csv:ro $DCGM_EXPORTER_IMAGE -f /etc/dcgm-exporter/counters.csv"
+      ;;
+    *) die "GPU_EXPORTER is docker or kubernetes, got '$GPU_EXPORTER'" ;;
+  esac
 fi
 if ((NEURON_DEVICES > 0)); then
   extra+=(--neuron)

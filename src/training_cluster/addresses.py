@@ -78,8 +78,9 @@ def network(config: ClusterConfig) -> Iterator[Finding]:
 
 
 def _new_vpc_database_subnets(config: ClusterConfig) -> int:
+    """Small isolated subnets a new VPC gets: two for Slurm's RDS database, two for the EKS control plane."""
     orchestrator = config.orchestrator
-    return 2 if orchestrator.enabled and orchestrator.accounting == "rds" else 0
+    return 2 if (orchestrator.enabled and orchestrator.accounting == "rds") or orchestrator.eks else 0
 
 
 def _layout_size(compute_prefix: int, database_subnets: int) -> int:
@@ -115,6 +116,8 @@ def compute_subnet_addresses_needed(config: ClusterConfig) -> int:
     fleet = sum(group_ip_addresses(g) * g.count for g in config.instance_groups)
     if config.orchestrator.enabled:
         fleet += 1 + config.orchestrator.login_nodes  # the controller and login nodes: one ENA interface each
+    if config.orchestrator.eks:
+        fleet += config.orchestrator.system_nodes  # the system group: one ENA interface each
     lustre = lustre_ip_addresses(config.storage.lustre) if config.storage.lustre else 0
     endpoints = (
         INTERFACE_ENDPOINTS if config.network.interface_endpoints and not config.network.uses_existing_vpc else 0

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from aws_cdk import App, CfnResource, Stack, cx_api
 from aws_cdk import aws_iam as iam
 from constructs import IConstruct
@@ -59,7 +60,34 @@ def build_cluster(app: App, path: str | Path, *, stack_id: str | None = None) ->
     if problems:
         template.unlink()
         raise ConfigError(problems, str(path))
+    write_handed_over_manifests(stack, Path(assembly.directory))
     return BuiltCluster(stack, assembly)
+
+
+def write_handed_over_manifests(stack: TrainingClusterStack, directory: Path) -> list[Path]:
+    """EKS with ``install_components: false``: the components' manifests, for Argo CD or Flux, in
+    ``<directory>/<stack>.kubernetes/`` (one YAML file per component, in the order to apply them).
+    Values known only after deploy are ``${NAME}`` placeholders (``envsubst`` fills them in from the
+    stack's outputs; the folder's README says which)."""
+    if stack.eks is None or stack.config.orchestrator.install_components or not stack.kubernetes_manifests:
+        return []
+    folder = directory / f"{stack.artifact_id}.kubernetes"
+    folder.mkdir(exist_ok=True)
+    written = []
+    for index, (name, objects) in enumerate(stack.kubernetes_manifests.items(), start=1):
+        path = folder / f"{index:02d}-{name}.yaml"
+        path.write_text(yaml.safe_dump_all(objects, sort_keys=False), encoding="utf-8")
+        written.append(path)
+    readme = folder / "README.txt"
+    readme.write_text(
+        f"In-cluster components of EKS cluster {stack.config.name} (cdk-training-cluster), not applied on deploy\n"
+        "(orchestrator.install_components: false). Apply the files in order. Fill in the file system's values\n"
+        "from the stack's outputs first:\n\n"
+        "  FILE_SYSTEM_ID=<output FileSystemId> FILE_SYSTEM_DNS_NAME=<output FileSystemDnsName> \\\n"
+        "  FILE_SYSTEM_MOUNT_NAME=<output FileSystemMountName> envsubst < 0N-fsx-volume.yaml | kubectl apply -f -\n",
+        encoding="utf-8",
+    )
+    return [*written, readme]
 
 
 def count_resources(scope: IConstruct) -> int:
@@ -165,14 +193,25 @@ def user_data_bytes(stack: Stack, text: str) -> int:
     if isinstance(resolved, str):
         return len(resolved.encode())
     parts = resolved["Fn::Join"][1]
-    return sum(len(p.encode()) if isinstance(p, str) else REFERENCE_BYTES for p in parts)
+    return sum(len(p.encode()) if isinstance(p, str) else _reference_bytes(p) for p in parts)
+
+
+CERTIFICATE_BYTES = 4096
+"""An upper bound for an EKS cluster's CA certificate in user data (base64 PEM; about 1,500 bytes)."""
+
+
+def _reference_bytes(part: object) -> int:
+    attribute = part.get("Fn::GetAtt") if isinstance(part, dict) else None
+    if isinstance(attribute, list) and attribute[-1] == "CertificateAuthorityData":
+        return CERTIFICATE_BYTES
+    return REFERENCE_BYTES
 
 
 def user_data_budget(stack: TrainingClusterStack) -> list[Finding]:
     """Each fleet's user data against EC2's limit: a launch that fails at deploy time (every node
     of the group) becomes a config error, one for all the groups it affects. What grows it from the
     config is the list of cluster users."""
-    sizes = {name: user_data_bytes(stack, fleet.bootstrap.render_text()) for name, fleet in stack.fleets.items()}
+    sizes = {name: user_data_bytes(stack, fleet.bootstrap.render()) for name, fleet in stack.fleets.items()}
     over = {name: size for name, size in sizes.items() if size > EC2_USER_DATA_BYTES}
     if not over:
         return []

@@ -30,12 +30,13 @@ from .contract import HealthCheck as HealthCheck  # re-exported
 from .errors import ConfigError, Finding, show
 from .ip_ranges import cidr_problem
 from .repair_policy import Action
+from .rules import eks as eks_rules
 from .rules import fleet as fleet_rules
 from .rules import lustre as lustre_rules
 from .rules import observability as observability_rules
 from .rules import slurm as slurm_rules
 from .rules.settings import MAX_CLUSTER_NAME_LENGTH, MAX_GROUP_NAME_LENGTH, name_problem
-from .types import SLURM_OS, CapacityType, LustreDeploymentType, OperatingSystem
+from .types import EKS_OS, SLURM_OS, CapacityType, LustreDeploymentType, OperatingSystem
 from .validation import check
 
 StrictInt = Annotated[int, Strict()]
@@ -120,6 +121,11 @@ class NetworkConfig(_Section):
     ) = None
     """Subnets in two or more zones of your VPC for the Slurm accounting database
     (``orchestrator.accounting: rds``). A new VPC gets two small isolated subnets of its own."""
+    control_plane_subnet_ids: (
+        Annotated[list[Annotated[str, Field(pattern=patterns.SUBNET_ID_PATTERN)]], Field(min_length=2)] | None
+    ) = None
+    """Subnets in two or more zones of your VPC for the EKS control plane's network interfaces
+    (``orchestrator.type: eks``; EKS requires two zones). A new VPC gets two small isolated subnets."""
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -159,10 +165,12 @@ class InstanceGroupConfig(_Section):
     os: OperatingSystem = "ubuntu-22.04"
     """The operating system of the group's AMI: picks the default AMI, the root device name and
     how the Lustre client installs. Default ``ubuntu-22.04``; ``ubuntu-24.04`` when the cluster
-    runs Slurm (its archive has the Slurm the nodes install)."""
+    runs Slurm (its archive has the Slurm the nodes install); ``amazon-linux-2023`` with EKS (the
+    EKS-optimized accelerated images)."""
     image_id: Annotated[str, Field(pattern=patterns.AMI_ID_PATTERN)] | None = None
     """Default: the Deep Learning Base OSS Nvidia Driver AMI for ``os`` (the Deep Learning Base
-    Neuron AMI on Trainium and Inferentia), resolved at deploy time from its SSM public parameter."""
+    Neuron AMI on Trainium and Inferentia); with EKS, the EKS-optimized AL2023 image of the cluster's
+    Kubernetes version (NVIDIA, Neuron or standard). Resolved at deploy time from its SSM public parameter."""
     lifecycle_script: Path | None = None
     """The user's own script, run as root at the end of boot; shipped as an asset. A relative
     path is taken from the config file's folder."""
@@ -287,12 +295,26 @@ class ObservabilityConfig(_Section):
     """How often each node's collector scrapes its exporters."""
 
 
+class EksComponentsConfig(_Section):
+    """The in-cluster components of an EKS cluster, each pinned (``training_cluster.kube_manifests``)."""
+
+    nvidia_device_plugin: StrictBool = True
+    """The NVIDIA device plugin on GPU nodes (``nvidia.com/gpu``)."""
+    efa_device_plugin: StrictBool = True
+    """The EFA device plugin on EFA nodes (``vpc.amazonaws.com/efa``)."""
+    neuron_device_plugin: StrictBool = True
+    """The Neuron device plugin on Trainium and Inferentia nodes (``aws.amazon.com/neuron``)."""
+    gpu_metrics: StrictBool = True
+    """The DCGM exporter on GPU nodes, with pod and namespace labels, scraped by each node's collector."""
+
+
 class OrchestratorConfig(_Section):
     """The scheduler. Omit the section for none; write it (even empty) for Slurm."""
 
-    type: Literal["slurm", "none"] = "slurm"
+    type: Literal["slurm", "eks", "none"] = "slurm"
     """``slurm``: a controller, optional login nodes, and every instance group as Slurm compute
-    nodes; ``none``: the instance groups alone (EKS comes later)."""
+    nodes; ``eks``: an Amazon EKS cluster whose nodes are the instance groups and a small system
+    group; ``none``: the instance groups alone."""
     controller_instance_type: str = "m7i.4xlarge"
     """The controller runs slurmctld and slurmdbd (and the accounting database with ``local``)."""
     login_nodes: Annotated[StrictInt, Field(ge=0, le=10)] = 1
@@ -323,9 +345,44 @@ class OrchestratorConfig(_Section):
     """An EC2 key pair for the login and controller nodes. Default: none; use Session Manager
     (and its SSH port forwarding) instead."""
 
+    kubernetes_version: str = eks_rules.DEFAULT_KUBERNETES_VERSION
+    """EKS: the Kubernetes version, one in EKS standard support (``training_cluster.rules.eks``).
+    Write it in quotes: YAML reads 1.30 as the number 1.3."""
+    endpoint_public_cidrs: list[str] = []
+    """EKS: address ranges that may reach the Kubernetes API endpoint from the internet. Empty (the
+    default): the endpoint is private, reached from the VPC only."""
+    admin_role_arns: list[str] = []
+    """EKS: IAM roles given cluster-admin through access entries."""
+    system_instance_type: str = "m7i.xlarge"
+    """EKS: the CPU type of the system group, where cluster add-ons and operators run."""
+    system_nodes: Annotated[StrictInt, Field(ge=1, le=10)] = 2
+    """EKS: nodes in the system group."""
+    taints: dict[str, list[str]] = {}
+    """EKS: instance group name -> taints its nodes register with, ``key[=value]:Effect``, e.g.
+    ``{gpu: ["dedicated=gpu:NoSchedule"]}``."""
+    components: EksComponentsConfig = EksComponentsConfig()
+    install_components: StrictBool = True
+    """EKS: apply the components on deploy (through the cluster's kubectl provider). False: leave
+    them out of the stack and write their manifests into the cloud assembly, for Argo CD or Flux."""
+
+    @field_validator("kubernetes_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(
+                f'write the version in quotes, such as "{eks_rules.DEFAULT_KUBERNETES_VERSION}": YAML reads a '
+                "bare 1.30 as the number 1.3"
+            )
+        return value
+
     @property
     def enabled(self) -> bool:
+        """Slurm runs the cluster."""
         return self.type == "slurm"
+
+    @property
+    def eks(self) -> bool:
+        return self.type == "eks"
 
 
 class ClusterConfig(_Section):
@@ -346,22 +403,21 @@ class ClusterConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _slurm_os(cls, data: Any) -> Any:
-        """An empty ``orchestrator:`` is Slurm with its defaults; with Slurm, a group that does not
-        name its ``os`` runs Ubuntu 24.04."""
+        """An empty ``orchestrator:`` is Slurm with its defaults; a group that does not name its
+        ``os`` runs Ubuntu 24.04 with Slurm and Amazon Linux 2023 with EKS."""
         if not isinstance(data, Mapping):
             return data
         if "orchestrator" in data and data["orchestrator"] is None:
             data = {**data, "orchestrator": {}}
         orchestrator = data.get("orchestrator")
-        slurm = isinstance(orchestrator, Mapping) and orchestrator.get("type", "slurm") == "slurm"
+        kind = orchestrator.get("type", "slurm") if isinstance(orchestrator, Mapping) else None
+        os = {"slurm": SLURM_OS, "eks": EKS_OS}.get(kind) if isinstance(kind, str) else None
         groups = data.get("instance_groups")
-        if not slurm or not isinstance(groups, list):
+        if os is None or not isinstance(groups, list):
             return data
         return {
             **data,
-            "instance_groups": [
-                {**g, "os": SLURM_OS} if isinstance(g, Mapping) and "os" not in g else g for g in groups
-            ],
+            "instance_groups": [{**g, "os": os} if isinstance(g, Mapping) and "os" not in g else g for g in groups],
         }
 
     @classmethod

@@ -94,6 +94,32 @@ DRAIN_REASON_REBOOT = "repair (reboot): "
 DRAIN_REASON_REPLACE = "repair (replace): "
 """Auto-repair replaces the node: nobody resumes it."""
 
+# Kubernetes (EKS): node labels and the health taint, under the project's own prefix ----------
+
+KUBE_PREFIX = "training-cluster/"
+"""The prefix of every label, taint and annotation the cluster sets on a Node (a DNS label, so a
+valid key prefix; kubelet may set it on its own Node at registration, unlike ``kubernetes.io/``)."""
+LABEL_CLUSTER = KUBE_PREFIX + "cluster"
+LABEL_GROUP = KUBE_PREFIX + "instance-group"
+LABEL_INSTANCE_TYPE = KUBE_PREFIX + "instance-type"
+LABEL_ACCELERATOR = KUBE_PREFIX + "accelerator"
+"""``nvidia``, ``neuron`` or ``none``: which device plugin the node needs."""
+LABEL_EFA = KUBE_PREFIX + "efa"
+"""``true`` on nodes with EFA interfaces (the EFA device plugin runs there), else ``false``."""
+LABEL_HEALTH = KUBE_PREFIX + "node-health-status"
+"""The node's health as the control plane verified it (HyperPod's schema, under our prefix): one
+of :data:`NODE_HEALTH_STATUSES`. The health taint has the same key."""
+LABEL_FAULT_TYPE = KUBE_PREFIX + "fault-type"
+"""The failed check (a health check name) while the node is not ``Schedulable``."""
+ANNOTATION_FAULT_REASON = KUBE_PREFIX + "fault-reason"
+"""The fault in words (free text, so an annotation, not a label)."""
+NodeHealthStatus = Literal[
+    "Schedulable", "Unschedulable", "UnschedulablePendingReboot", "UnschedulablePendingReplacement"
+]
+NODE_HEALTH_STATUSES: tuple[NodeHealthStatus, ...] = get_args(NodeHealthStatus)
+HEALTH_TAINT_EFFECT = "NoSchedule"
+"""Every status but ``Schedulable`` carries the taint ``LABEL_HEALTH=<status>:NoSchedule``."""
+
 # Paths on a node -------------------------------------------------------------------------------
 
 HEALTH_AGENT_PATH = "/opt/training-cluster/health/health_agent.py"

@@ -9,6 +9,8 @@ scheduler, whose health check expects the node software in place), then by name.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import re
 from typing import Literal
 
@@ -27,6 +29,8 @@ node assets unpacked in folders below source ``../lib.sh``."""
 _HEREDOC = "TRAINING_CLUSTER_EOF"
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _STAGE = re.compile(r"^[a-z][a-z0-9-]*$")
+_BOUNDARY = "==TRAINING_CLUSTER_BOUNDARY=="
+_CONTENT_TYPE = re.compile(r"[a-z]+/[a-z0-9.+-]+", re.ASCII)
 
 StagePhase = Literal["software", "scheduler"]
 PHASES: tuple[StagePhase, ...] = ("software", "scheduler")
@@ -61,6 +65,7 @@ class NodeBootstrap:
     def __init__(self) -> None:
         self._environment: dict[str, str] = {}
         self._stages: dict[str, tuple[StagePhase, str]] = {}
+        self._parts: list[tuple[str, str]] = []
 
     @property
     def environment(self) -> dict[str, str]:
@@ -99,8 +104,39 @@ class NodeBootstrap:
             raise ValueError(f"stage {name!r} must not contain the line {_HEREDOC}")
         self._stages[name] = (phase, script)
 
+    def add_part(self, content_type: str, body: str) -> None:
+        """Add a part of user data for another reader than cloud-init's shell, such as nodeadm's
+        ``NodeConfig`` (``application/node.eks.aws``). With parts, the user data is a MIME
+        multi-part document: the parts in the order added, then the bootstrap script."""
+        if not _CONTENT_TYPE.fullmatch(content_type):
+            raise ValueError(
+                f"a part's content type is a MIME type such as application/node.eks.aws, got {content_type!r}"
+            )
+        if _BOUNDARY in body:
+            raise ValueError(f"a part must not contain {_BOUNDARY}")
+        self._parts.append((content_type, body))
+
+    def render(self) -> str:
+        """The user data: the bootstrap script alone, or a MIME multi-part document of the parts
+        (:meth:`add_part`) and the script."""
+        script = self.render_text()
+        if not self._parts:
+            return script
+        lines = ["MIME-Version: 1.0", f'Content-Type: multipart/mixed; boundary="{_BOUNDARY}"', ""]
+        parts = [*self._parts, ('text/x-shellscript; charset="us-ascii"', script)]
+        for content_type, body in parts:
+            lines += [f"--{_BOUNDARY}", f"Content-Type: {content_type}", "", body.rstrip("\n")]
+        lines.append(f"--{_BOUNDARY}--")
+        return "\n".join(lines) + "\n"
+
     def render_text(self) -> str:
-        """The user data script: write the settings and stages, then run the bootstrap script."""
+        """The user data script: write the settings and stages, then run the bootstrap script.
+
+        The settings are written as they are (CloudFormation fills in their references); the
+        scripts (stages, the library, the bootstrap) travel gzip-compressed and base64-encoded,
+        unpacked by ``base64 -d | gunzip | bash`` on the node: EC2 takes 16 KB of user data, and
+        an EKS node's holds the cluster's certificate as well. A stage with a deploy-time value in
+        it stays uncompressed. :func:`expand` shows the script as the node runs it."""
         bootstrap = asset_path("node", "bootstrap.sh").read_text(encoding="utf-8")
         lines = [
             "set -euo pipefail",
@@ -109,17 +145,37 @@ class NodeBootstrap:
             *(f"{key}='{value}'" for key, value in sorted(self._environment.items())),
             _HEREDOC,
         ]
+        packed: list[str] = []
         for index, name in enumerate(self.stage_names, start=1):
             script = self._stages[name][1]
             path = f"{STAGE_DIR}/{index:02d}-{name}.sh"
-            lines += [f"cat > {path} <<'{_HEREDOC}'", script.rstrip("\n"), _HEREDOC]
+            heredoc = [f"cat > {path} <<'{_HEREDOC}'", script.rstrip("\n"), _HEREDOC]
+            (lines if Token.is_unresolved(script) else packed).extend(heredoc)
         for name, text in node_library().items():
-            lines += [f"cat > {LIBRARY_DIR}/{name} <<'{_HEREDOC}'", text.rstrip("\n"), _HEREDOC]
-        lines += [
-            f"cat > {BOOTSTRAP} <<'{_HEREDOC}'",
-            bootstrap.rstrip("\n"),
-            _HEREDOC,
-            f"chmod 0755 {BOOTSTRAP}",
-            BOOTSTRAP,
-        ]
+            packed += [f"cat > {LIBRARY_DIR}/{name} <<'{_HEREDOC}'", text.rstrip("\n"), _HEREDOC]
+        packed += [f"cat > {BOOTSTRAP} <<'{_HEREDOC}'", bootstrap.rstrip("\n"), _HEREDOC]
+        lines += [*_pack("\n".join(packed) + "\n"), f"chmod 0755 {BOOTSTRAP}", BOOTSTRAP]
         return "\n".join(["#!/bin/bash", *lines]) + "\n"
+
+
+_PAYLOAD = "TRAINING_CLUSTER_PAYLOAD"
+_UNPACK = f"base64 -d <<'{_PAYLOAD}' | gunzip | bash -eu"
+
+
+def _pack(script: str) -> list[str]:
+    """``script`` as lines that run it: gzip (no timestamp, so the same script gives the same
+    bytes) and base64 in 76-character lines."""
+    data = base64.encodebytes(gzip.compress(script.encode(), compresslevel=9, mtime=0)).decode()
+    return ["# The node's scripts, compressed (user data is limited to 16 KB).", _UNPACK, data.rstrip("\n"), _PAYLOAD]
+
+
+def expand(user_data: str) -> str:
+    """User data with its compressed scripts (:meth:`NodeBootstrap.render_text`) written out as
+    the node runs them: for reading it, and for tests."""
+    lines = user_data.split("\n")
+    if _UNPACK not in lines:
+        return user_data
+    start = lines.index(_UNPACK)
+    end = lines.index(_PAYLOAD, start + 1)
+    script = gzip.decompress(base64.b64decode("".join(lines[start + 1 : end]))).decode()
+    return "\n".join([*lines[: start - 1], script.rstrip("\n"), *lines[end + 1 :]])

@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 from . import addresses, catalog
 from .config import ClusterConfig
+from .rules.eks import SYSTEM_GROUP
 from .validation import SLURM_CONTROLLER_GROUP, SLURM_LOGIN_GROUP
 
-Role = Literal["compute", "controller", "login"]
+Role = Literal["compute", "controller", "login", "system"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,17 +106,21 @@ def plan(config: ClusterConfig) -> Plan:
         for group in config.instance_groups
     ]
     orchestrator = config.orchestrator
+    cpu: list[tuple[str, Role, str, int]] = []
     if orchestrator.enabled:
-        cpu = [(SLURM_CONTROLLER_GROUP, orchestrator.controller_instance_type, 1)]
+        cpu = [(SLURM_CONTROLLER_GROUP, "controller", orchestrator.controller_instance_type, 1)]
         if orchestrator.login_nodes:
-            cpu.append((SLURM_LOGIN_GROUP, orchestrator.login_instance_type, orchestrator.login_nodes))
-        for name, instance_type, count in cpu:
+            cpu.append((SLURM_LOGIN_GROUP, "login", orchestrator.login_instance_type, orchestrator.login_nodes))
+    if orchestrator.eks:
+        cpu = [(SYSTEM_GROUP, "system", orchestrator.system_instance_type, orchestrator.system_nodes)]
+    if cpu:
+        for name, role, instance_type, count in cpu:
             info = catalog.get(instance_type)
             assert info is not None  # checked
             groups.append(
                 GroupPlan(
                     name=name,
-                    role="controller" if name == SLURM_CONTROLLER_GROUP else "login",
+                    role=role,
                     instance_type=instance_type,
                     count=count,
                     gpus_per_node=info.gpus,

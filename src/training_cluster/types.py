@@ -24,3 +24,6 @@ LUSTRE_DEPLOYMENT_TYPES: tuple[LustreDeploymentType, ...] = get_args(LustreDeplo
 
 SLURM_OS: OperatingSystem = "ubuntu-24.04"
 """Slurm nodes run Ubuntu 24.04, whose archive has Slurm 23.11 (dynamic nodes, configless)."""
+
+EKS_OS: OperatingSystem = "amazon-linux-2023"
+"""EKS nodes run the EKS-optimized Amazon Linux 2023 images, which join the cluster with nodeadm."""

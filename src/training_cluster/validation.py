@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from . import addresses, catalog
 from .errors import Finding, show
 from .rules import relocate
+from .rules.eks import EksFleet, eks_findings
 from .rules.fleet import fleet_findings, lifecycle_script_findings
 from .rules.lustre import kms_key_region_problem, lustre_findings
 from .rules.network import zone_region_problem
@@ -197,6 +198,64 @@ def _slurm(config: ClusterConfig) -> list[Finding]:
     return relocate(findings, paths)
 
 
+EKS_FIELDS = frozenset(
+    {
+        "kubernetes_version",
+        "endpoint_public_cidrs",
+        "admin_role_arns",
+        "system_instance_type",
+        "system_nodes",
+        "taints",
+        "components",
+        "install_components",
+    }
+)
+"""The ``orchestrator`` fields EKS reads; the others (but ``type``) are Slurm's."""
+
+
+def _eks(config: ClusterConfig) -> list[Finding]:
+    """EKS's own rules, on the fleets the stack joins to it: every instance group (the system
+    group is the stack's, with the EKS image)."""
+    orchestrator = config.orchestrator
+    groups = config.instance_groups
+    findings = eks_findings(
+        version=orchestrator.kubernetes_version,
+        endpoint_public_cidrs=orchestrator.endpoint_public_cidrs,
+        admin_role_arns=orchestrator.admin_role_arns,
+        fleets=[EksFleet(group_name=g.name, instance_type=g.instance_type, os=g.os) for g in groups],
+        taints=orchestrator.taints,
+        system_instance_type=orchestrator.system_instance_type,
+    )
+    paths = {
+        "version": "orchestrator.kubernetes_version",
+        "endpoint_public_cidrs": "orchestrator.endpoint_public_cidrs",
+        "admin_role_arns": "orchestrator.admin_role_arns",
+        "system_instance_type": "orchestrator.system_instance_type",
+        "taints": "orchestrator.taints",
+    }
+    for i in range(len(groups)):
+        paths[f"fleets[{i}].group_name"] = f"instance_groups[{i}].name"
+        paths[f"fleets[{i}].os"] = f"instance_groups[{i}].os"
+    out = relocate(findings, paths)
+    if config.network.uses_existing_vpc and not config.network.control_plane_subnet_ids:
+        out.append(
+            Finding(
+                path="network.control_plane_subnet_ids",
+                message="required with orchestrator.type: eks in your own VPC: two or more subnets in different "
+                "zones for the EKS control plane's network interfaces",
+            )
+        )
+    elif not config.network.uses_existing_vpc and len(catalog.availability_zones(config.region)) < 2:
+        out.append(
+            Finding(
+                path="orchestrator.type",
+                message=f"EKS needs subnets in two availability zones and the catalog knows none but one for "
+                f"{config.region}; use your own VPC with network.control_plane_subnet_ids",
+            )
+        )
+    return out
+
+
 def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
     orchestrator = config.orchestrator
     if config.network.database_subnet_ids and not (orchestrator.enabled and orchestrator.accounting == "rds"):
@@ -209,9 +268,24 @@ def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
             path="network.database_subnet_ids",
             message="only with your own VPC (network.vpc_id): a new VPC makes the database's subnets itself; remove it",
         )
+    if config.network.control_plane_subnet_ids and not orchestrator.eks:
+        yield Finding(
+            path="network.control_plane_subnet_ids",
+            message="only used by the EKS control plane: set orchestrator.type: eks, or remove it",
+        )
+    elif config.network.control_plane_subnet_ids and not config.network.uses_existing_vpc:
+        yield Finding(
+            path="network.control_plane_subnet_ids",
+            message="only with your own VPC (network.vpc_id): a new VPC makes the control plane's subnets itself; "
+            "remove it",
+        )
+    for field in sorted(orchestrator.model_fields_set - {"type"}):
+        owner = "eks" if field in EKS_FIELDS else "slurm"
+        if owner != orchestrator.type:
+            yield Finding(path=f"orchestrator.{field}", message=f"only used with orchestrator.type: {owner}; remove it")
+    if orchestrator.eks:
+        yield from _eks(config)
     if not orchestrator.enabled:
-        for field in sorted(orchestrator.model_fields_set - {"type"}):
-            yield Finding(path=f"orchestrator.{field}", message="only used with orchestrator.type: slurm; remove it")
         return
     yield from _slurm(config)
     if config.storage.lustre is None:

@@ -377,14 +377,37 @@ def listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+EKS_NODE_POLICIES = {
+    # AWS managed policies an EKS node holds (their documents, as the IAM reference gives them):
+    # reads of its network and cluster, Pod Identity's credential exchange, and image pulls.
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy": [
+        "ec2:DescribeInstances",
+        "ec2:DescribeRouteTables",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeVolumes",
+        "ec2:DescribeVolumesModifications",
+        "ec2:DescribeVpcs",
+        "eks:DescribeCluster",
+        "eks-auth:AssumeRoleForPodIdentity",
+    ],
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly": [
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+    ],
+}
+
+
 def node_statements(sy: Synthesized, group: str) -> list[dict[str, Any]]:
     role = sy.stack.resolve(sy.stack.fleets[group].role.node.default_child.logical_id)  # type: ignore[union-attr]
     props = sy.template_json["Resources"][role]["Properties"]
-    assert [rendered(arn) for arn in props["ManagedPolicyArns"]] == [
-        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-    ]
+    managed = [rendered(arn) for arn in props["ManagedPolicyArns"]]
+    eks = list(EKS_NODE_POLICIES) if sy.config.orchestrator.eks else []
+    assert managed == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", *eks]
     assert "Policies" not in props
     statements = [{"Effect": "Allow", "Action": SSM_MANAGED_INSTANCE_CORE, "Resource": "*"}]
+    statements += [{"Effect": "Allow", "Action": EKS_NODE_POLICIES[arn], "Resource": "*"} for arn in eks]
     for resource in sy.template_json["Resources"].values():
         attached = resource["Properties"].get("Roles", []) if resource["Type"].startswith("AWS::IAM::") else []
         if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and {"Ref": role} in attached:

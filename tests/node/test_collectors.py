@@ -127,6 +127,21 @@ def test_installs_checks_configures_and_starts(node: dict[str, str], tmp_path: P
     assert again.returncode == 0 and "node_exporter 1.8.2: already installed" in again.stdout
 
 
+def test_on_eks_the_cluster_runs_the_gpu_exporter(node: dict[str, str], tmp_path: Path) -> None:
+    """EKS images have no Docker: the DCGM exporter is the cluster's DaemonSet, still scraped at :9400."""
+    release(tmp_path, "node_exporter", "1.8.2")
+    release(tmp_path, "prometheus", "2.53.2")
+    (tmp_path / "bin" / "docker").unlink()
+    result = run({**node, "GPU_EXPORTER": "kubernetes"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    units = sorted(p.name for p in (tmp_path / "systemd").iterdir())
+    assert units == ["training-cluster-node-exporter.service", "training-cluster-prometheus-agent.service"]
+    config = json.loads((tmp_path / "config" / "prometheus-agent.yml").read_text())
+    assert "localhost:9400" in json.dumps(config["scrape_configs"])
+    assert "docker" not in (tmp_path / "calls.log").read_text()
+    assert run({**node, "GPU_EXPORTER": "podman"}).returncode != 0
+
+
 def test_a_download_that_does_not_match_its_checksum_is_refused(node: dict[str, str], tmp_path: Path) -> None:
     release(tmp_path, "node_exporter", "1.8.2", corrupt=True)
     release(tmp_path, "prometheus", "2.53.2")

@@ -31,7 +31,7 @@ def create(sy: Synthesized) -> dict[str, Any]:
     return {r["LogicalResourceId"]: r for r in resources["StackResourceSummaries"]}
 
 
-@pytest.mark.parametrize("example", ["default.yaml", "p4d-reservation.yaml"])
+@pytest.mark.parametrize("example", ["default.yaml", "p4d-reservation.yaml", "eks.yaml"])
 def test_fleets_launch_their_count_in_the_compute_subnet(
     aws: None, synth: Callable[..., Synthesized], example: str
 ) -> None:
@@ -48,7 +48,7 @@ def test_fleets_launch_their_count_in_the_compute_subnet(
         g["AutoScalingGroupName"]: g
         for g in boto3.client("autoscaling", region_name=region).describe_auto_scaling_groups()["AutoScalingGroups"]
     }
-    # The instance groups, and Slurm's controller and login groups where the cluster runs Slurm.
+    # The instance groups, and Slurm's controller and login groups or EKS's system group.
     assert set(sy.stack.fleets) >= {g.name for g in sy.config.instance_groups}
     for name, fleet in sy.stack.fleets.items():
         (asg_id,) = [

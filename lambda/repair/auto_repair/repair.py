@@ -37,6 +37,8 @@ from .evidence import capture_evidence
 from .fleet import Fleet
 from .identity import confirm, health_tags, still_says
 from .ledger import Ledger
+from .node_hooks import NodeHook
+from .orchestrator import DrainHook, Orchestrator
 from .report import Reporter
 from .settings import Settings
 from .signals import Malformed, Signal, parse_health_tag
@@ -76,11 +78,26 @@ class Repairer:
         self.ledger = Ledger(clients.table(settings.table_name), clock)
         self.report = Reporter(settings, clients, self.ledger, clock=clock, sleep=sleep)
         self.fleet = Fleet(settings, clients, self.ledger, sleep)
-        # Set by an orchestrator integration (Slurm): called with (instance id, action, reason)
-        # before a reboot or replacement, it starts the drain and returns a function that waits
-        # for it (bounded) and says what happened, for the ledger.
-        self.drain_hook: Callable[[str, Action, str], Callable[[], str]] | None = None
+        self.orchestrator = Orchestrator(self.ledger)
         self._reasons: dict[str, str] = {}  # incident id -> the signal's reasons, this invocation
+
+    @property
+    def drain_hook(self) -> DrainHook | None:
+        """Set by an orchestrator integration (Slurm's Run Command, EKS's evictions): see :class:`Orchestrator`."""
+        return self.orchestrator.drain_hook
+
+    @drain_hook.setter
+    def drain_hook(self, hook: DrainHook | None) -> None:
+        self.orchestrator.drain_hook = hook
+
+    @property
+    def node_hook(self) -> NodeHook | None:
+        """Set on EKS: the node's health label and taint, from verified signals only (:mod:`.node_hooks`)."""
+        return self.orchestrator.node_hook
+
+    @node_hook.setter
+    def node_hook(self, hook: NodeHook | None) -> None:
+        self.orchestrator.node_hook = hook
 
     # entry points
     def new_invocation(self) -> None:
@@ -289,6 +306,7 @@ class Repairer:
         if state.get("breaker") == "open":
             self.ledger.hold(group, instance_id)
             self.ledger.record(incident_id, "held", reason="breaker open")
+            self.orchestrator.unschedulable(instance_id, incident_id, self._reason(incident_id))
             return Outcome(instance_id, "suppressed", action, incident_id)
         unhealthy = set(state.get("unhealthy", set()))
         size = self.fleet.group_size(group)
@@ -305,18 +323,20 @@ class Repairer:
                 self.report.metric("CircuitBreakerOpened", group)
             self.ledger.hold(group, instance_id)
             self.ledger.record(incident_id, "held", reason=f"breaker open: {reason}")
+            self.orchestrator.unschedulable(instance_id, incident_id, self._reason(incident_id))
             return Outcome(instance_id, "suppressed", action, incident_id)
         if self.settings.dry_run:
             if self.ledger.announce_once(instance_id, incident_id, action):  # once per decision, not per sweep
                 self.ledger.record(incident_id, "dry-run", action=action)
                 self.report.announce(instance_id, group, action, incident_id, dry_run=True)
+                self.orchestrator.unschedulable(instance_id, incident_id, self._reason(incident_id))
             return Outcome(instance_id, "dry-run", action, incident_id)
         if action == "reboot":
             return self._reboot(instance_id, group, incident_id)
         return self._replace(instance_id, group, incident_id)
 
     def _reboot(self, instance_id: str, group: str, incident_id: str) -> Outcome:
-        self._start_drain(instance_id, incident_id, "reboot")()
+        self.orchestrator.start_drain(instance_id, incident_id, "reboot", self._reason(incident_id))()
         with_retries(self.clients.ec2.reboot_instances, sleep=self.sleep, InstanceIds=[instance_id])
         self.ledger.rebooted(instance_id)
         self.ledger.record(incident_id, "action", action="reboot")
@@ -329,13 +349,15 @@ class Repairer:
         backoff = float(self.ledger.group(group).get("capacity_backoff_until", "0") or 0)
         if self.clock() < backoff:
             self.ledger.record(incident_id, "deferred", reason="no capacity: backing off")
+            self.orchestrator.unschedulable(instance_id, incident_id, self._reason(incident_id))
             return Outcome(instance_id, "deferred", "replace", incident_id)
         if not self.ledger.start_replacement(group, instance_id, self.settings.max_parallel_replacements):
             self.ledger.record(
                 incident_id, "deferred", reason=f"{self.settings.max_parallel_replacements} replacement(s) in flight"
             )
+            self.orchestrator.unschedulable(instance_id, incident_id, self._reason(incident_id))
             return Outcome(instance_id, "deferred", "replace", incident_id)
-        drained = self._start_drain(instance_id, incident_id, "replace")
+        drained = self.orchestrator.start_drain(instance_id, incident_id, "replace", self._reason(incident_id))
         # while the drain runs: the waits overlap
         capture_evidence(
             self.clients, self.settings, self.ledger, instance_id, incident_id, clock=self.clock, sleep=self.sleep
@@ -359,34 +381,8 @@ class Repairer:
         self.report.announce(instance_id, group, "replace", incident_id)
         return Outcome(instance_id, "replaced", "replace", incident_id)
 
-    def _start_drain(self, instance_id: str, incident_id: str, action: Action) -> Callable[[], None]:
-        """The orchestrator hook: take the node out of scheduling (its jobs back to the queue)
-        before it goes. Returns the wait for it. Without an orchestrator there is nothing to
-        drain. A hook that fails is recorded and the repair goes on: a broken scheduler must not
-        keep a failed node."""
-        if self.drain_hook is None:
-            return lambda: None
-        reason = f"{action}: {self._reasons.get(incident_id, 'auto-repair')}"
-
-        def failed(error: Exception) -> None:
-            log.warning("drain hook failed for %s: %s", instance_id, error)
-            self.ledger.record(incident_id, "drain", result="failed", error=str(error)[:500])
-
-        try:
-            finish = self.drain_hook(instance_id, action, reason)
-        except Exception as error:  # any failure of the hook is recorded, never raised
-            failed(error)
-            return lambda: None
-
-        def wait() -> None:
-            try:
-                result = finish()
-            except Exception as error:  # as above
-                failed(error)
-                return
-            self.ledger.record(incident_id, "drain", result=result)
-
-        return wait
+    def _reason(self, incident_id: str) -> str:
+        return self._reasons.get(incident_id, "auto-repair")
 
     def _unconfirmed(self, claim: Signal, group: str, reason: str) -> Outcome:
         """A report its instance's health tag does not confirm: no action; counted (one ledger
@@ -411,13 +407,17 @@ class Repairer:
         boot id). A replacement goes on regardless: only the old instance's termination ends it."""
         instance_id = signal.instance_id
         state = self.ledger.instance(instance_id)
-        if state.get("status") != "open" or state.get("action") != "reboot":
+        if state.get("status") != "open":
+            self.orchestrator.tell(None, "node", lambda hook: hook.schedulable(instance_id, uncordon=False))
             return Outcome(instance_id, "ignored")
+        if state.get("action") != "reboot":
+            return Outcome(instance_id, "ignored")  # a replacement goes on: the node stays unschedulable
         if signal.boot_id and signal.boot_id == state.get("boot_id"):
             return Outcome(instance_id, "ignored")  # the same boot: the reboot has not happened yet
         incident_id = self.ledger.close_incident(instance_id, "recovered")
         if incident_id is None:
             return Outcome(instance_id, "ignored")
+        self.orchestrator.tell(incident_id, "node", lambda hook: hook.schedulable(instance_id, uncordon=True))
         self.ledger.mark_unhealthy(group, instance_id, False)
         self.ledger.record(incident_id, "closed", outcome="recovered")
         self.report.time_since_first_signal(incident_id, group, "SecondsToRepair")

@@ -34,6 +34,9 @@ class Settings:
     repeated_replacements: int = 3
     drain_group: str | None = None  # the orchestrator controller's Auto Scaling group
     drain_command: str | None = None  # run there before a reboot or replacement: COMMAND NODE ACTION REASON
+    eks_cluster: str | None = None  # EKS: the cluster the nodes join; drains and labels through its API
+    eks_endpoint: str | None = None  # its API server (https://...)
+    eks_certificate_authority: str | None = None  # its CA, base64 PEM (CertificateAuthorityData)
 
     def __post_init__(self) -> None:
         if not INSTANCE_ARN_PREFIX.fullmatch(self.instance_arn_prefix):
@@ -63,4 +66,7 @@ class Settings:
             evidence_wait_seconds=int(env.get("EVIDENCE_WAIT_SECONDS", "20")),
             drain_group=env.get("DRAIN_GROUP") or None,
             drain_command=env.get("DRAIN_COMMAND") or None,
+            eks_cluster=env.get("EKS_CLUSTER_NAME") or None,
+            eks_endpoint=env.get("EKS_ENDPOINT") or None,
+            eks_certificate_authority=env.get("EKS_CERTIFICATE_AUTHORITY") or None,
         )

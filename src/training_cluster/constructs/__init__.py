@@ -1,6 +1,7 @@
 """The public constructs: each can be used on its own in any CDK app."""
 
 from .auto_repair import AutoRepair, AutoRepairOptions
+from .eks import EksCluster, EksComponents, EksOptions
 from .events import ClusterEvents
 from .fleet import Fleet, FleetCapacity
 from .lustre import LustreFileSystem
@@ -13,6 +14,9 @@ __all__ = [
     "AutoRepairOptions",
     "ClusterEvents",
     "ClusterNetwork",
+    "EksCluster",
+    "EksComponents",
+    "EksOptions",
     "Fleet",
     "FleetCapacity",
     "LustreFileSystem",

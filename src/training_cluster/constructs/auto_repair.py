@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -29,9 +31,10 @@ from ._repair_control import repair_permissions, repair_rules
 from ._repair_dashboard import breaker_alarms, repair_dashboard
 from ._report_intake import report_intake
 from ._tag_check import FleetsCarryTheClusterTag
+from .eks import EksCluster
 from .fleet import Fleet
 
-SHIPPED_MODULES = ("contract", "patterns", "repair_policy")
+SHIPPED_MODULES = ("contract", "kube_access", "patterns", "repair_policy")
 """The package's modules the repair function imports (``training_cluster.<module>`` in its asset)."""
 
 
@@ -87,6 +90,8 @@ class AutoRepair(Construct):
         topic: sns.ITopic,
         options: AutoRepairOptions | None = None,
         lustre_mount_path: str | None = None,
+        vpc: ec2.IVpc | None = None,
+        vpc_subnets: Sequence[ec2.ISubnet] = (),
     ) -> None:
         """
         :param fleets: the fleets to watch and repair, all of one cluster, each group once.
@@ -94,6 +99,8 @@ class AutoRepair(Construct):
         :param options: default: :class:`AutoRepairOptions` as it is.
         :param lustre_mount_path: the file system the agent checks is mounted and answers;
             default: none checked.
+        :param vpc: run the repair function in this VPC, in ``vpc_subnets`` (private, with a route
+            to AWS's APIs): needed to reach a private Kubernetes API endpoint (:meth:`use_kubernetes`).
         """
         super().__init__(scope, construct_id)
         options = options or AutoRepairOptions()
@@ -159,7 +166,9 @@ class AutoRepair(Construct):
         )  # fmt: skip
         acknowledge(self.dead_letters, "SQS3", "this queue is itself the dead-letter queue of the repair function")
 
-        self.function = self._function(topic, options)
+        if (vpc is None) != (not vpc_subnets):
+            raise ValueError("AutoRepair: give vpc and vpc_subnets together, or neither")
+        self.function = self._function(topic, options, vpc, vpc_subnets)
         self.intake = report_intake(
             self,
             cluster_name=self.cluster_name,
@@ -193,6 +202,35 @@ class AutoRepair(Construct):
         function may send commands to cluster instances already."""
         self.function.add_environment("DRAIN_GROUP", controller.auto_scaling_group.auto_scaling_group_name)
         self.function.add_environment("DRAIN_COMMAND", command)
+
+    def use_kubernetes(self, cluster: EksCluster) -> None:
+        """The EKS hooks: before a reboot or replacement the node is cordoned, marked pending and
+        its pods evicted through the Kubernetes API (bounded; PodDisruptionBudgets honoured up to
+        the bound); a verified fault the control plane holds or defers marks the node
+        ``Unschedulable`` (label and taint), a verified healthy node ``Schedulable``; a replaced
+        node's Node object is deleted. The function authenticates with IAM: an access entry for
+        its role in the group :data:`~training_cluster.kube_access.REPAIR_GROUP`, bound to a
+        ClusterRole with exactly the verbs the client uses. The function must run in the
+        cluster's VPC (``vpc``) to reach a private endpoint."""
+        if not self.function.is_bound_to_vpc:
+            raise ValueError(
+                "use_kubernetes: the repair function reaches the cluster's private API endpoint from the VPC: "
+                "create AutoRepair with vpc and vpc_subnets"
+            )
+        role = self.function.role
+        assert role is not None
+        self.function.add_environment("EKS_CLUSTER_NAME", cluster.cluster.cluster_name)
+        self.function.add_environment("EKS_ENDPOINT", cluster.cluster.cluster_endpoint)
+        self.function.add_environment("EKS_CERTIFICATE_AUTHORITY", cluster.cluster.cluster_certificate_authority_data)
+        cluster.allow_api_from(self.function)
+        cluster.grant_repair(role)
+        # A node's name in Kubernetes is its private DNS name, read from EC2.
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["ec2:DescribeInstances"], resources=["*"]))
+        acknowledge(
+            role,
+            "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
+            "a function in a VPC needs exactly the network-interface permissions AWS keeps in this managed policy",
+        )
 
     def metric(
         self,
@@ -253,7 +291,9 @@ class AutoRepair(Construct):
         """Auto Scaling group name (a token) -> instance group name."""
         return {fleet.auto_scaling_group.auto_scaling_group_name: fleet.group_name for fleet in self.fleets}
 
-    def _function(self, topic: sns.ITopic, options: AutoRepairOptions) -> lambda_.Function:
+    def _function(
+        self, topic: sns.ITopic, options: AutoRepairOptions, vpc: ec2.IVpc | None, subnets: Sequence[ec2.ISubnet]
+    ) -> lambda_.Function:
         stack = Stack.of(self)
         environment = {
             "CLUSTER_NAME": self.cluster_name,
@@ -288,4 +328,7 @@ class AutoRepair(Construct):
             max_event_age=Duration.minutes(10),
             environment=environment,
             description=f"Auto-repair control plane of cluster {self.cluster_name}",
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnets=list(subnets)) if vpc is not None else None,
+            allow_public_subnet=False,
         )

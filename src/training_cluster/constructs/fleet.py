@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsii
-from aws_cdk import Duration, IStableStringProducer, Lazy, Tags
+from aws_cdk import Duration, IStableStringProducer, Lazy, Stack, Tags
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
-from constructs import Construct
+from constructs import Construct, IValidation
 
 from .. import catalog, contract
 from .._assets import grant_read
@@ -78,7 +79,16 @@ class _UserDataText:
         self._bootstrap = bootstrap
 
     def produce(self) -> str:
-        return self._bootstrap.render_text()
+        return self._bootstrap.render()
+
+
+@jsii.implements(IValidation)
+class _Validation:
+    def __init__(self, check: Callable[[], list[str]]) -> None:
+        self._check = check
+
+    def validate(self) -> list[str]:
+        return self._check()
 
 
 @jsii.implements(ec2.IConnectable)
@@ -126,6 +136,7 @@ class Fleet(Construct):
         notification_topic: sns.ITopic | None = None,
         health_check_grace_period: Duration | None = None,
         key_pair_name: str | None = None,
+        instance_metadata_tags: bool = False,
     ) -> None:
         """
         :param cluster_name: the cluster this group belongs to (lower case letters, digits and
@@ -157,6 +168,10 @@ class Fleet(Construct):
         :param health_check_grace_period: how long a new node may boot before EC2 health checks
             count; default 15 minutes (the bootstrap installs the Lustre client and mounts it).
         :param key_pair_name: an EC2 key pair for SSH; default none (Session Manager).
+        :param instance_metadata_tags: let nodes read their tags from the instance metadata
+            service. Default off: nothing on the nodes reads them, and with them on EC2 refuses to
+            launch an instance with a tag key that has a ``/`` (such as EKS's
+            ``kubernetes.io/cluster/<name>``).
         """
         super().__init__(scope, construct_id)
         script_findings = (
@@ -268,7 +283,7 @@ class Fleet(Construct):
             user_data=ec2.UserData.custom(Lazy.string(_UserDataText(self.bootstrap))),
             require_imdsv2=True,
             key_pair=ec2.KeyPair.from_key_pair_name(self, "KeyPair", key_pair_name) if key_pair_name else None,
-            instance_metadata_tags=True,
+            instance_metadata_tags=instance_metadata_tags,
             placement_group=self.placement_group,
             block_devices=[
                 ec2.BlockDevice(
@@ -286,10 +301,8 @@ class Fleet(Construct):
         # and Capacity Blocks.
         cfn_template = self.launch_template.node.default_child
         assert isinstance(cfn_template, ec2.CfnLaunchTemplate)
-        group_id = security_group.security_group_id
-        cfn_template.add_property_override(
-            "LaunchTemplateData.NetworkInterfaces", [_interface(slot, group_id) for slot in self.interfaces]
-        )
+        self._primary_groups: list[str] = [security_group.security_group_id]
+        self._set_interfaces()
         if capacity.reservation_id is not None:
             cfn_template.add_property_override(
                 "LaunchTemplateData.CapacityReservationSpecification",
@@ -316,11 +329,44 @@ class Fleet(Construct):
             if notification_topic
             else None,
         )
+        if instance_metadata_tags:
+            self.node.add_validation(_Validation(self._metadata_tag_problems))
+
+    def _metadata_tag_problems(self) -> list[str]:
+        """With metadata tags on, EC2 refuses to launch an instance with a tag key that has a ``/``
+        (the instance metadata service shows keys as paths): such a fleet would never launch."""
+        cfn_group = self.auto_scaling_group.node.default_child
+        assert isinstance(cfn_group, autoscaling.CfnAutoScalingGroup)
+        tags = Stack.of(self).resolve(cfn_group.tags.render_tags()) or []
+        keys = sorted(t["key"] for t in tags if t.get("propagateAtLaunch") and "/" in str(t["key"]))
+        if not keys:
+            return []
+        return [
+            f"instance_metadata_tags: EC2 refuses to launch instances whose tag keys have a '/' while metadata tags "
+            f"are on, and these tags go on every instance: {', '.join(keys)}; turn metadata tags off or remove the tags"
+        ]
 
     @property
     def connections(self) -> ec2.Connections:
         """The security group every node (or server) has: allow traffic to and from it here."""
         return self._connections
+
+    def add_primary_security_group(self, security_group: ec2.ISecurityGroup) -> None:
+        """Put ``security_group`` on the primary interface (card 0, device 0) beside the fleet's own
+        group, which every interface has: for traffic that is not EFA's, such as an EKS cluster's
+        control plane to the kubelet. New launches get it; running nodes keep what they have."""
+        self._primary_groups.append(security_group.security_group_id)
+        self._set_interfaces()
+
+    def _set_interfaces(self) -> None:
+        cfn_template = self.launch_template.node.default_child
+        assert isinstance(cfn_template, ec2.CfnLaunchTemplate)
+        own = self._primary_groups[0]
+        interfaces = [
+            _interface(slot, self._primary_groups if (slot.network_card_index, slot.device_index) == (0, 0) else [own])
+            for slot in self.interfaces
+        ]
+        cfn_template.add_property_override("LaunchTemplateData.NetworkInterfaces", interfaces)
 
     @property
     def efa_interface_count(self) -> int:
@@ -364,13 +410,13 @@ class Fleet(Construct):
         )
 
 
-def _interface(slot: catalog.NetworkInterfaceSlot, security_group_id: str) -> dict[str, Any]:
+def _interface(slot: catalog.NetworkInterfaceSlot, security_group_ids: list[str]) -> dict[str, Any]:
     # With network interfaces in a launch template, security groups go on each interface. The
     # Auto Scaling group supplies the subnet.
     return {
         "NetworkCardIndex": slot.network_card_index,
         "DeviceIndex": slot.device_index,
         "InterfaceType": slot.interface_type,
-        "Groups": [security_group_id],
+        "Groups": list(security_group_ids),
         "DeleteOnTermination": True,
     }

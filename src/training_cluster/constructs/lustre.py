@@ -115,6 +115,7 @@ class LustreFileSystem(Construct):
             description="FSx for Lustre servers: Lustre ports from the servers and their clients",
             allow_all_outbound=False,
         )
+        self.storage_capacity_gib = storage_capacity_gib
         self.resource = fsx.LustreFileSystem(
             self,
             "Resource",

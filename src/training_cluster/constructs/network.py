@@ -78,6 +78,7 @@ class ClusterNetwork(Construct):
         check_props(self, findings, values={"vpc_cidr": vpc_cidr, "availability_zone": availability_zone})
         self.availability_zone = availability_zone
         self._vpc_cidr = None if vpc is not None else vpc_cidr
+        self._isolated: list[ec2.ISubnet] = []
         if vpc is not None and compute_subnet is not None:
             self.vpc: ec2.IVpc = vpc
             self.compute_subnet: ec2.ISubnet = compute_subnet
@@ -109,9 +110,23 @@ class ClusterNetwork(Construct):
         """Small isolated subnets in a new VPC, one per zone, for a database (RDS wants a subnet
         group in two zones). Their blocks are the first free ones of the VPC's range, next to
         the subnets the VPC has: the same config always gives the same blocks."""
+        return self._isolated_subnets("DatabaseSubnet", "database", availability_zones, prefix_length)
+
+    def add_control_plane_subnets(
+        self, availability_zones: Sequence[str], *, prefix_length: int = DATABASE_SUBNET_PREFIX_LENGTH
+    ) -> list[ec2.ISubnet]:
+        """Small isolated subnets in a new VPC, one per zone, for the EKS control plane's network
+        interfaces (EKS wants two zones; nodes reach the interfaces within the VPC). Laid out as
+        :meth:`add_database_subnets` lays out its own, after any made before."""
+        return self._isolated_subnets("ControlPlaneSubnet", "control plane", availability_zones, prefix_length)
+
+    def _isolated_subnets(
+        self, id_prefix: str, what: str, availability_zones: Sequence[str], prefix_length: int
+    ) -> list[ec2.ISubnet]:
         if self._vpc_cidr is None:
-            raise ValueError("database subnets are created in a new VPC only; pass your own subnets instead")
+            raise ValueError(f"{what} subnets are created in a new VPC only; pass your own subnets instead")
         taken = [ipaddress.IPv4Network(s.ipv4_cidr_block) for s in self.vpc.public_subnets + self.vpc.private_subnets]
+        taken += [ipaddress.IPv4Network(s.ipv4_cidr_block) for s in self._isolated]
         free = (
             block
             for block in ipaddress.IPv4Network(self._vpc_cidr).subnets(new_prefix=prefix_length)
@@ -121,17 +136,18 @@ class ClusterNetwork(Construct):
         for index, zone in enumerate(availability_zones, start=1):
             block = next(free, None)
             if block is None:
-                raise ValueError(f"no free /{prefix_length} left in {self._vpc_cidr} for the database subnets")
+                raise ValueError(f"no free /{prefix_length} left in {self._vpc_cidr} for the {what} subnets")
             subnets.append(
                 ec2.Subnet(
                     self,
-                    f"DatabaseSubnet{index}",
+                    f"{id_prefix}{index}",
                     vpc_id=self.vpc.vpc_id,
                     availability_zone=zone,
                     cidr_block=str(block),
                     map_public_ip_on_launch=False,
                 )
             )
+        self._isolated += subnets
         return subnets
 
     def _create_vpc(self, cidr: str, prefix_length: int, flow_logs: bool) -> tuple[ec2.IVpc, ec2.ISubnet]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aws_cdk import Acknowledgment, Annotations, CfnElement, CfnOutput, RemovalPolicy, Stack, Tags, Validations
@@ -15,6 +16,7 @@ from constructs import Construct
 from .. import catalog, contract
 from ..config import ClusterConfig, InstanceGroupConfig
 from ..constructs.auto_repair import AutoRepair, AutoRepairOptions
+from ..constructs.eks import EksCluster, EksComponents, EksOptions
 from ..constructs.events import ClusterEvents
 from ..constructs.fleet import Fleet, FleetCapacity
 from ..constructs.lustre import LustreFileSystem
@@ -23,7 +25,8 @@ from ..constructs.observability import Observability, ObservabilityOptions
 from ..constructs.slurm import Slurm, SlurmAccountingDatabase, SlurmOptions
 from ..errors import Finding
 from ..node_bootstrap import NodeBootstrap
-from ..types import SLURM_OS
+from ..rules.eks import SYSTEM_GROUP
+from ..types import EKS_OS, SLURM_OS
 
 
 def pascal(name: str) -> str:
@@ -92,10 +95,16 @@ class TrainingClusterStack(Stack):
             )
             self.file_system.allow_clients(self.network)
 
+        self.eks = self._eks_cluster()
+        self.kubernetes_manifests: dict[str, list[dict[str, Any]]] = {}
+        """EKS: the in-cluster components, by name (applied on deploy, or handed over)."""
         self.compute_fleets: dict[str, Fleet] = {group.name: self._fleet(group) for group in config.instance_groups}
-        self.fleets: dict[str, Fleet] = {**self.compute_fleets, **self._slurm_fleets()}
-        """Every fleet: the instance groups, and Slurm's controller and login groups."""
+        self.fleets: dict[str, Fleet] = {**self.compute_fleets, **self._slurm_fleets(), **self._eks_fleets()}
+        """Every fleet: the instance groups, Slurm's controller and login groups, and EKS's system group."""
+        self._join_eks()
         self.auto_repair = self._auto_repair()
+        if self.auto_repair is not None and self.eks is not None:
+            self.auto_repair.use_kubernetes(self.eks)
         self.observability = self._observability()
         self.slurm = self._slurm()
         self.dashboard = self._dashboard()
@@ -111,7 +120,15 @@ class TrainingClusterStack(Stack):
         messages = {finding.message for finding in reported}
         if not messages:
             return
-        pieces = [self.network, self.events, self.file_system, *self.fleets.values(), self.auto_repair, self.slurm]
+        pieces = [
+            self.network,
+            self.events,
+            self.file_system,
+            *self.fleets.values(),
+            self.auto_repair,
+            self.slurm,
+            self.eks,
+        ]
         for construct in [*pieces, self.observability]:
             if construct is None:
                 continue
@@ -170,6 +187,63 @@ class TrainingClusterStack(Stack):
         ]
         return {fleet.group_name: fleet for fleet in fleets}
 
+    def _eks_cluster(self) -> EksCluster | None:
+        orchestrator = self.config.orchestrator
+        if not orchestrator.eks:
+            return None
+        subnets = self._small_subnets(
+            "ControlPlaneSubnet", self.config.network.control_plane_subnet_ids, self.network.add_control_plane_subnets
+        )
+        return EksCluster(
+            self,
+            "Eks",
+            cluster_name=self.config.name,
+            vpc=self.network.vpc,
+            control_plane_subnets=subnets,
+            kubectl_subnets=[self.network.compute_subnet],
+            options=EksOptions(
+                version=orchestrator.kubernetes_version,
+                endpoint_public_cidrs=orchestrator.endpoint_public_cidrs,
+                admin_role_arns=orchestrator.admin_role_arns,
+                kubectl=orchestrator.install_components,
+                taints=dict(orchestrator.taints),
+            ),
+        )
+
+    def _eks_fleets(self) -> dict[str, Fleet]:
+        """EKS's system group: CPU nodes for add-ons and operators, one ENA interface, no placement group."""
+        orchestrator = self.config.orchestrator
+        if not orchestrator.eks:
+            return {}
+        group = InstanceGroupConfig(
+            name=SYSTEM_GROUP,
+            instance_type=orchestrator.system_instance_type,
+            count=orchestrator.system_nodes,
+            efa="off",
+            placement_group=False,
+            os=EKS_OS,
+            root_volume_gib=100,
+        )
+        return {SYSTEM_GROUP: self._fleet(group)}
+
+    def _join_eks(self) -> None:
+        if self.eks is None:
+            return
+        deep_checks = self.config.auto_repair.enabled and self.config.auto_repair.deep_checks
+        for fleet in self.fleets.values():
+            accelerated = fleet.instance_type.accelerator != "none"
+            self.eks.add_fleet(fleet, schedulable_at_boot=not (deep_checks and accelerated))
+        components = self.config.orchestrator.components
+        self.kubernetes_manifests = self.eks.add_components(
+            EksComponents(
+                nvidia_device_plugin=components.nvidia_device_plugin,
+                efa_device_plugin=components.efa_device_plugin,
+                neuron_device_plugin=components.neuron_device_plugin,
+                gpu_metrics=components.gpu_metrics,
+            ),
+            file_system=self.file_system,
+        )
+
     def _slurm(self) -> Slurm | None:
         orchestrator = self.config.orchestrator
         if not orchestrator.enabled:
@@ -195,24 +269,31 @@ class TrainingClusterStack(Stack):
             self.auto_repair.set_drain_command(slurm.controller, slurm.drain_command)
         return slurm
 
+    def _small_subnets(
+        self, construct_id: str, ids: list[str] | None, make: Callable[[list[str]], list[ec2.ISubnet]]
+    ) -> list[ec2.ISubnet]:
+        """Subnets in two zones for a database or the EKS control plane: the user's (by id), or
+        two made in a new VPC (the cluster's zone and the region's next one)."""
+        if ids:
+            subnets = [
+                ec2.Subnet.from_subnet_id(self, f"{construct_id}{i}", subnet_id)
+                for i, subnet_id in enumerate(ids, start=1)
+            ]
+            for subnet in subnets:
+                _own_subnet(subnet)
+            return subnets
+        az = self.config.availability_zone
+        second = next(z for z in catalog.availability_zones(self.config.region) if z != az)
+        return make([az, second])
+
     def _accounting_database(self) -> SlurmAccountingDatabase | None:
         """RDS for slurmdbd with ``accounting: rds``: in two small subnets of a new VPC (the
         cluster's zone and the region's next one), or in the user's database subnets."""
         if self.config.orchestrator.accounting != "rds":
             return None
-        net = self.config.network
-        subnets: list[ec2.ISubnet]
-        if net.database_subnet_ids:
-            subnets = [
-                ec2.Subnet.from_subnet_id(self, f"DatabaseSubnet{i}", subnet_id)
-                for i, subnet_id in enumerate(net.database_subnet_ids, start=1)
-            ]
-            for subnet in subnets:
-                _own_subnet(subnet)
-        else:
-            az = self.config.availability_zone
-            second = next(z for z in catalog.availability_zones(self.config.region) if z != az)
-            subnets = self.network.add_database_subnets([az, second])
+        subnets = self._small_subnets(
+            "DatabaseSubnet", self.config.network.database_subnet_ids, self.network.add_database_subnets
+        )
         return SlurmAccountingDatabase(
             self,
             "SlurmAccounting",
@@ -244,6 +325,8 @@ class TrainingClusterStack(Stack):
             os=group.os,
             machine_image=ec2.MachineImage.generic_linux({self.config.region: group.image_id})
             if group.image_id
+            else self.eks.machine_image(group.instance_type)
+            if self.eks is not None
             else None,
             root_volume_size_gib=group.root_volume_gib,
             bootstrap=bootstrap,
@@ -286,6 +369,9 @@ class TrainingClusterStack(Stack):
             fleets=list(self.fleets.values()),
             topic=self.events_topic,
             lustre_mount_path=self.file_system.mount_path if self.file_system else None,
+            # On EKS the control plane drains through the Kubernetes API, whose endpoint is private.
+            vpc=self.network.vpc if self.eks is not None else None,
+            vpc_subnets=[self.network.compute_subnet] if self.eks is not None else (),
             options=AutoRepairOptions(
                 dry_run=repair.dry_run,
                 max_parallel_replacements=repair.max_parallel_replacements,
@@ -350,6 +436,22 @@ class TrainingClusterStack(Stack):
             CfnOutput(self, "PrometheusRemoteWriteUrl", value=self.observability.remote_write_url)
             if self.observability.grafana is not None:
                 CfnOutput(self, "GrafanaUrl", value=f"https://{self.observability.grafana.attr_endpoint}")
+        if self.eks is not None:
+            CfnOutput(self, "EksClusterName", value=self.eks.cluster.cluster_name)
+            CfnOutput(self, "EksClusterArn", value=self.eks.cluster.cluster_arn)
+            if self.eks.claim_name is not None:
+                CfnOutput(
+                    self,
+                    "FileSystemClaimName",
+                    value=self.eks.claim_name,
+                    description="Pods mount the file system through this claim, in namespace default",
+                )
+            CfnOutput(
+                self,
+                "UpdateKubeconfigCommand",
+                value=self.eks.update_kubeconfig_command,
+                description="Run as one of orchestrator.admin_role_arns to reach the cluster with kubectl",
+            )
         for name, fleet in self.fleets.items():
             CfnOutput(
                 self,

@@ -1,0 +1,554 @@
+"""The control plane's Kubernetes client (EKS), standard library and boto3 only (no ``kubernetes``).
+
+:func:`eks_token` and :class:`EksToken` authenticate with the function's IAM role, :class:`KubeApi`
+speaks HTTPS to the API endpoint (verified against the cluster's CA, a timeout on every request,
+every request checked against ``kube_access.REPAIR_RULES`` before it is sent), :class:`HealthLabeler`
+sets a node's health label, taint and fault, and deletes a replaced node's Node object, and
+:class:`KubernetesDrain` is the orchestrator hook (like ``drain.RunCommandDrain``): cordon, then
+evict through the Eviction API, honouring PodDisruptionBudgets up to a time bound.
+
+**How a Node is found.** By name, ``GET /api/v1/nodes/<name>``, the name being the instance's
+private DNS name as EC2 gives it (:func:`ec2_node_name`); the Node is then used only if its
+``spec.providerID`` ends with exactly ``/<instance id>``. Why not a list of every Node searched for
+the providerID:
+
+- the name is bound to the instance by AWS: the node role's ``EC2_LINUX`` access entry makes a
+  kubelet ``system:node:<its private DNS name>``, and the node authorizer lets it register no
+  other Node. The providerID is what a kubelet says of itself: a node could register one naming
+  another instance, and a search by providerID would find two (STYLE: trust nothing a node says
+  about another node);
+- the providerID check refuses the cases a name alone gets wrong: a private IP (so a name) used
+  again by a newer instance, or a stale Node left by a terminated one;
+- one small request whatever the size of the cluster (a list of a few thousand Nodes is tens of
+  megabytes), within the 60 s detection-to-action goal;
+- ``get`` on nodes, not ``list``: the role reads only the Nodes it is about to act on.
+
+The name is looked up once per instance and kept while the function stays warm, so a replaced
+instance's Node can be deleted in the same invocation after EC2 stops reporting the name (it may
+for a terminated instance): call :meth:`HealthLabeler.delete_node` on the labeler that drained it.
+The role needs ``ec2:DescribeInstances`` for the lookup.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import json
+import re
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode, urlsplit
+
+import boto3
+from botocore.auth import SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+
+from training_cluster.contract import (
+    ANNOTATION_FAULT_REASON,
+    HEALTH_TAINT_EFFECT,
+    INSTANCE_ID,
+    LABEL_FAULT_TYPE,
+    LABEL_HEALTH,
+    NODE_HEALTH_STATUSES,
+    NodeHealthStatus,
+)
+from training_cluster.kube_access import granted
+
+from .aws import Clients, with_retries
+from .drain import WAIT_SECONDS, DrainError
+
+TOKEN_PREFIX = "k8s-aws-v1."
+CLUSTER_HEADER = "x-k8s-aws-id"
+TOKEN_REFRESH_SECONDS = 14 * 60  # EKS accepts a token for 15 minutes from its signing
+TIMEOUT_SECONDS = 10.0  # each request, connecting included
+CONFLICT_ATTEMPTS = 5  # read-modify-write attempts when another writer changed the Node (409)
+RETRY_SECONDS = 1.0  # between eviction rounds while a disruption budget refuses
+PAGE_LIMIT = 500  # pods per list request
+LABEL_VALUE_LIMIT = 63
+REASON_LIMIT = 1024  # characters of the fault reason annotation
+MERGE_PATCH = "application/merge-patch+json"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+GRANTED = granted()
+PENDING: dict[str, NodeHealthStatus] = {
+    "reboot": "UnschedulablePendingReboot",
+    "replace": "UnschedulablePendingReplacement",
+}
+_NOT_IN_LABEL = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class KubeError(DrainError):
+    """A request failed, or the API answered with an unexpected status (``status``, else None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NodeMismatch(DrainError):
+    """The Node of that name is not the instance's: nothing is written to it."""
+
+
+# Authentication ----------------------------------------------------------------------------------
+
+
+def eks_token(credentials: Any, cluster_name: str, region: str) -> str:
+    """A bearer token for EKS: ``k8s-aws-v1.`` and the unpadded base64url of a presigned STS
+    ``GetCallerIdentity`` URL (regional endpoint, 60 s expiry) whose signed headers include
+    ``x-k8s-aws-id: <cluster_name>``. ``credentials``: a boto3 (or botocore) session, botocore
+    credentials, or frozen credentials."""
+    if hasattr(credentials, "get_credentials"):
+        credentials = credentials.get_credentials()
+        if credentials is None:
+            raise KubeError("no AWS credentials to sign the EKS token with")
+    if hasattr(credentials, "get_frozen_credentials"):
+        credentials = credentials.get_frozen_credentials()
+    url = f"https://sts.{region}.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15"
+    request = AWSRequest(method="GET", url=url, headers={CLUSTER_HEADER: cluster_name})
+    SigV4QueryAuth(credentials, "sts", region, expires=60).add_auth(request)
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(str(request.url).encode()).decode().rstrip("=")
+
+
+class TokenSource(Protocol):
+    def __call__(self) -> str: ...
+
+    def expire(self) -> None: ...
+
+
+class EksToken:
+    """:func:`eks_token`, signed again :data:`TOKEN_REFRESH_SECONDS` after the last one (or after
+    the API refused it), so a warm Lambda never sends one that EKS no longer accepts."""
+
+    def __init__(
+        self, credentials: Any, cluster_name: str, region: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.credentials = credentials
+        self.cluster_name = cluster_name
+        self.region = region
+        self.clock = clock
+        self._token: tuple[str, float] | None = None
+
+    def __call__(self) -> str:
+        now = self.clock()
+        if self._token is None or now - self._token[1] >= TOKEN_REFRESH_SECONDS:
+            self._token = (eks_token(self.credentials, self.cluster_name, self.region), now)
+        return self._token[0]
+
+    def expire(self) -> None:
+        self._token = None
+
+
+# Transport ---------------------------------------------------------------------------------------
+
+
+def tls_context(certificate_authority: str) -> ssl.SSLContext:
+    """A client context that trusts only the cluster's CA (base64 PEM, as CloudFormation's
+    ``CertificateAuthorityData`` gives it), host names checked."""
+    try:
+        pem = base64.b64decode(certificate_authority, validate=True).decode("ascii")
+        context = ssl.create_default_context(cadata=pem)
+    except (binascii.Error, UnicodeDecodeError, ssl.SSLError, ValueError) as error:
+        raise ValueError(f"the cluster's certificate authority is not base64 of a PEM certificate: {error}") from None
+    return context
+
+
+class KubeApi:
+    """Requests to the API server at ``endpoint`` (``https://...``), one kept-alive connection."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        certificate_authority: str,
+        token: TokenSource,
+        *,
+        timeout_seconds: float = TIMEOUT_SECONDS,
+    ) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme != "https" or not parts.hostname or parts.path.strip("/") or parts.query:
+            raise ValueError(f"the API endpoint {endpoint!r} is not an https://host[:port] URL")
+        self.host, self.port = parts.hostname, parts.port or 443
+        self.context = tls_context(certificate_authority)
+        self.token = token
+        self.timeout_seconds = timeout_seconds
+        self._connection: http.client.HTTPSConnection | None = None
+
+    def call(
+        self,
+        verb: str,
+        resource: str,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        ok: tuple[int, ...] = (200,),
+        timeout: float | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """``method path`` (the RBAC ``verb`` on the core group's ``resource``), its status and
+        JSON answer; a status not in ``ok`` raises. A refused token (401) is signed again once."""
+        if ("", resource, verb) not in GRANTED:
+            raise KubeError(f"{verb} {resource} is not granted by kube_access.REPAIR_RULES: not sent")
+        target = path + (f"?{urlencode(query)}" if query else "")
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in (1, 2):
+            headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
+            if data is not None:
+                headers["Content-Type"] = content_type
+            status, answer = self._send(method, target, data, headers, timeout or self.timeout_seconds)
+            if status == 401 and attempt == 1:
+                self.token.expire()
+                continue
+            break
+        if status not in ok:
+            message = str(answer.get("message", ""))[:300]
+            raise KubeError(f"{method} {path}: {status} {message}".rstrip(), status)
+        return status, answer
+
+    def _send(
+        self, method: str, target: str, data: bytes | None, headers: dict[str, str], timeout: float
+    ) -> tuple[int, dict[str, Any]]:
+        for attempt in (1, 2):
+            reused = self._connection is not None
+            if self._connection is None:
+                self._connection = http.client.HTTPSConnection(
+                    self.host, self.port, context=self.context, timeout=timeout
+                )
+            connection = self._connection
+            try:
+                if connection.sock is not None:
+                    connection.sock.settimeout(timeout)
+                connection.request(method, target, body=data, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                self.close()
+                # a kept-alive connection the server closed meanwhile: once more on a new one
+                # (every request here is safe to repeat: a patch carries its resourceVersion)
+                if reused and attempt == 1 and not isinstance(error, TimeoutError):
+                    continue
+                raise KubeError(f"{method} {target.split('?')[0]}: {error}") from error
+            if response.will_close:
+                self.close()
+            try:
+                answer = json.loads(raw) if raw else {}
+            except ValueError:
+                answer = {"message": raw[:300].decode(errors="replace")}
+            return response.status, answer if isinstance(answer, dict) else {}
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+# Nodes and their health --------------------------------------------------------------------------
+
+
+def ec2_node_name(clients: Clients, sleep: Callable[[float], None] = time.sleep) -> Callable[[str], str | None]:
+    """instance id -> its private DNS name (its Node's name on EKS) from ``DescribeInstances``,
+    None when EC2 reports none (a terminated instance)."""
+
+    def name(instance_id: str) -> str | None:
+        reservations = with_retries(clients.ec2.describe_instances, sleep=sleep, InstanceIds=[instance_id])
+        for reservation in reservations.get("Reservations", []):
+            for instance in reservation.get("Instances", []):
+                if instance.get("InstanceId") == instance_id and instance.get("PrivateDnsName"):
+                    return str(instance["PrivateDnsName"])
+        return None
+
+    return name
+
+
+def provider_id_matches(node: dict[str, Any], instance_id: str) -> bool:
+    """Whether the Node's ``spec.providerID`` (``aws:///<zone>/<instance id>``) names the instance."""
+    provider = (node.get("spec") or {}).get("providerID")
+    return (
+        bool(INSTANCE_ID.fullmatch(instance_id))
+        and isinstance(provider, str)
+        and provider.startswith("aws://")
+        and provider.endswith(f"/{instance_id}")
+    )
+
+
+def label_value(text: str) -> str | None:
+    """``text`` as a valid label value: runs of other characters become ``-``, at most 63
+    characters, starting and ending alphanumeric; None when nothing is left."""
+    value = _NOT_IN_LABEL.sub("-", text)[:LABEL_VALUE_LIMIT].strip("-_.")
+    return value or None
+
+
+def annotation_value(text: str) -> str:
+    """Free text for an annotation: one line of printable characters, at most 1,024."""
+    return "".join(c if c.isprintable() else " " for c in text[:REASON_LIMIT])
+
+
+def health_patch(
+    node: dict[str, Any],
+    status: NodeHealthStatus,
+    *,
+    fault_type: str | None = None,
+    reason: str | None = None,
+    cordon: bool | None = None,
+) -> dict[str, Any] | None:
+    """The merge patch that gives ``node`` the health ``status`` (None when it has it already):
+    the health label; the health taint for every status but ``Schedulable``, which removes it
+    (other taints are kept as read, so the patch carries the ``resourceVersion`` it was read at);
+    the fault type label and reason annotation (set when given, removed when ``Schedulable``);
+    ``spec.unschedulable`` when ``cordon`` is not None."""
+    if status not in NODE_HEALTH_STATUSES:
+        raise ValueError(f"health status {status!r} is not one of {', '.join(NODE_HEALTH_STATUSES)}")
+    metadata, spec = node.get("metadata") or {}, node.get("spec") or {}
+    labels: dict[str, Any] = {LABEL_HEALTH: status}
+    annotations: dict[str, Any] = {}
+    if status == "Schedulable":
+        labels[LABEL_FAULT_TYPE], annotations[ANNOTATION_FAULT_REASON] = None, None
+    else:
+        if fault_type is not None:
+            labels[LABEL_FAULT_TYPE] = label_value(fault_type)
+        if reason is not None:
+            annotations[ANNOTATION_FAULT_REASON] = annotation_value(reason)
+    changes: dict[str, Any] = {}
+    for field, wanted in (("labels", labels), ("annotations", annotations)):
+        had = metadata.get(field) or {}
+        changed = {key: value for key, value in wanted.items() if had.get(key) != value}
+        if changed:
+            changes.setdefault("metadata", {})[field] = changed
+    taints = spec.get("taints") or []
+    ours = [{k: t.get(k) for k in ("key", "value", "effect")} for t in taints if t.get("key") == LABEL_HEALTH]
+    wanted_taints = (
+        [] if status == "Schedulable" else [{"key": LABEL_HEALTH, "value": status, "effect": HEALTH_TAINT_EFFECT}]
+    )
+    if ours != wanted_taints:
+        changes.setdefault("spec", {})["taints"] = [t for t in taints if t.get("key") != LABEL_HEALTH] + wanted_taints
+    if cordon is not None and bool(spec.get("unschedulable")) != cordon:
+        changes.setdefault("spec", {})["unschedulable"] = cordon
+    if not changes:
+        return None
+    changes.setdefault("metadata", {})["resourceVersion"] = metadata.get("resourceVersion")
+    return changes
+
+
+class HealthLabeler:
+    """A node's health in Kubernetes, written only after the Node is proven to be the instance's
+    (see the module's docstring)."""
+
+    def __init__(
+        self, api: KubeApi, node_name: Callable[[str], str | None], *, attempts: int = CONFLICT_ATTEMPTS
+    ) -> None:
+        self.api = api
+        self.node_name = node_name
+        self.attempts = attempts
+        self.names: dict[str, str] = {}
+
+    def name(self, instance_id: str) -> str:
+        if instance_id not in self.names:
+            name = self.node_name(instance_id)
+            if not name:
+                raise KubeError(f"{instance_id} has no private DNS name: its Node cannot be named")
+            self.names[instance_id] = name
+        return self.names[instance_id]
+
+    def node(self, instance_id: str, *, timeout: float | None = None) -> dict[str, Any] | None:
+        """The instance's Node, None when there is none; :class:`NodeMismatch` when the Node of
+        that name is another instance's."""
+        name = self.name(instance_id)
+        status, node = self.api.call("get", "nodes", "GET", _node_path(name), ok=(200, 404), timeout=timeout)
+        if status == 404:
+            return None
+        if not provider_id_matches(node, instance_id):
+            provider = (node.get("spec") or {}).get("providerID")
+            raise NodeMismatch(f"node {name} has providerID {provider!r}, not {instance_id}'s: left alone")
+        return node
+
+    def set_health(
+        self,
+        instance_id: str,
+        status: NodeHealthStatus,
+        *,
+        fault_type: str | None = None,
+        reason: str | None = None,
+        cordon: bool | None = None,
+        timeout: float | None = None,
+    ) -> str | None:
+        """Give the instance's Node ``status`` (see :func:`health_patch`); read, modified and
+        written again when another writer changed it meanwhile (409), at most ``attempts``
+        times. The Node's name, None when the instance has no Node."""
+        for _ in range(self.attempts):
+            node = self.node(instance_id, timeout=timeout)
+            if node is None:
+                return None
+            patch = health_patch(node, status, fault_type=fault_type, reason=reason, cordon=cordon)
+            if patch is None:
+                return self.name(instance_id)
+            answer, _ = self.api.call(
+                "patch",
+                "nodes",
+                "PATCH",
+                _node_path(self.name(instance_id)),
+                body=patch,
+                content_type=MERGE_PATCH,
+                ok=(200, 409),
+                timeout=timeout,
+            )
+            if answer == 200:
+                return self.name(instance_id)
+        raise KubeError(f"node {self.name(instance_id)} changed under {self.attempts} writes in a row", 409)
+
+    def delete_node(self, instance_id: str) -> bool:
+        """Delete the instance's Node object (after a replacement), on condition that it is still
+        the object whose providerID was checked (its uid). False when there was none."""
+        for _ in range(self.attempts):
+            node = self.node(instance_id)
+            if node is None:
+                return False
+            options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": node["metadata"]["uid"]}}
+            status, _ = self.api.call(
+                "delete", "nodes", "DELETE", _node_path(self.name(instance_id)), body=options, ok=(200, 202, 404, 409)
+            )
+            if status != 409:  # 409: a new object of that name since: checked again
+                return status != 404
+        raise KubeError(f"node {self.name(instance_id)} changed under {self.attempts} deletes in a row", 409)
+
+
+def _node_path(name: str) -> str:
+    return f"/api/v1/nodes/{quote(name, safe='')}"
+
+
+# The drain -----------------------------------------------------------------------------------------
+
+
+def evictable(pod: dict[str, Any]) -> bool:
+    """Whether a drain evicts the pod: not a mirror pod (the kubelet's static pods), not one a
+    DaemonSet controls (it would come back at once: cordoning does not stop DaemonSets), not
+    one that has finished."""
+    metadata = pod.get("metadata") or {}
+    if MIRROR_ANNOTATION in (metadata.get("annotations") or {}):
+        return False
+    if any(o.get("controller") and o.get("kind") == "DaemonSet" for o in metadata.get("ownerReferences") or []):
+        return False
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+class _Eviction:
+    """The evictions from one node until ``deadline``: each pod evicted once, a refused one (429)
+    tried again; each request's timeout ends near the deadline (a second after it at most)."""
+
+    def __init__(self, api: KubeApi, node: str, deadline: float, clock: Callable[[], float]) -> None:
+        self.api, self.node, self.deadline, self.clock = api, node, deadline, clock
+        self.evicted: dict[str, str] = {}  # uid -> namespace/name
+        self.refused: dict[str, str] = {}
+        self.running: dict[str, dict[str, Any]] = {}  # uid -> pod, as last listed
+
+    def timeout(self) -> float:
+        return min(self.api.timeout_seconds, max(1.0, self.deadline - self.clock()))
+
+    def pods(self) -> list[dict[str, Any]]:
+        query = {"fieldSelector": f"spec.nodeName={self.node}", "limit": str(PAGE_LIMIT)}
+        pods: list[dict[str, Any]] = []
+        while True:
+            _, page = self.api.call("list", "pods", "GET", "/api/v1/pods", query=query, timeout=self.timeout())
+            pods += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return pods
+            query = {**query, "continue": token}
+
+    def step(self) -> bool:
+        """Evict what is left to evict (none once past the deadline); whether no pod to evict is
+        left on the node."""
+        self.running = {p["metadata"].get("uid", ""): p for p in filter(evictable, self.pods())}
+        for uid, pod in self.running.items():
+            namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            if uid in self.evicted:
+                continue  # terminating
+            if self.clock() >= self.deadline:
+                break
+            path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}/eviction"
+            body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+            status, _ = self.api.call(
+                "create", "pods/eviction", "POST", path, body=body, ok=(200, 201, 404, 429), timeout=self.timeout()
+            )
+            if status == 429:  # a PodDisruptionBudget refuses, for now
+                self.refused[uid] = f"{namespace}/{name}"
+            elif status != 404:
+                self.evicted[uid] = f"{namespace}/{name}"
+                self.refused.pop(uid, None)
+        return not self.running
+
+    def report(self, wait_seconds: float) -> str:
+        if not self.running:
+            count = len(self.evicted)
+            return f"evicted {count} pod{'' if count == 1 else 's'} from {self.node}"
+        names = sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in self.running.values())
+        refused = sorted(key for uid, key in self.refused.items() if uid in self.running)
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        pods = f"{len(names)} pod{'' if len(names) == 1 else 's'}"
+        text = f"{pods} still running on {self.node} after {wait_seconds:g} s: {shown}"
+        if refused:
+            text += f" (a disruption budget refused {', '.join(refused[:10])})"
+        return text
+
+
+class KubernetesDrain:
+    """The orchestrator hook on EKS: the node's Node is cordoned and marked pending a reboot or a
+    replacement (label, taint, reason), then its pods are evicted through the Eviction API; a
+    PodDisruptionBudget's refusal is tried again until ``wait_seconds`` after the call."""
+
+    def __init__(
+        self,
+        labeler: HealthLabeler,
+        *,
+        wait_seconds: float = WAIT_SECONDS,
+        retry_seconds: float = RETRY_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.labeler = labeler
+        self.wait_seconds = wait_seconds
+        self.retry_seconds = retry_seconds
+        self.sleep = sleep
+        self.clock = clock
+
+    def __call__(self, instance_id: str, action: str, reason: str) -> Callable[[], str]:
+        """Cordon and start the evictions; the returned function goes on with them and reports,
+        at most ``wait_seconds`` after this call, so other work (evidence capture) can overlap."""
+        if action not in PENDING:
+            raise DrainError(f"no drain for action {action!r}: reboot or replace")
+        deadline = self.clock() + self.wait_seconds
+        node = self.labeler.set_health(instance_id, PENDING[action], reason=reason, cordon=True)
+        if node is None:
+            return lambda: f"skipped: {instance_id} has no Node in the cluster"
+        eviction = _Eviction(self.labeler.api, node, deadline, self.clock)
+        eviction.step()
+        return lambda: self._wait(eviction)
+
+    def _wait(self, eviction: _Eviction) -> str:
+        while True:  # at least one look, however long the caller took
+            if eviction.step():
+                return eviction.report(self.wait_seconds)
+            now = self.clock()
+            if now >= eviction.deadline:
+                return eviction.report(self.wait_seconds)
+            self.sleep(min(self.retry_seconds, eviction.deadline - now))
+
+
+def connect(
+    clients: Clients,
+    *,
+    cluster_name: str,
+    endpoint: str,
+    certificate_authority: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> HealthLabeler:
+    """The labeler of the cluster named ``cluster_name`` at ``endpoint`` (its CA as
+    ``CertificateAuthorityData``), authenticated as the function's role, Node names from EC2."""
+    session = clients.session or boto3.Session()
+    region = clients.region or session.region_name
+    if not region:
+        raise ValueError("no AWS region to sign the EKS token for: set the clients' region or AWS_REGION")
+    api = KubeApi(endpoint, certificate_authority, EksToken(session, cluster_name, region))
+    return HealthLabeler(api, ec2_node_name(clients, sleep))

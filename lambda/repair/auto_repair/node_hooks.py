@@ -1,0 +1,60 @@
+"""What the orchestrator hears of a node's health besides the drain: on EKS, the central labeler.
+
+Only the control plane writes a node's health label and taint, and only from signals it has
+verified (the instance's own health tag, checked against the report): a node's credentials can
+change nothing of another node. Every call is recorded in the ledger when it fails, and never
+holds up a repair.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from training_cluster.contract import NodeHealthStatus
+
+from .kubernetes import HealthLabeler
+
+log = logging.getLogger("training-cluster.repair")
+
+
+class NodeHook(Protocol):
+    def unschedulable(self, instance_id: str, reason: str, fault_type: str | None) -> str:
+        """A verified fault the control plane is not acting on yet (held, deferred, dry run)."""
+        ...
+
+    def schedulable(self, instance_id: str, *, uncordon: bool) -> str:
+        """A verified healthy node; ``uncordon`` when the control plane cordoned it (a reboot)."""
+        ...
+
+    def gone(self, instance_id: str) -> str:
+        """The instance was replaced or terminated: its Node object goes."""
+        ...
+
+
+class KubernetesNodes:
+    """:class:`NodeHook` through the Kubernetes API (labels, taint, annotation; Node deletion)."""
+
+    def __init__(self, labeler: HealthLabeler) -> None:
+        self.labeler = labeler
+
+    def unschedulable(self, instance_id: str, reason: str, fault_type: str | None) -> str:
+        return self._set(instance_id, "Unschedulable", reason=reason, fault_type=fault_type, cordon=None)
+
+    def schedulable(self, instance_id: str, *, uncordon: bool) -> str:
+        return self._set(instance_id, "Schedulable", reason=None, fault_type=None, cordon=False if uncordon else None)
+
+    def gone(self, instance_id: str) -> str:
+        return "node deleted" if self.labeler.delete_node(instance_id) else "no node to delete"
+
+    def _set(
+        self,
+        instance_id: str,
+        status: NodeHealthStatus,
+        *,
+        reason: str | None,
+        fault_type: str | None,
+        cordon: bool | None,
+    ) -> str:
+        node = self.labeler.set_health(instance_id, status, fault_type=fault_type, reason=reason, cordon=cordon)
+        return f"{node}: {status}" if node else f"no node for {instance_id}"

