@@ -57,6 +57,7 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/python scripts/generate_catalog.py --check
 	$(BIN)/python scripts/make_dashboards.py --check
+	$(BIN)/python scripts/generate_pytorchjob_crd.py --check
 
 bench: setup
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'

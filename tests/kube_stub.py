@@ -123,6 +123,22 @@ class Authority:
 VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
 
 
+@dataclass
+class Pki:
+    """A throwaway cluster CA and a server certificate it issued for 127.0.0.1, in ``folder``."""
+
+    ca: Authority
+    chain: Path
+    key: Path
+    folder: Path
+
+    @classmethod
+    def make(cls, folder: Path) -> Pki:
+        ca = Authority.make("cluster-ca")
+        chain, key = ca.issue(folder / "server")
+        return cls(ca, chain, key, folder)
+
+
 def rbac_of(method: str, path: str, query: dict[str, list[str]]) -> tuple[str, str, str]:
     """(API group, resource, verb) of a request, as Kubernetes' request info resolver names them."""
     parts = path.strip("/").split("/")

@@ -67,8 +67,13 @@ class Cluster:
     lambda_endpoint: str  # the stand-in for the Lambda Invoke API
     environment: dict[str, str]  # the deployed repair function's
     config: Path
-    invoked: list[dict[str, Any]]  # what the CLI asked the repair function
+    all_invoked: list[dict[str, Any]]  # what the CLI asked the repair function
     announced: list[dict[str, Any]]  # the repair function's EventBridge events
+
+    @property
+    def invoked(self) -> list[dict[str, Any]]:
+        """The requests to act (``nodes`` also asks the function, read only, for scheduler states)."""
+        return [p for p in self.all_invoked if "scheduler_state" not in p]
 
     def cli(self, *argv: str, env: dict[str, str] | None = None, stdin: str = "") -> tuple[int, str, str]:
         environment = {
@@ -143,7 +148,7 @@ def lambda_stand_in(cluster_box: list[Cluster]) -> ThreadingHTTPServer:
             world = cluster_box[0]
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
             assert self.path.startswith("/2015-03-31/functions/") and self.path.endswith("/invocations"), self.path
-            world.invoked.append(body)
+            world.all_invoked.append(body)
             result = handler.handler(body, use=world.repairer())
             payload = json.dumps(result).encode()
             self.send_response(200)
@@ -230,7 +235,9 @@ def test_a_healthy_cluster(cluster: Cluster) -> None:
     rows = [line.split() for line in out.splitlines()[1:]]
     assert code == 0 and len(rows) == 9
     assert sorted(r[0] for r in rows) == sorted(n["instance_id"] for n in nodes)
-    assert all(r[4:] == ["running", r[5], "ok", "healthy", "-"] for r in rows)
+    # no scheduler in this cluster: the control plane has nothing to say of it
+    assert all(r[4:] == ["running", r[5], "ok", "healthy", "-", "-"] for r in rows)
+    assert {n["scheduler"] for n in nodes} == {"-"}
 
 
 def test_a_node_the_agent_reports_unhealthy_then_one_failing_its_status_check(cluster: Cluster) -> None:

@@ -164,7 +164,9 @@ def test_eks_defaults() -> None:
     assert (orchestrator.endpoint_public_cidrs, orchestrator.admin_role_arns) == ([], [])
     assert (orchestrator.system_instance_type, orchestrator.system_nodes) == ("m7i.xlarge", 2)
     assert orchestrator.install_components is True
-    assert config.instance_groups[0].os == "amazon-linux-2023" and config.warnings() == []  # the EKS images' OS, unless written
+    assert (
+        config.instance_groups[0].os == "amazon-linux-2023" and config.warnings() == []
+    )  # the EKS images' OS, unless written
     assert config.warnings() == []
 
 

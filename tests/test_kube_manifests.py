@@ -6,20 +6,29 @@ No API server exists offline (REFERENCE §9). What is checked:
 - what the schemas cannot see: that selectors select the pods and the contract's node labels,
   which taints are tolerated, the volume-claim binding, label and name syntax;
 - the PyTorchJob: its pod template as above, and the custom resource's own fields against the
-  typed models of the Kubeflow training SDK (1.9.4), when it is installed. The training
-  operator's CRD itself cannot be fetched here, and nothing checks what the operator's webhook
-  would refuse beyond those types.
+  typed models of the Kubeflow training SDK (1.9.4) and against the definition the cluster
+  installs (its schema generated from those models), with kubectl's strict field validation
+  emulated by jsonschema. No API server runs the definition, and nothing checks what the
+  operator itself would refuse beyond those types (its webhook is off);
+- the training operator: its access (no wildcard, only the PyTorchJob controller's resources),
+  its Deployment (non-root, pinned image), and that the shipped schema is the generator's.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -31,6 +40,7 @@ from training_cluster import kube_manifests as km
 KUBERNETES_VERSION = "1.35"
 """The Kubernetes minor the cluster pins."""
 EXAMPLE = ROOT / "examples" / "eks" / "pytorchjob.yaml"
+GENERATOR = ROOT / "scripts" / "generate_pytorchjob_crd.py"
 TOKEN = "${Token[TOKEN.%d]}"
 
 SETS: dict[str, Callable[[], list[km.Manifest]]] = {
@@ -48,6 +58,9 @@ SETS: dict[str, Callable[[], list[km.Manifest]]] = {
         file_system_id=TOKEN % 1, dns_name=TOKEN % 2, mount_name=TOKEN % 3, capacity_gib=TOKEN % 4,
         name="scratch", namespace="team-a",
     ),
+    "operator": km.training_operator,
+    "operator-volcano": lambda: km.training_operator(gang_scheduler_name="volcano"),
+    "operator-scheduler-plugins": lambda: km.training_operator(gang_scheduler_name="scheduler-plugins-scheduler"),
 }  # fmt: skip
 OBJECTS = [(f"{key}:{obj['kind']}/{obj['metadata']['name']}", obj) for key, make in SETS.items() for obj in make()]
 DAEMONSETS = {  # with the default arguments
@@ -85,9 +98,12 @@ def tolerates(tolerations: list[dict[str, Any]], key: str, value: str, effect: s
 
 
 def labels_in(obj: Any) -> Iterator[tuple[str, str]]:
-    """Every (key, value) of every labels, matchLabels and nodeSelector map in ``obj``."""
+    """Every (key, value) of every labels, matchLabels and nodeSelector map in ``obj`` (a
+    definition's schema names such fields: it holds none)."""
     if isinstance(obj, dict):
         for key, value in obj.items():
+            if key == "openAPIV3Schema":
+                continue
             if key in ("labels", "matchLabels", "nodeSelector") and isinstance(value, dict):
                 yield from value.items()
             else:
@@ -446,3 +462,302 @@ def test_the_model_check_refuses_a_broken_job(job: dict[str, Any]) -> None:
         "('resource' was unexpected)",
         ".spec: Invalid value for `run_policy`, must not be `None`",
     ]
+
+
+# The training operator ---------------------------------------------------------------------------
+
+
+def operator_objects(**kwargs: Any) -> dict[str, dict[str, Any]]:
+    """The operator's objects by kind (one of each)."""
+    objects = km.training_operator(**kwargs)
+    by_kind = {obj["kind"]: obj for obj in objects}
+    assert len(by_kind) == len(objects)
+    return by_kind
+
+
+def grants(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """Every (API group, resource, verb) a role grants."""
+    return {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+
+
+READ = {"get", "list", "watch"}
+ALL = READ | {"create", "update", "patch", "delete"}
+
+
+def test_the_operator_role_grants_no_wildcard() -> None:
+    for key in ("operator", "operator-volcano", "operator-scheduler-plugins"):
+        for obj in SETS[key]():
+            for rule in obj.get("rules", []):
+                for field in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule[field], (key, obj["kind"], rule)
+                    assert not any("*" in item for item in rule[field]), (key, obj["kind"], rule)
+
+
+def test_the_cluster_role_is_what_the_pytorchjob_controller_and_the_rotator_use() -> None:
+    role = operator_objects()["ClusterRole"]
+    expected = (
+        {("kubeflow.org", "pytorchjobs", v) for v in ALL}
+        | {("kubeflow.org", "pytorchjobs/status", v) for v in ("get", "update", "patch")}
+        | {("kubeflow.org", "pytorchjobs/finalizers", "update")}
+        | {("", "pods", v) for v in ALL}
+        | {("", "services", v) for v in READ | {"create", "delete"}}
+        | {("", "events", v) for v in ("create", "patch")}
+        | {("autoscaling", "horizontalpodautoscalers", v) for v in ALL}
+        # Read only: the rotator watches webhook configurations, but none is registered.
+        | {("admissionregistration.k8s.io", "validatingwebhookconfigurations", v) for v in READ}
+        # Read only without gang scheduling: watched whenever their definitions exist.
+        | {(g, "podgroups", v) for g in ("scheduling.volcano.sh", "scheduling.x-k8s.io") for v in READ}
+    )
+    assert grants(role) == expected
+    # Nothing of the other job kinds' controllers (MPI's configmaps, roles, exec; the other CRDs),
+    # and no Secret anywhere but the operator's own namespace.
+    assert not {r for _, r, _ in grants(role)} & {
+        "secrets",
+        "configmaps",
+        "roles",
+        "rolebindings",
+        "pods/exec",
+        "tfjobs",
+    }
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "written"),
+    [("volcano", "scheduling.volcano.sh"), ("scheduler-plugins-scheduler", "scheduling.x-k8s.io")],
+)
+def test_gang_scheduling_adds_writing_that_schedulers_podgroups_only(scheduler: str, written: str) -> None:
+    objects = operator_objects(gang_scheduler_name=scheduler)
+    podgroups = {(g, v) for g, r, v in grants(objects["ClusterRole"]) if r == "podgroups"}
+    other = ({"scheduling.volcano.sh", "scheduling.x-k8s.io"} - {written}).pop()
+    assert podgroups == {(written, v) for v in ALL} | {(other, v) for v in READ}
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert f"--gang-scheduler-name={scheduler}" in container["args"]
+
+
+@pytest.mark.parametrize("bad", ["Volcano", "", "a_b", "x" * 64])
+def test_a_gang_scheduler_name_that_cannot_be_one_is_refused(bad: str) -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"gang_scheduler_name must be volcano or a scheduler's name (a DNS label), got {bad!r}"),
+    ):
+        km.training_operator(gang_scheduler_name=bad)
+
+
+def test_the_operator_runs_as_the_account_its_roles_are_bound_to() -> None:
+    objects = operator_objects()
+    account = objects["ServiceAccount"]["metadata"]
+    assert account == {"name": "training-operator", "namespace": "kubeflow", "labels": account["labels"]}
+    assert objects["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == account["name"]
+    for kind in ("ClusterRole", "Role"):
+        binding = objects[f"{kind}Binding"]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": kind,
+            "name": objects[kind]["metadata"]["name"],
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+        ]
+    # Its Secret and its leader-election Lease, in its own namespace only.
+    role = objects["Role"]
+    assert role["metadata"]["namespace"] == objects["RoleBinding"]["metadata"]["namespace"] == "kubeflow"
+    assert grants(role) == {("", "secrets", v) for v in READ | {"update"}} | {
+        ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
+    }
+
+
+def test_the_operator_runs_non_root_from_the_pinned_image_and_only_the_pytorchjob_controller() -> None:
+    objects = operator_objects()
+    deployment = objects["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    image = km.IMAGES["training-operator"]
+    assert container["image"] == image.reference() == "docker.io/kubeflow/training-operator:v1-04f9f13"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] != 0 and security["runAsGroup"] != 0
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+    assert security["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # One scheme (PyTorchJob), one active replica.
+    assert container["args"] == ["--enable-scheme=pytorchjob", "--leader-elect"]
+    assert deployment["spec"]["replicas"] == 1
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8081}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8081}
+    match = deployment["spec"]["selector"]["matchLabels"]
+    assert match and match.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert pod["nodeSelector"] == {contract.LABEL_ACCELERATOR: "none"}  # CPU nodes, never a GPU's place
+    assert objects["Namespace"]["metadata"]["name"] == deployment["metadata"]["namespace"] == "kubeflow"
+
+
+def test_the_certificate_rotator_finds_its_secret_mounted_and_no_webhook_is_registered() -> None:
+    objects = operator_objects()
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    secret = objects["Secret"]
+    assert (secret["metadata"]["name"], secret["metadata"]["namespace"]) == (
+        "training-operator-webhook-cert",
+        "kubeflow",
+    )
+    assert "data" not in secret and "stringData" not in secret  # the rotator writes the certificates
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = container["volumeMounts"]
+    assert mount == {"name": mount["name"], "mountPath": "/tmp/k8s-webhook-server/serving-certs", "readOnly": True}
+    assert volumes[mount["name"]]["secret"] == {"secretName": secret["metadata"]["name"]}
+    kinds = {obj["kind"] for obj in km.training_operator()}
+    assert not kinds & {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Service"}
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        lambda v: v["schema"]["openAPIV3Schema"].update(requird=["spec"]),  # unknown schema keyword
+        lambda v: v["schema"]["openAPIV3Schema"]["properties"]["spec"].update(type=5),  # wrong type
+        lambda v: v["subresources"]["scale"].pop("specReplicasPath"),  # required field
+    ],
+    ids=["unknown-keyword", "wrong-type", "missing-required"],
+)
+def test_the_same_validation_refuses_a_broken_definition(break_it: Callable[[dict[str, Any]], Any]) -> None:
+    crd = operator_objects()["CustomResourceDefinition"]
+    break_it(crd["spec"]["versions"][0])
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(crd)
+
+
+def test_the_definition_is_pytorchjob_v1_only() -> None:
+    crds = [obj for obj in km.training_operator() if obj["kind"] == "CustomResourceDefinition"]
+    (crd,) = crds
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == "pytorchjobs.kubeflow.org"
+    assert (spec["group"], spec["scope"], spec["names"]["kind"], spec["names"]["plural"]) == (
+        "kubeflow.org", "Namespaced", "PyTorchJob", "pytorchjobs",
+    )  # fmt: skip
+    (version,) = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+
+
+# The PyTorchJob definition's schema --------------------------------------------------------------
+
+
+def crd_schema() -> dict[str, Any]:
+    crd = operator_objects()["CustomResourceDefinition"]
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def strict(node: dict[str, Any]) -> dict[str, Any]:
+    """A definition's structural schema as plain JSON Schema, applied as kubectl's strict field
+    validation (its default since Kubernetes 1.27) has the API server apply it: x-kubernetes-*
+    keys dropped, and an object that lists its properties refusing any other unless it keeps
+    unknown fields."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes-"):
+            continue
+        if key == "properties":
+            out[key] = {name: strict(child) for name, child in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = strict(value)
+        elif key == "anyOf":
+            out[key] = [strict(child) for child in value]
+        else:
+            out[key] = value
+    if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def schema_problems(document: Any) -> list[tuple[str, str]]:
+    validator = jsonschema.Draft7Validator(strict(crd_schema()))
+    return sorted(
+        (".".join(map(str, error.absolute_path)), error.validator) for error in validator.iter_errors(document)
+    )
+
+
+def schema_at(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    """The schema of a field path such as ``.spec.pytorchReplicaSpecs.Worker.replicas`` (a map's
+    key stands for any key)."""
+    node = schema
+    for part in path.strip(".").split("."):
+        node = node["properties"][part] if part in node.get("properties", {}) else node["additionalProperties"]
+    return node
+
+
+def test_the_example_job_passes_the_definitions_schema(job: dict[str, Any]) -> None:
+    assert schema_problems(job) == []
+
+
+def test_the_definitions_schema_refuses_a_broken_job(job: dict[str, Any]) -> None:
+    broken = copy.deepcopy(job)
+    broken["spec"]["elasticPolicy"]["minReplica"] = 1  # a misspelt field
+    broken["spec"]["elasticPolicy"]["maxRestarts"] = "100"  # a string for an int
+    broken["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = "4"
+    broken["spec"]["runPolicy"]["managedBy"] = "kueue.x-k8s.io/multikueue"  # the SDK's, not v1.8.1's
+    assert schema_problems(broken) == [
+        ("spec.elasticPolicy", "additionalProperties"),
+        ("spec.elasticPolicy.maxRestarts", "type"),
+        ("spec.pytorchReplicaSpecs.Worker.replicas", "type"),
+        ("spec.runPolicy", "additionalProperties"),
+    ]
+    del broken["spec"]["pytorchReplicaSpecs"]
+    assert ("spec", "required") in schema_problems(broken)
+
+
+def test_run_policy_is_optional_as_in_the_operators_own_definition(job: dict[str, Any]) -> None:
+    without = copy.deepcopy(job)
+    del without["spec"]["runPolicy"]
+    assert schema_problems(without) == []
+
+
+def test_pod_templates_are_open_objects_and_the_scale_paths_exist() -> None:
+    schema = crd_schema()
+    assert schema_at(schema, ".spec.pytorchReplicaSpecs.Worker.template") == {
+        "type": "object", "x-kubernetes-preserve-unknown-fields": True,
+    }  # fmt: skip
+    assert schema["properties"]["metadata"] == {"type": "object"}
+    version = operator_objects()["CustomResourceDefinition"]["spec"]["versions"][0]
+    scale = version["subresources"]["scale"]
+    assert schema_at(schema, scale["specReplicasPath"])["type"] == "integer"
+    assert schema_at(schema, scale["statusReplicasPath"])["type"] == "integer"
+    assert schema_at(schema, scale["labelSelectorPath"])["type"] == "string"
+    assert version["subresources"]["status"] == {}
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("generate_pytorchjob_crd", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_shipped_schema_is_what_the_generator_writes() -> None:
+    # The lint target's --check path, as it runs there.
+    result = subprocess.run([sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_generator_check_fails_on_a_stale_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = load_generator()
+    stale = tmp_path / "schema.json"
+    stale.write_text('{"openAPIV3Schema":{}}\n')
+    monkeypatch.setattr(generator, "OUTPUT", stale)
+    assert generator.main(["--check"]) == 1
+    assert generator.main([]) == 0
+    assert generator.main(["--check"]) == 0
+    assert json.loads(stale.read_text())["openAPIV3Schema"] == crd_schema()
+
+
+@pytest.mark.parametrize(
+    ("first", "code"), [("", 0), ("import kubeflow.training; ", 1)], ids=["package", "check-works"]
+)
+def test_the_package_builds_the_operator_without_the_sdk(first: str, code: int) -> None:
+    script = (
+        f"import sys; {first}from training_cluster import kube_manifests as km; km.training_operator(); "
+        "sys.exit(sorted(m for m in sys.modules if m.split('.')[0] in ('kubeflow', 'kubernetes')) or 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == code, result.stderr

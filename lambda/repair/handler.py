@@ -3,8 +3,9 @@
 ``handler``, the repair function: AWS's tag-change events for the health tag, EC2 state changes,
 AWS Health scheduled events, Auto Scaling launch failures, the one-minute sweep schedule,
 ``{"reset_circuit_breaker": GROUP}``, a person's request ``{"repair": {"instance_id": ID, "action":
-"reboot" | "replace", "requested_by": WHO}}`` (the command line's ``repair``), and the agent's
-claims the intake forwards (checked against the instance's health tag again).
+"reboot" | "replace", "requested_by": WHO}}`` (the command line's ``repair``), the agent's
+claims the intake forwards (checked against the instance's health tag again), and
+``{"scheduler_state": [ID, ...]}`` (the command line's ``nodes``: read only).
 
 ``intake``, the report intake (a function of its own): the agent's events, which anyone who may
 put events on the bus can forge, checked against the named instance's health tag; only the
@@ -21,9 +22,10 @@ from typing import Any
 from auto_repair.aws import Clients
 from auto_repair.drain import RunCommandDrain
 from auto_repair.intake import Intake, IntakeSettings
-from auto_repair.kubernetes import KubernetesDrain, connect
+from auto_repair.kubernetes import HealthLabeler, KubernetesDrain, connect
 from auto_repair.node_hooks import KubernetesNodes
 from auto_repair.repair import Outcome, Repairer
+from auto_repair.scheduler_state import KubernetesState, SlurmState
 from auto_repair.settings import Settings
 from auto_repair.signals import from_event
 from training_cluster.contract import INSTANCE_ID
@@ -47,16 +49,23 @@ def make_repairer(settings: Settings, clients: Clients) -> Repairer:
     r = Repairer(settings, clients)
     if settings.drain_group and settings.drain_command:
         r.drain_hook = RunCommandDrain(clients, controller_group=settings.drain_group, command=settings.drain_command)
-    if settings.eks_cluster and settings.eks_endpoint and settings.eks_certificate_authority:
-        labeler = connect(
-            clients,
-            cluster_name=settings.eks_cluster,
-            endpoint=settings.eks_endpoint,
-            certificate_authority=settings.eks_certificate_authority,
-        )
+    labeler = kubernetes_labeler(settings, clients)
+    if labeler is not None:
         r.drain_hook = KubernetesDrain(labeler)
         r.node_hook = KubernetesNodes(labeler)
     return r
+
+
+def kubernetes_labeler(settings: Settings, clients: Clients) -> HealthLabeler | None:
+    """The client of the cluster's Kubernetes API, when the cluster runs EKS."""
+    if not (settings.eks_cluster and settings.eks_endpoint and settings.eks_certificate_authority):
+        return None
+    return connect(
+        clients,
+        cluster_name=settings.eks_cluster,
+        endpoint=settings.eks_endpoint,
+        certificate_authority=settings.eks_certificate_authority,
+    )
 
 
 def handler(event: Any, context: Any = None, *, use: Repairer | None = None) -> dict[str, Any]:
@@ -76,6 +85,11 @@ def handler(event: Any, context: Any = None, *, use: Repairer | None = None) -> 
             log.warning("dropped a reset_circuit_breaker that is not a group name")
     elif "repair" in event:
         outcomes = _manual(r, event["repair"])
+    elif "scheduler_state" in event:
+        return {
+            "outcomes": [],
+            "scheduler": scheduler_states(event["scheduler_state"], settings=r.settings, clients=r.clients),
+        }
     elif event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
         outcomes = r.sweep()
     elif event.get("source") == "aws.autoscaling":
@@ -107,6 +121,24 @@ def _manual(r: Repairer, request: Any) -> list[Outcome]:
         log.warning("dropped a repair request whose action is not reboot or replace")
         return []
     return [r.manual(instance_id, action, who[:200] or "unknown")]
+
+
+MAX_STATE_NODES = 2000
+
+
+def scheduler_states(instance_ids: Any, *, settings: Settings, clients: Clients) -> dict[str, str]:
+    """What the scheduler says of each node (``{"scheduler_state": [ID, ...]}``, the command
+    line's ``nodes``): read only; empty without a scheduler or for a malformed request."""
+    if not isinstance(instance_ids, list) or len(instance_ids) > MAX_STATE_NODES:
+        log.warning("dropped a scheduler_state request that is not a list of at most %d ids", MAX_STATE_NODES)
+        return {}
+    ids = [i for i in instance_ids if isinstance(i, str) and INSTANCE_ID.fullmatch(i)]
+    labeler = kubernetes_labeler(settings, clients)
+    if labeler is not None:
+        return KubernetesState(labeler)(ids)
+    if settings.drain_group:
+        return SlurmState(clients, controller_group=settings.drain_group)(ids)
+    return {}
 
 
 def intake(event: Any, context: Any = None, *, use: Intake | None = None) -> dict[str, Any]:

@@ -84,7 +84,7 @@ def write_handed_over_manifests(stack: TrainingClusterStack, directory: Path) ->
         "(orchestrator.install_components: false). Apply the files in order. Fill in the file system's values\n"
         "from the stack's outputs first:\n\n"
         "  FILE_SYSTEM_ID=<output FileSystemId> FILE_SYSTEM_DNS_NAME=<output FileSystemDnsName> \\\n"
-        "  FILE_SYSTEM_MOUNT_NAME=<output FileSystemMountName> envsubst < 0N-fsx-volume.yaml | kubectl apply -f -\n",
+        "  FILE_SYSTEM_MOUNT_NAME=<output FileSystemMountName> envsubst < NN-fsx-volume.yaml | kubectl apply -f -\n",
         encoding="utf-8",
     )
     return [*written, readme]

@@ -306,6 +306,8 @@ class EksComponentsConfig(_Section):
     """The Neuron device plugin on Trainium and Inferentia nodes (``aws.amazon.com/neuron``)."""
     gpu_metrics: StrictBool = True
     """The DCGM exporter on GPU nodes, with pod and namespace labels, scraped by each node's collector."""
+    training_operator: StrictBool = True
+    """The Kubeflow training operator 1.8.1 (``PyTorchJob``; HyperPod's job auto-resume works with it)."""
 
 
 class OrchestratorConfig(_Section):

@@ -64,6 +64,7 @@ class Node:
     boot_id: str
     status_checks: str  # ok | impaired | initializing | ... (EC2's instance and system checks)
     incident: dict[str, Any] | None  # the node's open or last incident, from the ledger
+    scheduler: str = "-"  # what Slurm or Kubernetes says of it, through the control plane
 
 
 @dataclass
@@ -243,6 +244,23 @@ class Cluster:
             raise OperateError(f"the repair function failed: {body.decode(errors='replace')[:1000]}")
         outcomes: list[dict[str, Any]] = json.loads(body or b"{}").get("outcomes", [])
         return outcomes
+
+    def scheduler_states(self, instance_ids: list[str]) -> dict[str, str]:
+        """What the scheduler says of each node (Slurm's ``sinfo``; Kubernetes' Ready condition,
+        cordon and health label), asked of the control plane, which reaches the scheduler when
+        this machine may not (a private API endpoint). Empty when it cannot say."""
+        if "RepairFunctionName" not in self.outputs or not instance_ids:
+            return {}
+        response = self.client("lambda").invoke(
+            FunctionName=self.output("RepairFunctionName"),
+            InvocationType="RequestResponse",
+            Payload=json.dumps({"scheduler_state": instance_ids}).encode(),
+        )
+        body = response["Payload"].read()
+        if response.get("FunctionError"):
+            return {}
+        states = json.loads(body or b"{}").get("scheduler", {})
+        return {str(k): str(v) for k, v in states.items()} if isinstance(states, dict) else {}
 
     def caller(self) -> str:
         try:

@@ -8,8 +8,6 @@ import base64
 import re
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +26,7 @@ from kube_stub import (
     SECRET_KEY,
     Authority,
     KubeStub,
+    Pki,
     Running,
     Seen,
     decoded_token,
@@ -66,20 +65,9 @@ MERGE = "application/merge-patch+json"
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")  # Kubernetes' rule
 
 
-@dataclass
-class Pki:
-    ca: Authority
-    chain: Path
-    key: Path
-    folder: Path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    folder = tmp_path_factory.mktemp("kube-pki")
-    ca = Authority.make("cluster-ca")
-    chain, key = ca.issue(folder / "server")
-    return Pki(ca, chain, key, folder)
+    return Pki.make(tmp_path_factory.mktemp("kube-pki"))
 
 
 @pytest.fixture
@@ -230,6 +218,24 @@ def test_a_server_that_never_answers_times_out(pki: Pki, clock: Clock) -> None:
         client = KubeApi(url, pki.ca.data, EksToken(CREDENTIALS, CLUSTER, REGION, clock=clock), timeout_seconds=0.2)
         with pytest.raises(KubeError, match="timed out"):
             client.call("get", "nodes", "GET", N1)
+
+
+def test_after_an_unanswered_request_the_next_ones_fail_at_once_for_a_while(pki: Pki, clock: Clock) -> None:
+    """Each unanswered request costs a timeout, and they stand between a fault and its repair."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        client = KubeApi(
+            url, pki.ca.data, EksToken(CREDENTIALS, CLUSTER, REGION, clock=clock), timeout_seconds=0.2, clock=clock
+        )
+        with pytest.raises(KubeError, match="timed out"):
+            client.call("get", "nodes", "GET", N1)
+        silent.close()
+        with mock.patch.object(client, "_send", side_effect=AssertionError("sent")):
+            with pytest.raises(KubeError, match="not sent, the API did not answer a moment ago"):
+                client.call("patch", "nodes", "PATCH", N1, body={})
+            clock.now += kubernetes.UNREACHABLE_SECONDS
+            with pytest.raises(AssertionError, match="sent"):  # tried again once the while is over
+                client.call("get", "nodes", "GET", N1)
 
 
 @pytest.mark.parametrize(

@@ -324,6 +324,7 @@ def test_components_go_where_the_fleets_need_them_and_are_applied_on_deploy(eks:
         "dcgm-exporter",
         "efa-device-plugin",
         "neuron-device-plugin",
+        "training-operator",
         "fsx-volume",
         "repair-access",
     ]
@@ -360,6 +361,7 @@ def test_no_components_without_the_fleets_that_need_them(eks_own_vpc: Synthesize
         "nvidia-device-plugin",
         "dcgm-exporter",
         "efa-device-plugin",
+        "training-operator",
         "repair-access",
     ]
     assert eks_own_vpc.resources("Custom::AWSCDK-EKS-KubernetesResource") == {}
@@ -384,11 +386,12 @@ def test_handed_over_manifests_are_written_into_the_assembly(tmp_path: Path) -> 
         "02-dcgm-exporter.yaml",
         "03-efa-device-plugin.yaml",
         "04-neuron-device-plugin.yaml",
-        "05-fsx-volume.yaml",
-        "06-repair-access.yaml",
+        "05-training-operator.yaml",
+        "06-fsx-volume.yaml",
+        "07-repair-access.yaml",
         "README.txt",
     ]
-    volume, _claim = yaml.safe_load_all((folder / "05-fsx-volume.yaml").read_text())
+    volume, _claim = yaml.safe_load_all((folder / "06-fsx-volume.yaml").read_text())
     assert volume["spec"]["csi"]["volumeHandle"] == "${FILE_SYSTEM_ID}"
     assert volume["spec"]["csi"]["volumeAttributes"] == {
         "dnsname": "${FILE_SYSTEM_DNS_NAME}",

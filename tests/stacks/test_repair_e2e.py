@@ -6,6 +6,7 @@ delivered in order: moto would run the function in Docker); AWS's events to the 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,23 +16,29 @@ from typing import Any
 from unittest import mock
 
 import boto3
+import kube_stub
 import pytest
 from aws_cdk import App, Stack
 from aws_cdk import aws_ec2 as ec2
 from botocore.stub import Stubber
+from kube_stub import ACCESS_KEY, SECRET_KEY, Authority, KubeStub, Running, node, pod
 from moto import mock_aws
 
 import handler
+import offline_deploy
 from auto_repair.aws import Clients
 from auto_repair.intake import Intake, IntakeSettings
+from auto_repair.kubernetes import KubernetesDrain
+from auto_repair.node_hooks import KubernetesNodes
 from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
-from conftest import CDK_CONTEXT, Synthesized, minimal_config
+from conftest import CDK_CONTEXT, ROOT, Synthesized, minimal_config
 from iam_tags import unmet_tag_conditions
 from offline_deploy import deploy
 from repair_world import health_tag, impaired, tag_event
 from training_cluster import ClusterConfig
 from training_cluster.constructs import AutoRepair, ClusterEvents, Fleet
+from training_cluster.contract import LABEL_HEALTH
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # moto names each type it skips
 REGION = "us-east-1"
@@ -463,3 +470,127 @@ def test_a_hand_made_auto_repair_reboots_and_replaces_in_each_group(hand_made: D
     assert hand_made.state(gpu[2]) in ("shutting-down", "terminated")
     assert all(hand_made.state(i) == "running" for i in (gpu[1], gpu[3], cpu[0]))
     assert len(hand_made.instances(gpu_asg)) == 4
+
+
+# The EKS example deployed (issue 11): the repair function's EKS hooks in the deployed wiring
+
+EKS_NOT_MODELED = {"AWS::EKS::Cluster", "AWS::EKS::Addon", "AWS::EKS::AccessEntry"}
+"""moto's CloudFormation has no EKS: these are left out like the other types it does not model."""
+
+
+def moto_eks_template(template: dict[str, Any]) -> dict[str, Any]:
+    """The EKS example's template as moto can create it. The cluster's ``Ref`` becomes its name
+    (what CloudFormation returns); its security group (which EKS creates) a stand-in group in the
+    same VPC; the kubectl-ready barrier parameter gets a name (CloudFormation would generate one,
+    moto needs one). Its endpoint and CA stay placeholders: the test points them at the stand-in."""
+    template = json.loads(json.dumps(template))
+    resources = template["Resources"]
+    ((cluster_id, cluster),) = [(k, r) for k, r in resources.items() if r["Type"] == "AWS::EKS::Cluster"]
+    control_plane = cluster["Properties"]["ResourcesVpcConfig"]["SecurityGroupIds"][0]["Fn::GetAtt"][0]
+    resources["ClusterSecurityGroupStandIn"] = {
+        "Type": "AWS::EC2::SecurityGroup",
+        "Properties": {
+            "GroupDescription": "stands in for the security group EKS creates for the cluster",
+            "VpcId": resources[control_plane]["Properties"]["VpcId"],
+        },
+    }
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::SSM::Parameter":
+            resource["Properties"].setdefault("Name", logical_id)
+    swaps = {
+        json.dumps({"Ref": cluster_id}): cluster["Properties"]["Name"],
+        json.dumps({"Fn::GetAtt": [cluster_id, "ClusterSecurityGroupId"]}): {
+            "Fn::GetAtt": ["ClusterSecurityGroupStandIn", "GroupId"]
+        },
+    }
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, dict):
+            return swaps.get(json.dumps(value)) or {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        return value
+
+    swapped: dict[str, Any] = swap(template)
+    return swapped
+
+
+@pytest.fixture
+def deployed_eks(synth: Callable[..., Synthesized]) -> Iterator[Deployed]:
+    sy = synth(ROOT / "examples" / "eks.yaml")
+    assert sy.stack.auto_repair is not None
+    template = moto_eks_template(sy.template_json)
+    with (
+        mock.patch.object(offline_deploy, "NOT_MODELED", offline_deploy.NOT_MODELED | EKS_NOT_MODELED),
+        deployed_world(sy.stack, sy.stack.auto_repair, template, sy.outdir) as world,
+    ):
+        yield world
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path) -> Iterator[tuple[Running, Authority]]:
+    authority = Authority.make("cluster-ca")
+    served = Running(KubeStub(rbac=set()), *authority.issue(tmp_path / "pki"))
+    yield served, authority
+    served.stop()
+
+
+def test_the_deployed_eks_repair_function_drains_through_the_kubernetes_api(
+    deployed_eks: Deployed, kube_api: tuple[Running, Authority]
+) -> None:
+    """The deployed function's environment (EKS_* from the cluster's attributes; endpoint and CA
+    pointed at the stand-in, which no offline deploy can give) builds the EKS hooks; the agent's
+    report goes through the intake; the node is cordoned and drained before the terminate and its
+    Node deleted after. The stand-in accepts only tokens signed for the deployed cluster's name."""
+    served, authority = kube_api
+    env = deployed_eks.environment
+    assert env["EKS_CLUSTER_NAME"] == "demo-eks" and {"EKS_ENDPOINT", "EKS_CERTIFICATE_AUTHORITY"} <= set(env)
+    gpu_asg = next(asg for asg, group in json.loads(env["AUTO_SCALING_GROUPS"]).items() if group == "gpu")
+    bad, *others = deployed_eks.instances(gpu_asg)
+    (reservation,) = SESSION.client("ec2", region_name=REGION).describe_instances(InstanceIds=[bad])["Reservations"]
+    instance = reservation["Instances"][0]
+    name, zone = instance["PrivateDnsName"], instance["Placement"]["AvailabilityZone"]
+    served.stub.add(
+        node(name, bad, zone=zone),
+        pod("worker-0", name, ownerReferences=[{"kind": "PyTorchJob", "name": "job", "controller": True}]),
+        pod("efa-plugin-x", name, namespace="kube-system", ownerReferences=[{"kind": "DaemonSet", "controller": True}]),
+    )
+    settings = Settings.from_env({**env, "EKS_ENDPOINT": served.url, "EKS_CERTIFICATE_AUTHORITY": authority.data})
+    # the function's credentials: the stand-in checks each token's signature with this key
+    clients = Clients(region=REGION, session=boto3.Session(ACCESS_KEY, SECRET_KEY, region_name=REGION))
+    repairer = handler.make_repairer(settings, clients)
+    assert isinstance(repairer.drain_hook, KubernetesDrain) and isinstance(repairer.node_hook, KubernetesNodes)
+    repairer.clock, repairer.sleep = (lambda: deployed_eks.now[0]), deployed_eks._sleep
+    repairer.drain_hook.clock, repairer.drain_hook.sleep = (lambda: deployed_eks.now[0]), deployed_eks._sleep
+    event = deployed_eks.agent(bad, xid(79))
+    event["detail"]["cluster"] = "demo-eks"
+    deployed_cluster = functools.partial(kube_stub.signature_checks, cluster="demo-eks")
+    try:
+        with mock.patch.object(kube_stub, "signature_checks", deployed_cluster):
+            assert [r["result"] for r in handler.intake(event, use=deployed_eks.intake())["received"]] == ["forwarded"]
+            (forwarded,) = deployed_eks.invoked
+            (outcome,) = handler.handler(forwarded, use=repairer)["outcomes"]
+    finally:
+        repairer.drain_hook.labeler.api.close()
+    assert outcome["result"] == "replaced"
+    assert deployed_eks.state(bad) in ("shutting-down", "terminated")
+    assert all(deployed_eks.state(i) == "running" for i in others)
+    path = f"/api/v1/nodes/{name}"
+    sent = [(r.method, r.path) for r in served.stub.requests]
+    assert sent == [
+        ("GET", path),
+        ("PATCH", path),
+        ("GET", "/api/v1/pods"),
+        ("POST", "/api/v1/namespaces/training/pods/worker-0/eviction"),
+        ("GET", "/api/v1/pods"),
+        ("GET", path),
+        ("DELETE", path),
+    ]
+    (cordon,) = [r.body for r in served.stub.requests if r.method == "PATCH"]
+    assert cordon["spec"]["unschedulable"] is True
+    assert cordon["metadata"]["labels"] == {LABEL_HEALTH: "UnschedulablePendingReplacement"}
+    assert name not in served.stub.nodes and [p["metadata"]["name"] for p in served.stub.pods] == ["efa-plugin-x"]
+    assert deployed_eks.story(bad) == ["signal", "decision", "evidence", "drain", "action", "node"]
+    ledger = deployed_eks.repairer().ledger
+    results = {s["step"]: s.get("result") for s in ledger.story(ledger.instance(bad)["incident_id"])}
+    assert (results["drain"], results["node"]) == (f"evicted 1 pod from {name}", "node deleted")

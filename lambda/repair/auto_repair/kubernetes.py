@@ -63,7 +63,8 @@ from .drain import WAIT_SECONDS, DrainError
 TOKEN_PREFIX = "k8s-aws-v1."
 CLUSTER_HEADER = "x-k8s-aws-id"
 TOKEN_REFRESH_SECONDS = 14 * 60  # EKS accepts a token for 15 minutes from its signing
-TIMEOUT_SECONDS = 10.0  # each request, connecting included
+TIMEOUT_SECONDS = 4.0  # each request, connecting included: a drain starts before the evidence capture
+UNREACHABLE_SECONDS = 60.0  # after a connection failure, further requests fail at once for this long
 CONFLICT_ATTEMPTS = 5  # read-modify-write attempts when another writer changed the Node (409)
 RETRY_SECONDS = 1.0  # between eviction rounds while a disruption budget refuses
 PAGE_LIMIT = 500  # pods per list request
@@ -164,6 +165,7 @@ class KubeApi:
         token: TokenSource,
         *,
         timeout_seconds: float = TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme != "https" or not parts.hostname or parts.path.strip("/") or parts.query:
@@ -172,7 +174,9 @@ class KubeApi:
         self.context = tls_context(certificate_authority)
         self.token = token
         self.timeout_seconds = timeout_seconds
+        self.clock = clock
         self._connection: http.client.HTTPSConnection | None = None
+        self._unreachable: tuple[float, str] | None = None  # (until, why)
 
     def call(
         self,
@@ -191,6 +195,10 @@ class KubeApi:
         JSON answer; a status not in ``ok`` raises. A refused token (401) is signed again once."""
         if ("", resource, verb) not in GRANTED:
             raise KubeError(f"{verb} {resource} is not granted by kube_access.REPAIR_RULES: not sent")
+        if self._unreachable is not None and self.clock() < self._unreachable[0]:
+            # one unanswered request costs a timeout; the next ones would each cost another, and
+            # they stand between a fault and its repair
+            raise KubeError(f"{method} {path}: not sent, the API did not answer a moment ago ({self._unreachable[1]})")
         target = path + (f"?{urlencode(query)}" if query else "")
         data = None if body is None else json.dumps(body).encode()
         for attempt in (1, 2):
@@ -229,6 +237,7 @@ class KubeApi:
                 # (every request here is safe to repeat: a patch carries its resourceVersion)
                 if reused and attempt == 1 and not isinstance(error, TimeoutError):
                     continue
+                self._unreachable = (self.clock() + UNREACHABLE_SECONDS, str(error)[:200])
                 raise KubeError(f"{method} {target.split('?')[0]}: {error}") from error
             if response.will_close:
                 self.close()

@@ -56,10 +56,22 @@ class Orchestrator:
 
         return wait
 
-    def unschedulable(self, instance_id: str, incident_id: str, reasons: str) -> None:
-        """A verified fault the control plane is not acting on yet (held, deferred, dry run)."""
+    def unschedulable(self, instance_id: str, incident_id: str, reasons: str | None) -> None:
+        """A verified fault the control plane is not acting on yet (held, deferred, dry run), told
+        once, by the invocation that saw the signal (``reasons``); a retry by the sweep, which
+        does not know them, leaves the node as that invocation marked it."""
+        if reasons is None:
+            return
         check = reasons.split(":", 1)[0].split(";", 1)[0].split(" ", 1)[0]
         self.tell(incident_id, "node", lambda hook: hook.unschedulable(instance_id, reasons, check or None))
+
+    def schedulable(self, instance_id: str, incident_id: str | None, *, uncordon: bool) -> None:
+        """A verified healthy node (``uncordon`` when the control plane cordoned it for a reboot)."""
+        self.tell(incident_id, "node", lambda hook: hook.schedulable(instance_id, uncordon=uncordon))
+
+    def gone(self, instance_id: str, incident_id: str) -> None:
+        """A replaced node: its Node object goes."""
+        self.tell(incident_id, "node", lambda hook: hook.gone(instance_id))
 
     def tell(self, incident_id: str | None, step: str, call: Callable[[NodeHook], str]) -> None:
         """Tell the orchestrator (``node_hook``) about a node; a failure is logged and recorded in

@@ -207,6 +207,7 @@ class Repairer:
             if self.ledger.close_incident(instance_id, "recovered while held") is not None:
                 self.ledger.mark_unhealthy(group, instance_id, False)
                 self.ledger.record(incident_id, "closed", outcome="recovered while held")
+                self.orchestrator.schedulable(instance_id, incident_id, uncordon=False)
                 outcomes.append(Outcome(instance_id, "closed", None, incident_id))
         return outcomes
 
@@ -336,7 +337,7 @@ class Repairer:
         return self._replace(instance_id, group, incident_id)
 
     def _reboot(self, instance_id: str, group: str, incident_id: str) -> Outcome:
-        self.orchestrator.start_drain(instance_id, incident_id, "reboot", self._reason(incident_id))()
+        self.orchestrator.start_drain(instance_id, incident_id, "reboot", self._reason(incident_id) or "auto-repair")()
         with_retries(self.clients.ec2.reboot_instances, sleep=self.sleep, InstanceIds=[instance_id])
         self.ledger.rebooted(instance_id)
         self.ledger.record(incident_id, "action", action="reboot")
@@ -357,7 +358,9 @@ class Repairer:
             )
             self.orchestrator.unschedulable(instance_id, incident_id, self._reason(incident_id))
             return Outcome(instance_id, "deferred", "replace", incident_id)
-        drained = self.orchestrator.start_drain(instance_id, incident_id, "replace", self._reason(incident_id))
+        drained = self.orchestrator.start_drain(
+            instance_id, incident_id, "replace", self._reason(incident_id) or "auto-repair"
+        )
         # while the drain runs: the waits overlap
         capture_evidence(
             self.clients, self.settings, self.ledger, instance_id, incident_id, clock=self.clock, sleep=self.sleep
@@ -376,13 +379,15 @@ class Repairer:
             raise
         self.ledger.set_instance(instance_id, replace_started_at=str(self.clock()))
         self.ledger.record(incident_id, "action", action="replace")
+        self.orchestrator.gone(instance_id, incident_id)
         self.report.metric("Replacements", group)
         self.report.time_since_first_signal(incident_id, group)
         self.report.announce(instance_id, group, "replace", incident_id)
         return Outcome(instance_id, "replaced", "replace", incident_id)
 
-    def _reason(self, incident_id: str) -> str:
-        return self._reasons.get(incident_id, "auto-repair")
+    def _reason(self, incident_id: str) -> str | None:
+        """The signal's reasons, when this invocation saw the signal (not a retry by the sweep)."""
+        return self._reasons.get(incident_id)
 
     def _unconfirmed(self, claim: Signal, group: str, reason: str) -> Outcome:
         """A report its instance's health tag does not confirm: no action; counted (one ledger
@@ -408,7 +413,7 @@ class Repairer:
         instance_id = signal.instance_id
         state = self.ledger.instance(instance_id)
         if state.get("status") != "open":
-            self.orchestrator.tell(None, "node", lambda hook: hook.schedulable(instance_id, uncordon=False))
+            self.orchestrator.schedulable(instance_id, None, uncordon=False)
             return Outcome(instance_id, "ignored")
         if state.get("action") != "reboot":
             return Outcome(instance_id, "ignored")  # a replacement goes on: the node stays unschedulable
@@ -417,7 +422,7 @@ class Repairer:
         incident_id = self.ledger.close_incident(instance_id, "recovered")
         if incident_id is None:
             return Outcome(instance_id, "ignored")
-        self.orchestrator.tell(incident_id, "node", lambda hook: hook.schedulable(instance_id, uncordon=True))
+        self.orchestrator.schedulable(instance_id, incident_id, uncordon=True)
         self.ledger.mark_unhealthy(group, instance_id, False)
         self.ledger.record(incident_id, "closed", outcome="recovered")
         self.report.time_since_first_signal(incident_id, group, "SecondsToRepair")

@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -167,20 +167,21 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _nodes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with cluster_of(args) as cluster:
         nodes = cluster.nodes(include_terminated=args.all)
+        states = cluster.scheduler_states([n.instance_id for n in nodes if n.state == "running"])
+    nodes = [replace(n, scheduler=states.get(n.instance_id, "-")) for n in nodes]
     if args.json:
         _print_json({"stack": cluster.stack, "region": cluster.region, "nodes": [asdict(n) for n in nodes]}, out)
         return 0
     bold = styler(out.isatty())
-    header = ["INSTANCE", "GROUP", "TYPE", "ZONE", "STATE", "UPTIME", "CHECKS", "HEALTH", "LAST FAULT"]
+    header = ["INSTANCE", "GROUP", "TYPE", "ZONE", "STATE", "UPTIME", "CHECKS", "HEALTH", "SCHEDULER", "LAST FAULT"]
     rows = [
         [
             n.instance_id, n.group, n.instance_type, n.zone, n.state, _duration(n.uptime_seconds), n.status_checks,
-            n.health + (" " + " ".join(n.failures) if n.failures else ""), _fault(n),
+            n.health + (" " + " ".join(n.failures) if n.failures else ""), n.scheduler, _fault(n),
         ]
         for n in nodes
     ]  # fmt: skip
     print("\n".join(table(header, rows, bold)), file=out)
-    print("(scheduler state not shown: not read by this command yet)", file=err)
     return 0
 
 

@@ -43,6 +43,8 @@ class EksComponents:
     efa_device_plugin: bool = True
     neuron_device_plugin: bool = True
     gpu_metrics: bool = True
+    training_operator: bool = True
+    """The Kubeflow training operator (``PyTorchJob``), with an accelerator fleet."""
 
 
 FILE_SYSTEM_PLACEHOLDERS = {
@@ -413,6 +415,8 @@ class EksCluster(Construct):
             wanted["efa-device-plugin"] = lambda: kube_manifests.efa_device_plugin(region)
         if components.neuron_device_plugin and "neuron" in accelerators:
             wanted["neuron-device-plugin"] = kube_manifests.neuron_device_plugin
+        if components.training_operator and accelerators - {"none"}:
+            wanted["training-operator"] = kube_manifests.training_operator
         if file_system is not None:
             driver = self.add_file_system_driver()
             values = (

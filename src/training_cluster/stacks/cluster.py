@@ -240,6 +240,7 @@ class TrainingClusterStack(Stack):
                 efa_device_plugin=components.efa_device_plugin,
                 neuron_device_plugin=components.neuron_device_plugin,
                 gpu_metrics=components.gpu_metrics,
+                training_operator=components.training_operator,
             ),
             file_system=self.file_system,
         )

@@ -1,0 +1,107 @@
+"""What the scheduler says of each node, for the operator's ``training-cluster nodes``: asked by
+the control plane, which can reach the scheduler (a private EKS endpoint, Slurm's controller)
+when the operator's machine may not. Read only, and bounded in time.
+
+- Slurm: ``sinfo`` on the controller through Run Command (nodes are named after their instance ids).
+- EKS: each node's ``Ready`` condition, whether it is cordoned, and its health label, through the
+  Kubernetes API (the same client, and the same ``get nodes`` permission, as the labeler's).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from training_cluster.contract import LABEL_HEALTH
+
+from .aws import Clients, with_retries
+from .drain import DONE, RunCommandDrain
+from .kubernetes import HealthLabeler
+
+SINFO = "sinfo --noheader --Node --format='%N|%T|%E'"
+WAIT_SECONDS = 20.0
+
+
+def parse_sinfo(output: str) -> dict[str, str]:
+    """``sinfo -N -o '%N|%T|%E'`` lines as node -> "state (reason)"; a node in several
+    partitions is listed once per partition, with the same state."""
+    states: dict[str, str] = {}
+    for line in output.splitlines():
+        name, _, rest = line.strip().partition("|")
+        state, _, reason = rest.partition("|")
+        if name and state:
+            reason = reason.strip()
+            states[name] = state.strip() + (f" ({reason})" if reason and reason != "none" else "")
+    return states
+
+
+class SlurmState:
+    """The Slurm state of nodes, from ``sinfo`` on the controller's in-service instance."""
+
+    def __init__(
+        self,
+        clients: Clients,
+        *,
+        controller_group: str,
+        wait_seconds: float = WAIT_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._controller = RunCommandDrain(clients, controller_group=controller_group, command="true")
+        self.clients = clients
+        self.wait_seconds = wait_seconds
+        self.sleep = sleep
+        self.clock = clock
+
+    def __call__(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        controller = self._controller.controller()
+        if controller is None:
+            return {i: "unknown (no Slurm controller in service)" for i in instance_ids}
+        command_id = with_retries(
+            self.clients.ssm.send_command,
+            sleep=self.sleep,
+            InstanceIds=[controller],
+            DocumentName="AWS-RunShellScript",
+            Comment="training-cluster nodes: sinfo",
+            Parameters={"commands": [SINFO]},
+            TimeoutSeconds=30,
+        )["Command"]["CommandId"]
+        deadline = self.clock() + self.wait_seconds
+        invocation: dict[str, Any] = {}
+        while self.clock() < deadline:
+            self.sleep(1)
+            try:
+                invocation = self.clients.ssm.get_command_invocation(CommandId=command_id, InstanceId=controller)
+            except self.clients.ssm.exceptions.InvocationDoesNotExist:
+                continue
+            if invocation.get("Status") in DONE:
+                break
+        if invocation.get("Status") != "Success":
+            status = invocation.get("Status", "no answer")
+            return {i: f"unknown (sinfo on {controller}: {status})" for i in instance_ids}
+        states = parse_sinfo(str(invocation.get("StandardOutputContent", "")))
+        return {i: states.get(i, "not in Slurm") for i in instance_ids}
+
+
+class KubernetesState:
+    """The Kubernetes state of nodes: Ready or not, cordoned, and the health label."""
+
+    def __init__(self, labeler: HealthLabeler) -> None:
+        self.labeler = labeler
+
+    def __call__(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        return {i: self._one(i) for i in instance_ids}
+
+    def _one(self, instance_id: str) -> str:
+        try:
+            node = self.labeler.node(instance_id, timeout=5)
+        except Exception as error:  # one node's answer never spoils the others'
+            return f"unknown ({str(error)[:120]})"
+        if node is None:
+            return "not in Kubernetes"
+        conditions = {c.get("type"): c.get("status") for c in node.get("status", {}).get("conditions", [])}
+        ready = {"True": "Ready", "False": "NotReady"}.get(str(conditions.get("Ready")), "Unknown")
+        cordoned = ",SchedulingDisabled" if node.get("spec", {}).get("unschedulable") else ""
+        health = node.get("metadata", {}).get("labels", {}).get(LABEL_HEALTH, "-")
+        return f"{ready}{cordoned} {health}"

@@ -1,0 +1,535 @@
+"""The repair control plane end to end with the EKS hooks: the cluster in moto (``repair_world``),
+the Kubernetes API a loopback HTTPS stand-in (``kube_stub``) holding a Node for each of the
+world's instances, named by its private DNS name as EC2 (moto) gives it, with its providerID.
+Each scenario checks the exact requests the API got (method, path, body) and the ledger's story;
+clocks and sleeps are the world's (no real waiting)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from unittest import mock
+
+import boto3
+import pytest
+from kube_stub import ACCESS_KEY, CLUSTER, REGION, SECRET_KEY, KubeStub, Pki, Running, node, pod
+
+import handler
+from auto_repair.aws import Clients
+from auto_repair.kubernetes import EksToken, HealthLabeler, KubeApi, KubernetesDrain, ec2_node_name
+from auto_repair.node_hooks import KubernetesNodes
+from auto_repair.repair import Repairer
+from auto_repair.signals import from_event
+from repair_world import World, agent_event, aws, health_tag, make_world, story, tag_event, xid
+from training_cluster.contract import ANNOTATION_FAULT_REASON, LABEL_FAULT_TYPE, LABEL_HEALTH
+from training_cluster.kube_access import granted
+
+__all__ = ["aws"]  # fixtures
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+MERGE = "application/merge-patch+json"
+JSON = "application/json"
+XID_79 = f"xid 79: {xid(79)['message']}"  # the reasons of a confirmed report of XID 79
+XID_64 = f"xid 64: {xid(64)['message']}"
+
+Sent = tuple[str, str, Any]
+"""method, path (and query), body"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki.make(tmp_path_factory.mktemp("eks-repair-pki"))
+
+
+@dataclass
+class Cluster:
+    """The world in moto and its Kubernetes API."""
+
+    world: World
+    served: Running
+    pki: Pki
+    names: dict[str, str]  # instance id -> its Node's name (private DNS name)
+    apis: list[KubeApi]
+
+    @property
+    def stub(self) -> KubeStub:
+        return self.served.stub
+
+    def repairer(self, **overrides: Any) -> Repairer:
+        """The control plane with the EKS hooks (as ``handler.make_repairer`` wires them, on the
+        world's clock), Node names read from EC2."""
+        repairer = self.world.repairer(**overrides)
+        clock = self.world.clock
+        api = KubeApi(self.served.url, self.pki.ca.data, EksToken(fake_credentials(), CLUSTER, REGION, clock=clock))
+        self.apis.append(api)
+        labeler = HealthLabeler(api, ec2_node_name(self.world.clients, clock.sleep))
+        repairer.drain_hook = KubernetesDrain(labeler, sleep=clock.sleep, clock=clock)
+        repairer.node_hook = KubernetesNodes(labeler)
+        return repairer
+
+    def path(self, instance_id: str) -> str:
+        return f"/api/v1/nodes/{self.names[instance_id]}"
+
+    def sent(self) -> list[Sent]:
+        out: list[Sent] = []
+        for r in self.stub.requests:
+            query = "&".join(f"{k}={v}" for k, values in r.query.items() for v in values)
+            out.append((r.method, r.path + (f"?{query}" if query else ""), r.body))
+        return out
+
+    def list_pods(self, instance_id: str) -> Sent:
+        return ("GET", f"/api/v1/pods?fieldSelector=spec.nodeName={self.names[instance_id]}&limit=500", None)
+
+    def node(self, instance_id: str) -> dict[str, Any]:
+        return self.stub.nodes[self.names[instance_id]]
+
+
+def fake_credentials() -> Any:
+    """The stand-in's fake key: it checks each token's signature with it."""
+    return boto3.Session(ACCESS_KEY, SECRET_KEY, region_name=REGION).get_credentials()
+
+
+def private_dns_names(world: World, instance_ids: list[str]) -> dict[str, str]:
+    found = world.clients.ec2.describe_instances(InstanceIds=instance_ids)["Reservations"]
+    return {i["InstanceId"]: i["PrivateDnsName"] for r in found for i in r["Instances"]}
+
+
+@pytest.fixture
+def cluster(aws: None, pki: Pki) -> Iterator[Cluster]:
+    world = make_world({"gpu": 8})
+    names = private_dns_names(world, world.instances())
+    served = Running(KubeStub(rbac=set()), pki.chain, pki.key)
+    for instance_id, name in names.items():
+        registered = node(name, instance_id, taints=[dict(GPU_TAINT)])
+        registered["metadata"]["labels"][LABEL_HEALTH] = "Schedulable"
+        served.stub.add(registered)
+    made = Cluster(world, served, pki, names, [])
+    yield made
+    for api in made.apis:
+        api.close()
+    served.stop()
+
+
+def ours(status: str) -> dict[str, str]:
+    return {"key": LABEL_HEALTH, "value": status, "effect": "NoSchedule"}
+
+
+def eviction(namespace: str, name: str) -> Sent:
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+    return ("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/eviction", body)
+
+
+def add_pods(cluster: Cluster, instance_id: str) -> None:
+    """A job's two workers, a DaemonSet's pod and a static (mirror) pod on the node; a pod elsewhere."""
+    on = cluster.names[instance_id]
+    elsewhere = next(n for n in cluster.names.values() if n != on)
+    cluster.stub.add(
+        pod("worker-0", on, ownerReferences=[{"kind": "PyTorchJob", "name": "job", "controller": True}]),
+        pod("worker-1", on, ownerReferences=[{"kind": "PyTorchJob", "name": "job", "controller": True}]),
+        pod("efa-plugin-x", on, namespace="kube-system", ownerReferences=[{"kind": "DaemonSet", "controller": True}]),
+        pod("kube-proxy-static", on, namespace="kube-system", annotations={"kubernetes.io/config.mirror": "abc"}),
+        pod("worker-2", elsewhere),
+    )
+
+
+def steps(world: World, incident_id: str | None, step: str) -> list[dict[str, Any]]:
+    assert incident_id is not None
+    return [s for s in world.repairer().ledger.story(incident_id) if s["step"] == step]
+
+
+def counting(client: Any, operation: str, stub: KubeStub, marks: list[int]) -> Any:
+    """``client.operation`` patched to note how many requests the API had got when it was called."""
+    real = getattr(client, operation)
+
+    def call(**params: Any) -> Any:
+        marks.append(len(stub.requests))
+        return real(**params)
+
+    return mock.patch.object(client, operation, side_effect=call)
+
+
+# A replacement ------------------------------------------------------------------------------------
+
+
+def test_a_verified_fatal_xid_drains_through_kubernetes_then_terminates_then_deletes_the_node(
+    cluster: Cluster,
+) -> None:
+    world, stub = cluster.world, cluster.stub
+    bad = world.instances()[0]
+    add_pods(cluster, bad)
+    stub.scripted[eviction("training", "worker-0")[:2]] = [429]  # a PodDisruptionBudget refuses once
+    uid = cluster.node(bad)["metadata"]["uid"]
+    terminated_at: list[int] = []
+    with counting(world.clients.autoscaling, "terminate_instance_in_auto_scaling_group", stub, terminated_at):
+        (outcome,) = cluster.repairer().handle(from_event(world.agent(bad, xid(79))))
+    assert (outcome.result, outcome.action) == ("replaced", "replace")
+    assert world.state(bad) in ("shutting-down", "terminated")
+    cordon = {
+        "metadata": {
+            "labels": {LABEL_HEALTH: "UnschedulablePendingReplacement"},
+            "annotations": {ANNOTATION_FAULT_REASON: f"replace: {XID_79}"},
+            "resourceVersion": "100",
+        },
+        "spec": {"taints": [GPU_TAINT, ours("UnschedulablePendingReplacement")], "unschedulable": True},
+    }
+    drain = [
+        ("GET", cluster.path(bad), None),
+        ("PATCH", cluster.path(bad), cordon),
+        cluster.list_pods(bad),
+        eviction("training", "worker-0"),  # 429
+        eviction("training", "worker-1"),
+        # the evidence capture; then the wait: the refused pod is tried again, a second later it is gone
+        cluster.list_pods(bad),
+        eviction("training", "worker-0"),
+        cluster.list_pods(bad),
+    ]
+    options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+    delete = [("GET", cluster.path(bad), None), ("DELETE", cluster.path(bad), options)]
+    assert cluster.sent() == drain + delete
+    assert terminated_at == [len(drain)]  # terminated after the drain, the Node deleted after that
+    assert world.clock.slept == [1.0]  # the one retry of the refused eviction, on the world's clock
+    assert [r.content_type for r in stub.requests if r.method in ("PATCH", "DELETE")] == [MERGE, JSON]
+    assert cluster.names[bad] not in stub.nodes and len(stub.nodes) == 7
+    left = sorted(p["metadata"]["name"] for p in stub.pods)
+    assert left == ["efa-plugin-x", "kube-proxy-static", "worker-2"]  # DaemonSet and static pods stay
+    # the scenario used every verb granted to the repair role, and nothing else
+    assert stub.rbac == granted()
+    assert story(world, outcome.incident_id) == ["signal", "decision", "evidence", "drain", "action", "node"]
+    (drained,) = steps(world, outcome.incident_id, "drain")
+    assert drained["result"] == f"evicted 2 pods from {cluster.names[bad]}"
+    (deleted,) = steps(world, outcome.incident_id, "node")
+    assert deleted["result"] == "node deleted"
+
+
+def test_a_drain_the_disruption_budget_refuses_is_bounded_and_the_replacement_goes_on(cluster: Cluster) -> None:
+    world, stub = cluster.world, cluster.stub
+    bad = world.instances()[1]
+    add_pods(cluster, bad)
+    stub.scripted[eviction("training", "worker-0")[:2]] = [429] * 100
+    in_progress = {"Status": "InProgress"}  # the evidence capture waits its whole bound (10 s here)
+    with mock.patch.object(world.clients.ssm, "get_command_invocation", return_value=in_progress):
+        (outcome,) = cluster.repairer().handle(from_event(world.agent(bad, xid(79))))
+    assert outcome.result == "replaced" and world.state(bad) in ("shutting-down", "terminated")
+    # the evidence capture's 10 s overlap the drain's 15 s bound: 5 s of eviction retries are left
+    assert world.clock.slept == [2.0] * 5 + [1.0] * 5
+    # tried when the drain started, then at 10, 11, ..., 14 s; at 15 s only listed: never past the bound
+    assert cluster.sent().count(eviction("training", "worker-0")) == 6
+    (drained,) = steps(world, outcome.incident_id, "drain")
+    assert drained["result"] == (
+        f"1 pod still running on {cluster.names[bad]} after 15 s: training/worker-0 "
+        "(a disruption budget refused training/worker-0)"
+    )
+    assert cluster.sent()[-2][0] == "GET" and cluster.sent()[-1][0] == "DELETE"  # the Node still goes
+
+
+# A reboot and the node's return ---------------------------------------------------------------------
+
+
+def test_a_rebootable_fault_marks_pending_reboot_and_a_new_boot_makes_the_node_schedulable(cluster: Cluster) -> None:
+    world, stub = cluster.world, cluster.stub
+    bad = world.instances()[2]
+    add_pods(cluster, bad)
+    repairer = cluster.repairer()
+    rebooted_at: list[int] = []
+    with counting(world.clients.ec2, "reboot_instances", stub, rebooted_at):
+        (outcome,) = repairer.handle(from_event(world.agent(bad, xid(64))))
+    assert (outcome.result, outcome.action) == ("rebooted", "reboot")
+    pending = {
+        "metadata": {
+            "labels": {LABEL_HEALTH: "UnschedulablePendingReboot"},
+            "annotations": {ANNOTATION_FAULT_REASON: f"reboot: {XID_64}"},
+            "resourceVersion": "100",
+        },
+        "spec": {"taints": [GPU_TAINT, ours("UnschedulablePendingReboot")], "unschedulable": True},
+    }
+    assert cluster.sent() == [
+        ("GET", cluster.path(bad), None),
+        ("PATCH", cluster.path(bad), pending),
+        cluster.list_pods(bad),
+        eviction("training", "worker-0"),
+        eviction("training", "worker-1"),
+        cluster.list_pods(bad),
+    ]
+    assert rebooted_at == [6]  # rebooted once the drain was done
+    assert story(world, outcome.incident_id) == ["signal", "decision", "drain", "action"]
+
+    # A healthy report from the boot that was rebooted: the reboot has not happened yet.
+    stub.requests.clear()
+    assert repairer.handle(from_event(world.agent(bad, state="healthy", boot="boot-1")))[0].result == "ignored"
+    assert stub.requests == [] and cluster.node(bad)["spec"]["unschedulable"] is True
+
+    # Back from a new boot: the incident closes and the node takes work again.
+    world.clock.now += 600
+    (closed,) = repairer.handle(from_event(world.agent(bad, state="healthy", boot="boot-2")))
+    assert (closed.result, closed.incident_id) == ("closed", outcome.incident_id)
+    schedulable = {
+        "metadata": {
+            "labels": {LABEL_HEALTH: "Schedulable"},
+            "annotations": {ANNOTATION_FAULT_REASON: None},
+            "resourceVersion": "101",
+        },
+        "spec": {"taints": [GPU_TAINT], "unschedulable": False},
+    }
+    assert cluster.sent() == [("GET", cluster.path(bad), None), ("PATCH", cluster.path(bad), schedulable)]
+    stored = cluster.node(bad)
+    assert stored["spec"] == {"providerID": f"aws:///us-east-1a/{bad}", "taints": [GPU_TAINT], "unschedulable": False}
+    assert stored["metadata"]["labels"][LABEL_HEALTH] == "Schedulable"
+    assert ANNOTATION_FAULT_REASON not in stored["metadata"].get("annotations", {})
+    assert story(world, outcome.incident_id) == ["signal", "decision", "drain", "action", "node", "closed"]
+    (told,) = steps(world, outcome.incident_id, "node")
+    assert told["result"] == f"{cluster.names[bad]}: Schedulable"
+
+
+# Faults held, deferred or only reported -------------------------------------------------------------
+
+
+def test_with_the_breaker_open_the_held_nodes_are_labelled_unschedulable_with_their_fault_and_not_drained(
+    cluster: Cluster,
+) -> None:
+    world, stub = cluster.world, cluster.stub
+    bad = world.instances()[:3]
+    for instance_id in bad:
+        add_pods(cluster, instance_id)
+    faults = {
+        bad[0]: ({"check": "xid", "code": "79"}, "xid", "xid 79"),
+        bad[1]: ({"check": "xid", "code": "48"}, "xid", "xid 48"),
+    }
+    faults[bad[2]] = ({"check": "gpu_count"}, "gpu_count", "gpu_count")
+    for instance_id, (failure, _, _) in faults.items():
+        world.tag(instance_id, health_tag(failure))  # the agents' tags; their events were lost
+    with (
+        mock.patch.object(world.clients.ec2, "reboot_instances") as reboot,
+        mock.patch.object(world.clients.autoscaling, "terminate_instance_in_auto_scaling_group") as terminate,
+    ):
+        outcomes = cluster.repairer().sweep()
+    assert sorted(o.result for o in outcomes) == ["suppressed"] * 3
+    reboot.assert_not_called()
+    terminate.assert_not_called()
+    expected: list[Sent] = []
+    for instance_id in bad:
+        _, fault_type, reason = faults[instance_id]
+        body = {
+            "metadata": {
+                "labels": {LABEL_HEALTH: "Unschedulable", LABEL_FAULT_TYPE: fault_type},
+                "annotations": {ANNOTATION_FAULT_REASON: reason},
+                "resourceVersion": "100",
+            },
+            "spec": {"taints": [GPU_TAINT, ours("Unschedulable")]},  # tainted, not cordoned
+        }
+        expected += [("GET", cluster.path(instance_id), None), ("PATCH", cluster.path(instance_id), body)]
+    by_node = sorted(cluster.sent(), key=lambda s: (s[1], s[0]))
+    assert by_node == sorted(expected, key=lambda s: (s[1], s[0]))  # no pod listed, none evicted
+    assert len(stub.pods) == 3 * 5
+    for outcome in outcomes:
+        assert story(world, outcome.incident_id) == ["signal", "decision", "held", "node"]
+        (told,) = steps(world, outcome.incident_id, "node")
+        assert told["result"] == f"{cluster.names[outcome.instance_id]}: Unschedulable"
+        assert "unschedulable" not in cluster.node(outcome.instance_id)["spec"]
+
+
+def test_a_deferred_replacement_and_a_dry_run_label_the_node_unschedulable_without_a_drain(
+    cluster: Cluster,
+) -> None:
+    world, stub = cluster.world, cluster.stub
+    first, second, dry = world.instances()[:3]
+    repairer = cluster.repairer(unhealthy_threshold_percent=50)
+    (replaced,) = repairer.handle(from_event(world.agent(first, xid(79))))
+    stub.requests.clear()
+    (deferred,) = repairer.handle(from_event(world.agent(second, xid(79))))  # one replacement in flight
+    assert (replaced.result, deferred.result) == ("replaced", "deferred") and world.state(second) == "running"
+    marked = {
+        "metadata": {
+            "labels": {LABEL_HEALTH: "Unschedulable", LABEL_FAULT_TYPE: "xid"},
+            "annotations": {ANNOTATION_FAULT_REASON: XID_79},
+            "resourceVersion": "100",
+        },
+        "spec": {"taints": [GPU_TAINT, ours("Unschedulable")]},
+    }
+    assert cluster.sent() == [("GET", cluster.path(second), None), ("PATCH", cluster.path(second), marked)]
+    assert story(world, deferred.incident_id) == ["signal", "decision", "deferred", "node"]
+
+    stub.requests.clear()
+    dry_run = cluster.repairer(dry_run=True, unhealthy_threshold_percent=50)
+    (outcome,) = dry_run.handle(from_event(world.agent(dry, xid(79))))
+    assert outcome.result == "dry-run" and world.state(dry) == "running"
+    assert cluster.sent() == [("GET", cluster.path(dry), None), ("PATCH", cluster.path(dry), marked)]
+    assert story(world, outcome.incident_id) == ["signal", "decision", "dry-run", "node"]
+
+
+def test_a_first_boot_healthy_report_with_no_incident_makes_the_node_schedulable(cluster: Cluster) -> None:
+    """Deep checks on first boot: the node registered tainted ``Unschedulable`` (its kubelet's
+    flags); the agent's first healthy report, confirmed by its tag, lifts the taint. A cordon
+    someone else set stays: only a cordon of the control plane's own is undone."""
+    world, stub = cluster.world, cluster.stub
+    new = world.instances()[3]
+    registered = cluster.node(new)
+    registered["metadata"]["labels"][LABEL_HEALTH] = "Unschedulable"
+    registered["spec"]["taints"].append(ours("Unschedulable"))
+    registered["spec"]["unschedulable"] = True  # an administrator's cordon
+    repairer = cluster.repairer()
+    (outcome,) = repairer.handle(from_event(world.agent(new, state="healthy", boot="boot-1")))
+    assert (outcome.result, outcome.incident_id) == ("ignored", None)
+    body = {
+        "metadata": {"labels": {LABEL_HEALTH: "Schedulable"}, "resourceVersion": "100"},
+        "spec": {"taints": [GPU_TAINT]},
+    }
+    assert cluster.sent() == [("GET", cluster.path(new), None), ("PATCH", cluster.path(new), body)]
+    stored = cluster.node(new)
+    assert stored["spec"]["taints"] == [GPU_TAINT] and stored["spec"]["unschedulable"] is True
+    assert stored["metadata"]["labels"][LABEL_HEALTH] == "Schedulable"
+    # AWS's tag-change event for the same tag, later: read, nothing left to write
+    stub.requests.clear()
+    assert repairer.handle(from_event(tag_event(new, health_tag(state="healthy"))))[0].result == "ignored"
+    assert cluster.sent() == [("GET", cluster.path(new), None)]
+
+
+# What must not reach the API -----------------------------------------------------------------------
+
+
+def other_cluster_instance(world: World) -> str:
+    """An instance of another cluster's Auto Scaling group, in the same account and subnet."""
+    subnet = world.clients.ec2.describe_subnets(Filters=[{"Name": "cidr-block", "Values": ["10.0.128.0/17"]}])
+    world.clients.autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="other-gpu-asg",
+        LaunchTemplate={"LaunchTemplateName": "lt-gpu", "Version": "$Latest"},
+        MinSize=1,
+        MaxSize=1,
+        DesiredCapacity=1,
+        VPCZoneIdentifier=subnet["Subnets"][0]["SubnetId"],
+    )
+    (found,) = world.clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["other-gpu-asg"])[
+        "AutoScalingGroups"
+    ]
+    return str(found["Instances"][0]["InstanceId"])
+
+
+def test_forged_reports_and_reports_about_another_clusters_instance_send_no_request(cluster: Cluster) -> None:
+    world, stub = cluster.world, cluster.stub
+    victim, sick = world.instances()[4:6]
+    world.tag(victim, health_tag(state="healthy"))
+    world.tag(sick, health_tag(xid(79)))  # the tag says unhealthy: a healthy claim is forged
+    stranger = other_cluster_instance(world)
+    name = private_dns_names(world, [stranger])[stranger]
+    stub.add(node(name, stranger))  # even with a Node of that name in this cluster
+    world.tag(stranger, health_tag(xid(79)))
+    events = [
+        agent_event(victim, xid(79)),  # a neighbour's claim about a healthy node
+        agent_event(victim, xid(79), boot="boot-0"),  # ... from another boot
+        agent_event(sick, state="healthy"),  # a claim that a sick node is well
+        agent_event(stranger, xid(79)),  # honest, but not this cluster's
+        tag_event(stranger, health_tag(xid(79))),
+    ]
+    with (
+        mock.patch.object(world.clients.ec2, "reboot_instances") as reboot,
+        mock.patch.object(world.clients.autoscaling, "terminate_instance_in_auto_scaling_group") as terminate,
+    ):
+        outcomes = cluster.repairer().handle([s for e in events for s in from_event(e)])
+    assert [o.result for o in outcomes] == ["unconfirmed", "unconfirmed", "unconfirmed", "ignored", "ignored"]
+    assert stub.requests == []  # not even a GET
+    reboot.assert_not_called()
+    terminate.assert_not_called()
+
+
+# The API down --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["stopped", "500"])
+def test_with_the_api_down_the_repair_still_happens_and_the_ledger_says_what_failed(
+    cluster: Cluster, failure: str
+) -> None:
+    world, stub = cluster.world, cluster.stub
+    replace, reboot, held = world.instances()[:3]
+    if failure == "stopped":
+        cluster.served.stop()
+        error = "Connection refused"
+    else:
+        for instance_id in (replace, reboot, held):
+            stub.scripted[("GET", cluster.path(instance_id))] = [500] * 3
+        error = "500 scripted 500"
+    repairer = cluster.repairer(unhealthy_threshold_percent=50)
+    (replaced,) = repairer.handle(from_event(world.agent(replace, xid(79))))
+    assert replaced.result == "replaced" and world.state(replace) in ("shutting-down", "terminated")
+    assert story(world, replaced.incident_id) == ["signal", "decision", "drain", "evidence", "action", "node"]
+    (rebooted,) = repairer.handle(from_event(world.agent(reboot, xid(64))))
+    assert rebooted.result == "rebooted" and world.state(reboot) == "running"
+    assert story(world, rebooted.incident_id) == ["signal", "decision", "drain", "action"]
+    (deferred,) = repairer.handle(from_event(world.agent(held, xid(79))))  # one replacement in flight
+    assert deferred.result == "deferred"
+    assert story(world, deferred.incident_id) == ["signal", "decision", "deferred", "node"]
+    for incident, step in ((replaced, "drain"), (replaced, "node"), (rebooted, "drain"), (deferred, "node")):
+        (recorded,) = steps(world, incident.incident_id, step)
+        assert recorded["result"] == "failed" and error in recorded["error"], recorded
+    assert world.clock.slept == []  # nothing waited on a dead API
+    if failure == "500":
+        assert {s[:2] for s in cluster.sent()} == {("GET", cluster.path(i)) for i in (replace, reboot, held)}
+        assert len(stub.requests) == 4  # one read each, and one more for the replaced node's deletion
+
+
+# The wiring ----------------------------------------------------------------------------------------
+
+
+def test_make_repairer_wires_both_eks_hooks_from_the_settings_and_neither_without_them(cluster: Cluster) -> None:
+    world, stub = cluster.world, cluster.stub
+    # the function's credentials: the stand-in checks the EKS token's signature with this key
+    clients = Clients(region=REGION, session=boto3.Session(ACCESS_KEY, SECRET_KEY, region_name=REGION))
+    eks = {"eks_cluster": CLUSTER, "eks_endpoint": cluster.served.url, "eks_certificate_authority": cluster.pki.ca.data}
+    repairer = handler.make_repairer(world.settings(**eks), clients)
+    drain, nodes = repairer.drain_hook, repairer.node_hook
+    assert isinstance(drain, KubernetesDrain) and isinstance(nodes, KubernetesNodes)
+    assert drain.labeler is nodes.labeler  # one client: a Node's name found for the drain serves its deletion
+    repairer.clock, repairer.sleep = world.clock, world.clock.sleep
+    drain.clock, drain.sleep = world.clock, world.clock.sleep
+    bad = world.instances()[6]
+    add_pods(cluster, bad)
+    try:
+        outcome = handler.handler(world.agent(bad, xid(79)), use=repairer)["outcomes"][0]
+    finally:
+        drain.labeler.api.close()
+    assert outcome["result"] == "replaced"
+    methods = [s[0] for s in cluster.sent()]
+    assert methods == ["GET", "PATCH", "GET", "POST", "POST", "GET", "GET", "DELETE"]
+    assert cluster.names[bad] not in stub.nodes
+    assert story(world, outcome["incident_id"]) == ["signal", "decision", "evidence", "drain", "action", "node"]
+    for missing in ("eks_cluster", "eks_endpoint", "eks_certificate_authority"):
+        partial = handler.make_repairer(world.settings(**{**eks, missing: None}), clients)
+        assert (partial.drain_hook, partial.node_hook) == (None, None), missing
+    plain = handler.make_repairer(world.settings(), clients)
+    assert (plain.drain_hook, plain.node_hook) == (None, None)
+
+
+# Across invocations: a retry by the sweep, a breaker reset
+
+
+def test_a_deferred_replacement_retried_by_a_later_sweep_keeps_the_nodes_fault(cluster: Cluster) -> None:
+    world = cluster.world
+    bad = world.instances()[0]
+    repairer = cluster.repairer()
+    no_capacity = "We currently do not have sufficient p5.48xlarge capacity. InsufficientInstanceCapacity"
+    assert repairer.launch_failed("demo-gpu-asg", no_capacity) is not None
+    (deferred,) = repairer.handle(from_event(world.agent(bad, xid(79))))
+    assert deferred.result == "deferred"
+    assert cluster.node(bad)["metadata"]["labels"][LABEL_FAULT_TYPE] == "xid"
+    world.clock.now += 60  # the next sweep, in a new invocation; still backing off
+    later = cluster.repairer()
+    later.new_invocation()
+    assert [o.result for o in later.sweep()] == ["deferred"]
+    metadata = cluster.node(bad)["metadata"]
+    assert (metadata["labels"][LABEL_FAULT_TYPE], metadata["annotations"][ANNOTATION_FAULT_REASON]) == ("xid", XID_79)
+
+
+def test_a_held_node_that_recovered_is_schedulable_again_when_the_breaker_is_reset(cluster: Cluster) -> None:
+    world = cluster.world
+    held = world.instances()[:3]
+    for instance_id in held:
+        world.tag(instance_id, health_tag({"check": "lustre"}))
+    repairer = cluster.repairer()
+    assert [o.result for o in repairer.sweep()] == ["suppressed"] * 3
+    # the file system answers again on the first node: its agent reports healthy, same boot
+    assert repairer.handle(from_event(world.agent(held[0], state="healthy")))[0].result == "ignored"
+    later = cluster.repairer()  # a person resets the breaker: a new invocation
+    later.new_invocation()
+    results = {o.instance_id: o.result for o in later.reset_breaker("gpu")}
+    assert results[held[0]] == "closed"
+    stored = cluster.node(held[0])
+    assert stored["metadata"]["labels"][LABEL_HEALTH] == "Schedulable"
+    assert ours("Unschedulable") not in stored["spec"]["taints"]
