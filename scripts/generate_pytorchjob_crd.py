@@ -1,6 +1,6 @@
 """Regenerate ``src/training_cluster/data/pytorchjob-crd-schema.json`` from the Kubeflow training SDK.
 
-The PyTorchJob custom resource definition the cluster installs (``kube_manifests.training_operator``)
+The PyTorchJob custom resource definition the cluster installs (``kube_operator.training_operator``)
 takes its ``openAPIV3Schema`` from this file. The schema is built from the typed models of the
 ``kubeflow-training`` SDK (a dev dependency: the package never imports it) and of the ``kubernetes``
 client they refer to, walking ``openapi_types`` (the Python type of each attribute) and

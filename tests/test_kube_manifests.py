@@ -36,6 +36,7 @@ import yaml
 from conftest import ROOT
 from training_cluster import contract
 from training_cluster import kube_manifests as km
+from training_cluster import kube_operator as ko
 
 KUBERNETES_VERSION = "1.35"
 """The Kubernetes minor the cluster pins."""
@@ -58,9 +59,9 @@ SETS: dict[str, Callable[[], list[km.Manifest]]] = {
         file_system_id=TOKEN % 1, dns_name=TOKEN % 2, mount_name=TOKEN % 3, capacity_gib=TOKEN % 4,
         name="scratch", namespace="team-a",
     ),
-    "operator": km.training_operator,
-    "operator-volcano": lambda: km.training_operator(gang_scheduler_name="volcano"),
-    "operator-scheduler-plugins": lambda: km.training_operator(gang_scheduler_name="scheduler-plugins-scheduler"),
+    "operator": ko.training_operator,
+    "operator-volcano": lambda: ko.training_operator(gang_scheduler_name="volcano"),
+    "operator-scheduler-plugins": lambda: ko.training_operator(gang_scheduler_name="scheduler-plugins-scheduler"),
 }  # fmt: skip
 OBJECTS = [(f"{key}:{obj['kind']}/{obj['metadata']['name']}", obj) for key, make in SETS.items() for obj in make()]
 DAEMONSETS = {  # with the default arguments
@@ -469,7 +470,7 @@ def test_the_model_check_refuses_a_broken_job(job: dict[str, Any]) -> None:
 
 def operator_objects(**kwargs: Any) -> dict[str, dict[str, Any]]:
     """The operator's objects by kind (one of each)."""
-    objects = km.training_operator(**kwargs)
+    objects = ko.training_operator(**kwargs)
     by_kind = {obj["kind"]: obj for obj in objects}
     assert len(by_kind) == len(objects)
     return by_kind
@@ -542,7 +543,7 @@ def test_a_gang_scheduler_name_that_cannot_be_one_is_refused(bad: str) -> None:
         ValueError,
         match=re.escape(f"gang_scheduler_name must be volcano or a scheduler's name (a DNS label), got {bad!r}"),
     ):
-        km.training_operator(gang_scheduler_name=bad)
+        ko.training_operator(gang_scheduler_name=bad)
 
 
 def test_the_operator_runs_as_the_account_its_roles_are_bound_to() -> None:
@@ -607,7 +608,7 @@ def test_the_certificate_rotator_finds_its_secret_mounted_and_no_webhook_is_regi
     (mount,) = container["volumeMounts"]
     assert mount == {"name": mount["name"], "mountPath": "/tmp/k8s-webhook-server/serving-certs", "readOnly": True}
     assert volumes[mount["name"]]["secret"] == {"secretName": secret["metadata"]["name"]}
-    kinds = {obj["kind"] for obj in km.training_operator()}
+    kinds = {obj["kind"] for obj in ko.training_operator()}
     assert not kinds & {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Service"}
 
 
@@ -628,7 +629,7 @@ def test_the_same_validation_refuses_a_broken_definition(break_it: Callable[[dic
 
 
 def test_the_definition_is_pytorchjob_v1_only() -> None:
-    crds = [obj for obj in km.training_operator() if obj["kind"] == "CustomResourceDefinition"]
+    crds = [obj for obj in ko.training_operator() if obj["kind"] == "CustomResourceDefinition"]
     (crd,) = crds
     spec = crd["spec"]
     assert crd["metadata"]["name"] == "pytorchjobs.kubeflow.org"
@@ -756,7 +757,7 @@ def test_the_generator_check_fails_on_a_stale_schema(tmp_path: Path, monkeypatch
 )
 def test_the_package_builds_the_operator_without_the_sdk(first: str, code: int) -> None:
     script = (
-        f"import sys; {first}from training_cluster import kube_manifests as km; km.training_operator(); "
+        f"import sys; {first}from training_cluster import kube_operator as ko; ko.training_operator(); "
         "sys.exit(sorted(m for m in sys.modules if m.split('.')[0] in ('kubeflow', 'kubernetes')) or 0)"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)

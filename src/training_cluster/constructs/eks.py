@@ -16,7 +16,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk.lambda_layer_kubectl_v35 import KubectlV35Layer
 from constructs import Construct
 
-from .. import eks_node, kube_access, kube_manifests
+from .. import eks_node, kube_access, kube_manifests, kube_operator
 from .._nag import acknowledge
 from ..rules.eks import DEFAULT_KUBERNETES_VERSION, DEFAULT_SERVICE_CIDR, EksFleet, eks_findings, image_parameter
 from ..types import EKS_OS
@@ -416,7 +416,7 @@ class EksCluster(Construct):
         if components.neuron_device_plugin and "neuron" in accelerators:
             wanted["neuron-device-plugin"] = kube_manifests.neuron_device_plugin
         if components.training_operator and accelerators - {"none"}:
-            wanted["training-operator"] = kube_manifests.training_operator
+            wanted["training-operator"] = kube_operator.training_operator
         if file_system is not None:
             driver = self.add_file_system_driver()
             values = (
