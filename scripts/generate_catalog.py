@@ -59,11 +59,22 @@ def _record(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+CORRECTIONS: dict[str, dict[str, Any]] = {
+    # moto's record of the Trn2 UltraServer's instance has no NeuronInfo; each trn2u.48xlarge
+    # has the 16 Trainium2 devices of a trn2.48xlarge (EC2 User Guide, "Amazon EC2 Trn2 instances
+    # and UltraServers").
+    "trn2u.48xlarge": {"neuron_devices": 16, "neuron_name": "Trainium2"},
+}
+"""Fields the EC2 records in moto lack or get wrong, with the source of each value."""
+
+
 def build() -> dict[str, Any]:
     resources = Path(moto.__file__).parent / "ec2" / "resources"
     with gzip.open(resources / "instance_types.json.gz") as fh:
         raw_types: dict[str, dict[str, Any]] = json.load(fh)
     types = {name: _record(raw) for name, raw in sorted(raw_types.items()) if FAMILY.match(name)}
+    for name, fields in CORRECTIONS.items():
+        types[name].update(fields)
     zones: dict[str, list[str]] = {}
     offered: dict[str, dict[str, list[str]]] = {name: {} for name in types}
     for path in sorted((resources / "instance_type_offerings" / "availability-zone").glob("*.json.gz")):

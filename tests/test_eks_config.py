@@ -26,9 +26,13 @@ def errors_of(data: dict[str, Any]) -> list[str]:
     return [str(f) for f in info.value.findings]
 
 
+ADMIN = "arn:aws:iam::111122223333:role/Admin"
+
+
 def with_eks(orchestrator: dict[str, Any] | None = None, **group_overrides: Any) -> dict[str, Any]:
     group = {"name": "gpu", "instance_type": "p5.48xlarge", "count": 2, **group_overrides}
-    return minimal_config(instance_groups=[group], orchestrator={"type": "eks", **(orchestrator or {})})
+    eks = {"type": "eks", "admin_role_arns": [ADMIN], **(orchestrator or {})}
+    return minimal_config(instance_groups=[group], orchestrator=eks)
 
 
 RULES: dict[str, tuple[dict[str, Any], str, str]] = {
@@ -102,6 +106,79 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "orchestrator.taints.gpu[0]",
         "are the cluster's own",
     ),
+    "two taints of one key and effect": (
+        with_eks({"taints": {"gpu": ["a=b:NoSchedule", "a=c:NoSchedule"]}}),
+        "orchestrator.taints.gpu[1]",
+        "'a=b:NoSchedule' has the same key and effect",
+    ),
+    "a taint key's prefix over 253 characters": (
+        with_eks({"taints": {"gpu": ["a" * 250 + ".com/k:NoSchedule"]}}),
+        "orchestrator.taints.gpu[0]",
+        "at most 253 characters",
+    ),
+    "too many taints": (
+        with_eks({"taints": {"gpu": [f"k{i}:NoSchedule" for i in range(21)]}}),
+        "orchestrator.taints.gpu",
+        "at most 20 taints (got 21)",
+    ),
+    "multicast endpoint range": (
+        with_eks({"endpoint_public_cidrs": ["224.0.0.0/4"]}),
+        "orchestrator.endpoint_public_cidrs[0]",
+        "no internet client has",
+    ),
+    "this-network endpoint range": (
+        with_eks({"endpoint_public_cidrs": ["0.0.0.0/8"]}),
+        "orchestrator.endpoint_public_cidrs[0]",
+        "no internet client has",
+    ),
+    "endpoint range twice": (
+        with_eks({"endpoint_public_cidrs": ["8.8.8.0/24", "8.8.8.0/24"]}),
+        "orchestrator.endpoint_public_cidrs",
+        "'8.8.8.0/24' is listed 2 times",
+    ),
+    "more endpoint ranges than EKS takes": (
+        with_eks({"endpoint_public_cidrs": [f"8.8.{i}.0/24" for i in range(41)]}),
+        "orchestrator.endpoint_public_cidrs",
+        "at most 40 ranges, as EKS allows (got 41)",
+    ),
+    "too many admins": (
+        with_eks({"admin_role_arns": [f"arn:aws:iam::111122223333:role/a{i}" for i in range(26)]}),
+        "orchestrator.admin_role_arns",
+        "at most 25 roles (got 26)",
+    ),
+    "service range not private": (
+        with_eks({"service_cidr": "8.8.0.0/16"}),
+        "orchestrator.service_cidr",
+        "must be a private (RFC 1918) range of /12 to /24",
+    ),
+    "service range in the VPC": (
+        {**with_eks(), "network": {"vpc_cidr": "172.20.0.0/16"}},
+        "orchestrator.service_cidr",
+        "overlaps network.vpc_cidr 172.20.0.0/16",
+    ),
+    "service range in your subnet": (
+        {
+            **with_eks(),
+            "network": {
+                **EXISTING,
+                "subnet_cidr": "172.20.16.0/20",
+                "control_plane_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0bbbbbbbbbbbbbbb2"],
+            },
+        },
+        "orchestrator.service_cidr",
+        "overlaps network.subnet_cidr 172.20.16.0/20",
+    ),
+    "a control-plane subnet twice": (
+        {
+            **with_eks(),
+            "network": {
+                **EXISTING,
+                "control_plane_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa1"],
+            },
+        },
+        "network.control_plane_subnet_ids",
+        "a subnet is listed twice",
+    ),
     "Slurm setting with EKS": (
         with_eks({"login_nodes": 2}),
         "orchestrator.login_nodes",
@@ -161,13 +238,21 @@ def test_eks_defaults() -> None:
     orchestrator = config.orchestrator
     assert (orchestrator.eks, orchestrator.enabled) == (True, False)
     assert orchestrator.kubernetes_version == DEFAULT_KUBERNETES_VERSION
-    assert (orchestrator.endpoint_public_cidrs, orchestrator.admin_role_arns) == ([], [])
+    assert (orchestrator.endpoint_public_cidrs, orchestrator.admin_role_arns) == ([], [ADMIN])
     assert (orchestrator.system_instance_type, orchestrator.system_nodes) == ("m7i.xlarge", 2)
     assert orchestrator.install_components is True
     assert (
         config.instance_groups[0].os == "amazon-linux-2023" and config.warnings() == []
     )  # the EKS images' OS, unless written
     assert config.warnings() == []
+
+
+def test_no_admin_is_a_warning() -> None:
+    data = with_eks()
+    del data["orchestrator"]["admin_role_arns"]
+    warnings = [str(w) for w in ClusterConfig.from_dict(data).warnings()]
+    assert [w.split(":")[0] for w in warnings] == ["orchestrator.admin_role_arns"]
+    assert "nobody can use kubectl" in warnings[0]
 
 
 def test_a_version_past_standard_support_is_a_warning() -> None:
@@ -179,6 +264,10 @@ def test_a_version_past_standard_support_is_a_warning() -> None:
 def test_the_whole_internet_on_the_endpoint_is_a_warning() -> None:
     config = ClusterConfig.from_dict(with_eks({"endpoint_public_cidrs": ["0.0.0.0/0"]}))
     assert [w.path for w in config.warnings()] == ["orchestrator.endpoint_public_cidrs[0]"]
+    halves = ClusterConfig.from_dict(with_eks({"endpoint_public_cidrs": ["0.0.0.0/1", "128.0.0.0/1"]}))
+    assert [w.path for w in halves.warnings()] == ["orchestrator.endpoint_public_cidrs"]
+    one = ClusterConfig.from_dict(with_eks({"endpoint_public_cidrs": ["198.51.100.0/24"]}))
+    assert one.warnings() == []
 
 
 @pytest.mark.parametrize(
@@ -221,6 +310,11 @@ def _families() -> dict[str, str]:
     return out
 
 
+def test_the_families_include_fractional_gpus_and_ultraservers() -> None:
+    """g6f has a fraction of an L4 (no whole GPU counted); trn2u's EC2 record lacks its Neuron devices."""
+    assert {"g6f", "trn2u"} <= set(_families())
+
+
 @pytest.mark.parametrize("instance_type", sorted(_families().values()))
 def test_every_catalogued_accelerator_family_runs_on_eks(instance_type: str) -> None:
     from training_cluster import catalog
@@ -229,7 +323,7 @@ def test_every_catalogued_accelerator_family_runs_on_eks(instance_type: str) -> 
     assert info is not None
     region, zone = next(
         (region, zone)
-        for region in ("us-east-1", "us-east-2", "us-west-2")
+        for region in ("us-east-1", "us-east-2", "us-west-2", *sorted(info.offered_in))
         for zone in catalog.availability_zones(region)
         if info.is_offered_in(zone)
     )

@@ -84,7 +84,9 @@ def write_handed_over_manifests(stack: TrainingClusterStack, directory: Path) ->
         "(orchestrator.install_components: false). Apply the files in order. Fill in the file system's values\n"
         "from the stack's outputs first:\n\n"
         "  FILE_SYSTEM_ID=<output FileSystemId> FILE_SYSTEM_DNS_NAME=<output FileSystemDnsName> \\\n"
-        "  FILE_SYSTEM_MOUNT_NAME=<output FileSystemMountName> envsubst < NN-fsx-volume.yaml | kubectl apply -f -\n",
+        "  FILE_SYSTEM_MOUNT_NAME=<output FileSystemMountName> envsubst < NN-fsx-volume.yaml | kubectl apply -f -\n\n"
+        "NN-repair-access.yaml is the repair control plane's ClusterRole and binding: without it, auto-repair cannot\n"
+        "cordon, drain, label or delete nodes (it records each refusal in its ledger and repairs anyway).\n",
         encoding="utf-8",
     )
     return [*written, readme]

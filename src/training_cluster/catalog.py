@@ -69,7 +69,9 @@ class InstanceTypeInfo:
 
     @property
     def accelerator(self) -> Literal["nvidia", "neuron", "none"]:
-        if self.gpus:
+        """What drives its accelerators. A type with a fraction of a GPU (g6f) counts no whole
+        GPU (``gpus`` 0) but still runs the NVIDIA software."""
+        if self.gpus or self.gpu_name:
             return "nvidia"
         return "neuron" if self.neuron_devices else "none"
 

@@ -359,6 +359,8 @@ class OrchestratorConfig(_Section):
     """EKS: the CPU type of the system group, where cluster add-ons and operators run."""
     system_nodes: Annotated[StrictInt, Field(ge=1, le=10)] = 2
     """EKS: nodes in the system group."""
+    service_cidr: str = eks_rules.DEFAULT_SERVICE_CIDR
+    """EKS: the Kubernetes service range (RFC 1918, /12 to /24), outside the VPC's range."""
     taints: dict[str, list[str]] = {}
     """EKS: instance group name -> taints its nodes register with, ``key[=value]:Effect``, e.g.
     ``{gpu: ["dedicated=gpu:NoSchedule"]}``."""

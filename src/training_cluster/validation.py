@@ -8,6 +8,7 @@ warning annotations on the stack. It imports no aws-cdk-lib, so a CLI gives the 
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from . import addresses, catalog
 from .errors import Finding, show
 from .rules import relocate
-from .rules.eks import EksFleet, eks_findings
+from .rules.eks import EksFleet, eks_findings, service_cidr_problem
 from .rules.fleet import fleet_findings, lifecycle_script_findings
 from .rules.lustre import kms_key_region_problem, lustre_findings
 from .rules.network import zone_region_problem
@@ -205,6 +206,7 @@ EKS_FIELDS = frozenset(
         "admin_role_arns",
         "system_instance_type",
         "system_nodes",
+        "service_cidr",
         "taints",
         "components",
         "install_components",
@@ -225,6 +227,7 @@ def _eks(config: ClusterConfig) -> list[Finding]:
         fleets=[EksFleet(group_name=g.name, instance_type=g.instance_type, os=g.os) for g in groups],
         taints=orchestrator.taints,
         system_instance_type=orchestrator.system_instance_type,
+        service_ipv4_cidr=orchestrator.service_cidr,
     )
     paths = {
         "version": "orchestrator.kubernetes_version",
@@ -232,11 +235,29 @@ def _eks(config: ClusterConfig) -> list[Finding]:
         "admin_role_arns": "orchestrator.admin_role_arns",
         "system_instance_type": "orchestrator.system_instance_type",
         "taints": "orchestrator.taints",
+        "service_ipv4_cidr": "orchestrator.service_cidr",
     }
     for i in range(len(groups)):
         paths[f"fleets[{i}].group_name"] = f"instance_groups[{i}].name"
         paths[f"fleets[{i}].os"] = f"instance_groups[{i}].os"
     out = relocate(findings, paths)
+    net = config.network
+    vpc_range = net.subnet_cidr if net.uses_existing_vpc else net.vpc_cidr
+    if vpc_range is not None and service_cidr_problem(orchestrator.service_cidr) is None:
+        service = ipaddress.IPv4Network(orchestrator.service_cidr)
+        if service.overlaps(ipaddress.IPv4Network(vpc_range)):
+            field = "network.subnet_cidr" if net.uses_existing_vpc else "network.vpc_cidr"
+            out.append(
+                Finding(
+                    path="orchestrator.service_cidr",
+                    message=f"overlaps {field} {vpc_range}: EKS needs the service range outside the VPC's; set "
+                    "another, such as 192.168.0.0/16 or 172.20.0.0/16 (got "
+                    f"{show(orchestrator.service_cidr)})",
+                )
+            )
+    ids = net.control_plane_subnet_ids or []
+    if len(set(ids)) < len(ids):
+        out.append(Finding(path="network.control_plane_subnet_ids", message="a subnet is listed twice; list each once"))
     if config.network.uses_existing_vpc and not config.network.control_plane_subnet_ids:
         out.append(
             Finding(

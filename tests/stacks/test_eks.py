@@ -14,9 +14,10 @@ import kubernetes_validate
 import pytest
 import yaml
 from aws_cdk import App, Stack, Tags
+from aws_cdk import aws_ec2 as ec2
 
 from conftest import CDK_CONTEXT, GATED, ROOT, Synthesized
-from training_cluster import contract, kube_access
+from training_cluster import ClusterConfig, contract, kube_access
 from training_cluster.build import build_cluster
 from training_cluster.constructs import ClusterNetwork, Fleet
 from training_cluster.constructs.eks import EksCluster, EksOptions
@@ -151,7 +152,9 @@ def test_deep_checks_register_accelerator_nodes_unschedulable(eks_own_vpc: Synth
     flags = _flags(_node_config(eks_own_vpc, "h200"))
     assert f"{contract.LABEL_HEALTH}=Unschedulable" in flags["node-labels"]
     assert flags["register-with-taints"] == f"{contract.LABEL_HEALTH}=Unschedulable:NoSchedule"
-    system = _flags(_node_config(eks_own_vpc, "system"))  # no deep checks on CPU nodes
+    cpu = _flags(_node_config(eks_own_vpc, "cpu"))  # a CPU type with EFA: its EFA check runs at first boot
+    assert cpu["register-with-taints"] == f"{contract.LABEL_HEALTH}=Unschedulable:NoSchedule"
+    system = _flags(_node_config(eks_own_vpc, "system"))  # no deep checks on CPU nodes without EFA
     assert f"{contract.LABEL_HEALTH}=Schedulable" in system["node-labels"] and "register-with-taints" not in system
 
 
@@ -281,7 +284,8 @@ def _hand_made() -> tuple[Stack, ClusterNetwork, EksCluster]:
 def _fleet(stack: Stack, network: ClusterNetwork, **overrides: Any) -> Fleet:
     props: dict[str, Any] = {
         "cluster_name": "c", "group_name": "cpu", "vpc": network.vpc, "subnet": network.compute_subnet,
-        "instance_type": "m7i.xlarge", "count": 1, "os": "amazon-linux-2023", **overrides,
+        "instance_type": "m7i.xlarge", "count": 1, "os": "amazon-linux-2023",
+        "machine_image": ec2.MachineImage.generic_linux({"us-east-1": "ami-0123456789abcdef0"}), **overrides,
     }  # fmt: skip
     return Fleet(stack, f"Fleet{len(stack.node.children)}", **props)
 
@@ -298,6 +302,22 @@ def test_hand_made_cluster_refuses_what_cannot_join() -> None:
         cluster.add_fleet(fleet)
     with pytest.raises(PropsError, match=r"taints\.cpu-two\[0\]: must be a taint"):
         cluster.add_fleet(_fleet(stack, network, group_name="cpu-two"), taints=["oops"])
+    with pytest.raises(ValueError, match="runs its default image, which has no nodeadm"):
+        cluster.add_fleet(_fleet(stack, network, group_name="dlami", machine_image=None))
+    other = EksCluster(
+        stack, "Other", cluster_name="c", vpc=network.vpc, control_plane_subnets=network.add_control_plane_subnets(["us-east-1c", "us-east-1d"]),
+        options=EksOptions(kubectl=False),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="has joined EKS cluster 'S/Eks' already"):
+        other.add_fleet(fleet)
+    elsewhere = Stack(stack.node.scope, "T", env={"region": "us-east-1"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="is in another stack"):
+        cluster.add_fleet(_fleet(elsewhere, network, group_name="far"))
+    cluster.add_components()
+    with pytest.raises(ValueError, match="add_components: called already"):
+        cluster.add_components()
+    with pytest.raises(ValueError, match="add_components has run already"):
+        cluster.add_fleet(_fleet(stack, network, group_name="late"))
 
 
 def test_hand_made_cluster_needs_two_zones() -> None:
@@ -349,10 +369,15 @@ def test_components_go_where_the_fleets_need_them_and_are_applied_on_deploy(eks:
 
 def test_the_kubectl_provider_runs_in_the_vpc(eks: Synthesized) -> None:
     """The endpoint is private: what applies manifests must reach it from inside the VPC."""
-    handlers = [
-        r for k, r in eks.resources("AWS::Lambda::Function").items() if "KubectlProvider" in k and "Handler" in k
-    ]
-    assert handlers and all(r["Properties"]["VpcConfig"]["SubnetIds"] for r in handlers)
+    compute = {"Ref": eks.stack.resolve(eks.stack.network.compute_subnet.node.default_child.logical_id)}
+    functions = [r for k, r in eks.resources("AWS::Lambda::Function").items() if "KubectlProvider" in k]
+    assert len(functions) == 2  # the handler and the provider framework's function
+    # in the compute subnet, which has a route out (the control-plane subnets have none)
+    assert all(r["Properties"]["VpcConfig"]["SubnetIds"] == [compute] for r in functions)
+    routes = [r["Properties"] for r in eks.resources("AWS::EC2::Route").values() if r["Properties"].get("NatGatewayId")]
+    associations = eks.resources("AWS::EC2::SubnetRouteTableAssociation").values()
+    (table,) = [a["Properties"]["RouteTableId"] for a in associations if a["Properties"]["SubnetId"] == compute]
+    assert any(r["RouteTableId"] == table and r["DestinationCidrBlock"] == "0.0.0.0/0" for r in routes)
 
 
 def test_no_components_without_the_fleets_that_need_them(eks_own_vpc: Synthesized) -> None:
@@ -437,9 +462,11 @@ def test_the_repair_function_reaches_the_api_from_the_vpc_with_exactly_its_verbs
     ]
     assert {(i["FromPort"], i["ToPort"]) for i in ingress} == {(443, 443)}
     cluster = _cluster(eks)
+    endpoints = eks.stack.resolve(eks.stack.network.endpoint_security_group.security_group_id)  # type: ignore[union-attr]
     control_plane = [
         *cluster["ResourcesVpcConfig"]["SecurityGroupIds"],
         {"Fn::GetAtt": [cluster_id, "ClusterSecurityGroupId"]},
+        endpoints,  # SSM and CloudWatch, whose private DNS names answer in the VPC
     ]
     assert sorted(json.dumps(i["GroupId"]) for i in ingress) == sorted(json.dumps(g) for g in control_plane)
     # Its access entry has no access policy, only the group the ClusterRole is bound to.
@@ -468,3 +495,62 @@ def test_the_shell_part_passes_shellcheck(eks: Synthesized, tmp_path: Path) -> N
     assert shellcheck is not None
     result = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_every_function_in_the_vpc_reaches_the_interface_endpoints(eks: Synthesized) -> None:
+    """SSM and CloudWatch resolve to the endpoints everywhere in the VPC (private DNS): a function
+    there that the endpoints' group does not admit waits for a timeout on every call to them."""
+    endpoint_group = eks.stack.resolve(eks.stack.network.endpoint_security_group.security_group_id)  # type: ignore[union-attr]
+    admitted = {
+        json.dumps(r["Properties"]["SourceSecurityGroupId"])
+        for r in eks.resources("AWS::EC2::SecurityGroupIngress").values()
+        if r["Properties"]["GroupId"] == endpoint_group
+        and r["Properties"]["FromPort"] <= 443 <= r["Properties"]["ToPort"]
+    }
+    calling = {
+        k: r
+        for k, r in eks.resources("AWS::Lambda::Function").items()
+        if "VpcConfig" in r["Properties"] and "KubectlProvider" not in k
+    }
+    assert calling  # the repair function, at least
+    for name, function in calling.items():
+        groups = {json.dumps(g) for g in function["Properties"]["VpcConfig"]["SecurityGroupIds"]}
+        assert groups & admitted, name
+
+
+def test_reordering_groups_and_admins_moves_no_access_entry(
+    eks: Synthesized, synth: Callable[..., Synthesized]
+) -> None:
+    """An entry's principal cannot change in place: an id that moved to another principal would
+    make CloudFormation create a second entry for one principal, which EKS refuses."""
+    data = eks.config.model_dump(exclude_unset=True, mode="json")
+    data["instance_groups"].reverse()
+    data["orchestrator"]["admin_role_arns"] = [
+        "arn:aws:iam::111122223333:role/Ops",
+        *data["orchestrator"]["admin_role_arns"],
+    ]
+    reordered = synth(ClusterConfig.from_dict(data))
+
+    def principals(s: Synthesized) -> dict[str, str]:
+        return {k: json.dumps(r["Properties"]["PrincipalArn"]) for k, r in s.resources("AWS::EKS::AccessEntry").items()}
+
+    before, after = principals(eks), principals(reordered)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert len(after) == len(before) + 1
+
+
+def test_hand_made_cluster_refuses_bad_options_and_taints_of_no_fleet() -> None:
+    stack = Stack(App(context=CDK_CONTEXT), "S", env={"region": "us-east-1"})
+    network = ClusterNetwork(stack, "Net", availability_zone="us-east-1a")
+    subnets = network.add_control_plane_subnets(["us-east-1a", "us-east-1b"])
+    with pytest.raises(PropsError, match=r"service_ipv4_cidr: must be an IPv4 CIDR block .* \(got 'banana'\)"):
+        EksCluster(stack, "A", cluster_name="c", vpc=network.vpc, control_plane_subnets=subnets,
+                   options=EksOptions(kubectl=False, service_ipv4_cidr="banana"))  # fmt: skip
+    with pytest.raises(ValueError, match="kubectl_subnets: the kubectl provider"):
+        EksCluster(stack, "B", cluster_name="c", vpc=network.vpc, control_plane_subnets=subnets)
+    EksCluster(
+        stack, "C", cluster_name="c", vpc=network.vpc, control_plane_subnets=subnets,
+        options=EksOptions(kubectl=False, taints={"gpu": ["a=b:NoSchedule"]}),
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"options\.taints: no fleet of group 'gpu' joined the cluster"):
+        stack.node.root.synth()  # type: ignore[attr-defined]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
+import jsii
 from aws_cdk import Annotations, Token
-from constructs import Construct
+from constructs import Construct, IValidation
 
 from ..errors import Finding
 from ..rules import raise_errors
@@ -30,3 +31,15 @@ def check_props(construct: Construct, findings: Iterable[Finding], *, values: Ma
 def _about(path: str, prop: str) -> bool:
     """Whether a finding at ``path`` is about ``prop`` or a part of it (``prop.x``, ``prop[0]``)."""
     return path == prop or path.startswith((f"{prop}.", f"{prop}["))
+
+
+@jsii.implements(IValidation)
+class SynthesisCheck:
+    """A check of what is known only once the whole app is built (``node.add_validation``):
+    ``check`` returns the problems, each a sentence naming the prop."""
+
+    def __init__(self, check: Callable[[], list[str]]) -> None:
+        self._check = check
+
+    def validate(self) -> list[str]:
+        return self._check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -12,15 +13,24 @@ from aws_cdk import aws_eks as eks_cfn
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk.lambda_layer_kubectl_v35 import KubectlV35Layer
 from constructs import Construct
 
 from .. import eks_node, kube_access, kube_manifests, kube_operator
 from .._nag import acknowledge
-from ..rules.eks import DEFAULT_KUBERNETES_VERSION, DEFAULT_SERVICE_CIDR, EksFleet, eks_findings, image_parameter
+from ..errors import Finding, show
+from ..rules.eks import (
+    DEFAULT_KUBERNETES_VERSION,
+    DEFAULT_SERVICE_CIDR,
+    EksFleet,
+    eks_findings,
+    image_parameter,
+    taint_problem,
+)
 from ..types import EKS_OS
-from ._props import check_props
+from ._props import SynthesisCheck, check_props
 from .fleet import Fleet
 from .lustre import LustreFileSystem
 
@@ -110,8 +120,11 @@ class EksCluster(Construct):
         :param cluster_name: the EKS cluster's name, and the name its fleets carry.
         :param control_plane_subnets: two or more subnets in different zones, where EKS puts the
             control plane's network interfaces.
-        :param kubectl_subnets: private subnets with a route out (NAT) for the kubectl provider,
-            which reaches the private endpoint from the VPC; default the first control-plane subnets.
+        :param kubectl_subnets: private subnets with a route out (NAT) where the kubectl
+            provider's functions run (``options.kubectl``): they reach the private endpoint from
+            the VPC, and EKS, Lambda, STS and CloudFormation's S3 response URLs through the route.
+            aws-cdk-lib would otherwise put them in the control-plane subnets, which may have no
+            route out at all.
         """
         super().__init__(scope, construct_id)
         check_props(
@@ -120,8 +133,15 @@ class EksCluster(Construct):
                 version=options.version,
                 endpoint_public_cidrs=options.endpoint_public_cidrs,
                 admin_role_arns=options.admin_role_arns,
-            ),
-            values={"version": options.version},
+                service_ipv4_cidr=options.service_ipv4_cidr,
+            )
+            + [
+                Finding(path=f"taints.{group}[{i}]", message=f"{problem} (got {show(taint)})")
+                for group, taints in options.taints.items()
+                for i, taint in enumerate(taints)
+                if (problem := taint_problem(taint)) is not None
+            ],
+            values={"version": options.version, "service_ipv4_cidr": options.service_ipv4_cidr},
         )
         zones = _zones(control_plane_subnets)
         if len(control_plane_subnets) < 2 or (zones is not None and len(zones) < 2):
@@ -140,6 +160,8 @@ class EksCluster(Construct):
         applied on deploy when the cluster has a kubectl provider, otherwise handed over."""
         self._install = options.kubectl
         self._repair_entry: eks_cfn.CfnAccessEntry | None = None
+        self._components_added = False
+        self.node.add_validation(SynthesisCheck(self._unjoined_taints))
 
         self.secrets_key = kms.Key(
             self,
@@ -162,9 +184,14 @@ class EksCluster(Construct):
         )
         kubectl = None
         if options.kubectl:
+            if not kubectl_subnets:
+                raise ValueError(
+                    "kubectl_subnets: the kubectl provider (options.kubectl) needs private subnets with a route out "
+                    "(NAT) to reach AWS's APIs; give them, or EksOptions(kubectl=False)"
+                )
             kubectl = eks.KubectlProviderOptions(
                 kubectl_layer=KubectlV35Layer(self, "KubectlLayer"),
-                private_subnets=list(kubectl_subnets) or None,
+                private_subnets=list(kubectl_subnets),
             )
         self.cluster = eks.Cluster(
             self,
@@ -186,10 +213,19 @@ class EksCluster(Construct):
         )
         self.cluster.node.add_dependency(self.log_group)
         self._acknowledge_cdk_parts()
-        for index, arn in enumerate(options.admin_role_arns, start=1):
+        if self.cluster.kubectl_provider is not None:
+            # aws-cdk-lib 2.275 places the provider in the cluster's own subnets whenever the
+            # endpoint is private, whatever private_subnets says: put its functions where there is a route.
+            subnet_ids = [subnet.subnet_id for subnet in kubectl_subnets]
+            for child in self.cluster.kubectl_provider.node.find_all():
+                if isinstance(child, lambda_.CfnFunction):
+                    child.add_property_override("VpcConfig.SubnetIds", subnet_ids)
+        for arn in options.admin_role_arns:
             eks.AccessEntry(
                 self,
-                f"Admin{index}",
+                # by the ARN, not its place in the list: reordering the list must not move an entry
+                # to another principal (CloudFormation would create the new one before deleting the old)
+                f"Admin{hashlib.sha256(arn.encode()).hexdigest()[:12]}",
                 cluster=cast(eks.ICluster, self.cluster),  # jsii's stubs miss that Cluster is one
                 principal=arn,
                 access_policies=[
@@ -258,6 +294,15 @@ class EksCluster(Construct):
             "the provider framework invokes any version of the kubectl handler function, which it creates itself",
         )
 
+    def _unjoined_taints(self) -> list[str]:
+        joined = {fleet.group_name for fleet in self._fleets}
+        return [
+            f"options.taints: no fleet of group {group!r} joined the cluster (add_fleet); joined: "
+            f"{', '.join(sorted(joined)) or 'none'}"
+            for group in self.options.taints
+            if group not in joined
+        ]
+
     @property
     def cluster_security_group(self) -> ec2.ISecurityGroup:
         """The group EKS makes for the control plane and nodes to talk (all traffic among members)."""
@@ -294,6 +339,25 @@ class EksCluster(Construct):
             )
         if fleet in self._fleets:
             raise ValueError(f"add_fleet: fleet {fleet.node.path!r} is joined already")
+        if fleet.orchestrator is not None:
+            raise ValueError(f"add_fleet: fleet {fleet.node.path!r} has joined {fleet.orchestrator} already")
+        if Stack.of(fleet) is not Stack.of(self):
+            raise ValueError(
+                f"add_fleet: fleet {fleet.node.path!r} is in another stack; the cluster and its nodes refer to each "
+                "other (the node configuration, the access entries), so they must be in one stack"
+            )
+        if fleet.default_image:
+            raise ValueError(
+                f"add_fleet: fleet {fleet.node.path!r} runs its default image, which has no nodeadm and never "
+                "joins; build it with machine_image=cluster.machine_image(instance_type) (the EKS-optimized AL2023 "
+                "image of the cluster's version) or an image of your own built from it"
+            )
+        if self._components_added:
+            raise ValueError(
+                "add_fleet: add_components has run already and chose the components by the fleets joined then; join "
+                "every fleet first"
+            )
+        fleet.orchestrator = f"EKS cluster {self.node.path!r}"
         self._fleets.append(fleet)
         role = fleet.role
         for policy in NODE_POLICIES:
@@ -307,7 +371,8 @@ class EksCluster(Construct):
         if role.role_arn not in self._node_roles:  # fleets may share a role
             self._node_roles[role.role_arn] = eks.AccessEntry(
                 self,
-                f"Nodes{len(self._node_roles) + 1}",
+                # by the group, not the order of joining: see the admins' entries
+                "Nodes" + "".join(part.capitalize() for part in fleet.group_name.split("-")),
                 cluster=cast(eks.ICluster, self.cluster),  # jsii's stubs miss that Cluster is one
                 principal=role.role_arn,
                 access_entry_type=eks.AccessEntryType.EC2_LINUX,
@@ -402,6 +467,9 @@ class EksCluster(Construct):
         provider when it has one (``EksOptions.kubectl``). Manifests not applied carry
         ``${FILE_SYSTEM_ID}``-style placeholders (:data:`FILE_SYSTEM_PLACEHOLDERS`) for what only
         the deployed stack knows."""
+        if self._components_added:
+            raise ValueError("add_components: called already; call it once, after every add_fleet")
+        self._components_added = True
         install = self._install
         accelerators = {fleet.instance_type.accelerator for fleet in self._fleets}
         efa = any(fleet.efa_enabled for fleet in self._fleets)

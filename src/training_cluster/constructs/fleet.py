@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
-from constructs import Construct, IValidation
+from constructs import Construct
 
 from .. import catalog, contract
 from .._assets import grant_read
@@ -23,7 +22,7 @@ from .._nag import SSM_MANAGED_POLICY, acknowledge
 from ..node_bootstrap import NodeBootstrap
 from ..rules.fleet import creates_placement_group, fleet_findings, lifecycle_script_findings
 from ..types import CapacityType, OperatingSystem
-from ._props import check_props
+from ._props import SynthesisCheck, check_props
 from .network import node_security_group
 
 DEFAULT_HEALTH_CHECK_GRACE_PERIOD = Duration.minutes(15)
@@ -80,15 +79,6 @@ class _UserDataText:
 
     def produce(self) -> str:
         return self._bootstrap.render()
-
-
-@jsii.implements(IValidation)
-class _Validation:
-    def __init__(self, check: Callable[[], list[str]]) -> None:
-        self._check = check
-
-    def validate(self) -> list[str]:
-        return self._check()
 
 
 @jsii.implements(ec2.IConnectable)
@@ -273,6 +263,10 @@ class Fleet(Construct):
                 self, "PlacementGroup", strategy=ec2.PlacementGroupStrategy.CLUSTER
             )
 
+        self.default_image = machine_image is None
+        """Whether the fleet runs its default image (the Deep Learning AMI, or the distribution's)."""
+        self.orchestrator: str | None = None
+        """What runs the fleet's nodes, once one has taken them (an EKS cluster's name), else ``None``."""
         self.launch_template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
@@ -330,7 +324,7 @@ class Fleet(Construct):
             else None,
         )
         if instance_metadata_tags:
-            self.node.add_validation(_Validation(self._metadata_tag_problems))
+            self.node.add_validation(SynthesisCheck(self._metadata_tag_problems))
 
     def _metadata_tag_problems(self) -> list[str]:
         """With metadata tags on, EC2 refuses to launch an instance with a tag key that has a ``/``

@@ -79,6 +79,8 @@ class ClusterNetwork(Construct):
         self.availability_zone = availability_zone
         self._vpc_cidr = None if vpc is not None else vpc_cidr
         self._isolated: list[ec2.ISubnet] = []
+        self.endpoint_security_group: ec2.SecurityGroup | None = None
+        """The interface endpoints' group (a new VPC with ``interface_endpoints``), else ``None``."""
         if vpc is not None and compute_subnet is not None:
             self.vpc: ec2.IVpc = vpc
             self.compute_subnet: ec2.ISubnet = compute_subnet
@@ -99,6 +101,13 @@ class ClusterNetwork(Construct):
     def connections(self) -> ec2.Connections:
         """The security group every node (or server) has: allow traffic to and from it here."""
         return self._connections
+
+    def allow_endpoints_from(self, peer: ec2.IConnectable, description: str) -> None:
+        """Let ``peer`` (a function placed in the VPC) reach the interface endpoints: their private
+        DNS names answer for SSM and CloudWatch everywhere in the VPC, so without this its calls to
+        those services would wait for a timeout. Nothing to do without endpoints."""
+        if self.endpoint_security_group is not None:
+            self.endpoint_security_group.connections.allow_from(peer, ec2.Port.tcp(443), description)
 
     @property
     def compute_subnets(self) -> ec2.SubnetSelection:
@@ -133,7 +142,8 @@ class ClusterNetwork(Construct):
             if not any(block.overlaps(t) for t in taken)
         )
         subnets: list[ec2.ISubnet] = []
-        for index, zone in enumerate(availability_zones, start=1):
+        made = sum(1 for subnet in self._isolated if subnet.node.id.startswith(id_prefix))
+        for index, zone in enumerate(availability_zones, start=made + 1):
             block = next(free, None)
             if block is None:
                 raise ValueError(f"no free /{prefix_length} left in {self._vpc_cidr} for the {what} subnets")
@@ -191,6 +201,7 @@ class ClusterNetwork(Construct):
             allow_all_outbound=False,
         )
         endpoint_group.add_ingress_rule(self.security_group, ec2.Port.tcp(443), "HTTPS from cluster nodes")
+        self.endpoint_security_group = endpoint_group
         assert isinstance(self.vpc, ec2.Vpc)
         for name, service in (
             ("Ssm", ec2.InterfaceVpcEndpointAwsService.SSM),

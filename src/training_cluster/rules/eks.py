@@ -79,6 +79,30 @@ def public_cidr_problem(cidr: str) -> str | None:
         return "must be an IPv4 CIDR block such as 203.0.113.0/24, with no host bits set"
     if any(network.subnet_of(r) for r in PRIVATE_RANGES) or network.is_loopback or network.is_link_local:
         return "is a private range: the public endpoint is reached from the internet; private access needs no entry"
+    if network.is_multicast or network.is_reserved or (network.prefixlen >= 8 and network.subnet_of(_THIS_NETWORK)):
+        return "is a range no internet client has (multicast, reserved or 0.0.0.0/8): list the ranges you reach it from"
+    return None
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+
+MAX_PUBLIC_CIDRS = 40
+"""EKS takes at most 40 public access ranges per cluster."""
+MAX_TAINTS = 20
+MAX_ADMINS = 25
+"""Limits of our own, far above what a cluster needs: each taint goes into every node's user data
+(16 KB in all), each admin is an access entry (a resource of the stack's 500)."""
+
+
+def service_cidr_problem(cidr: str) -> str | None:
+    """Why ``cidr`` cannot be the Kubernetes service range, or ``None``: EKS takes an RFC 1918 /12 to /24."""
+    try:
+        network = ipaddress.IPv4Network(cidr, strict=True)
+    except ValueError:
+        return "must be an IPv4 CIDR block such as 172.20.0.0/16, with no host bits set"
+    if not (12 <= network.prefixlen <= 24 and any(network.subnet_of(r) for r in PRIVATE_RANGES[:3])):
+        return "must be a private (RFC 1918) range of /12 to /24, such as 172.20.0.0/16"
     return None
 
 
@@ -88,8 +112,10 @@ def taint_problem(taint: str) -> str | None:
     if found is None:
         return "must be a taint key[=value]:Effect such as dedicated=gpu:NoSchedule"
     if found["effect"] not in TAINT_EFFECTS:
-        return f"effect must be one of {', '.join(TAINT_EFFECTS)} (got {show(found['effect'])})"
+        return f"effect must be one of {', '.join(TAINT_EFFECTS)}"
     key = found["key"]
+    if "/" in key and len(key.split("/")[0]) > 253:
+        return "a key's prefix is a DNS name of at most 253 characters"
     if key.startswith(contract.KUBE_PREFIX):
         return f"keys under {contract.KUBE_PREFIX} are the cluster's own (the health taint); choose another prefix"
     if key.split("/")[0].endswith(("kubernetes.io", "k8s.io")):
@@ -136,9 +162,14 @@ def eks_findings(
     fleets: Sequence[EksFleet] = (),
     taints: Mapping[str, Sequence[str]] | None = None,
     system_instance_type: str | None = None,
+    service_ipv4_cidr: str | None = None,
 ) -> list[Finding]:
     """Every problem with an EKS cluster's props and the fleets it joins."""
     out: list[Finding] = []
+    if service_ipv4_cidr is not None:
+        problem = service_cidr_problem(service_ipv4_cidr)
+        if problem is not None:
+            out.append(Finding(path="service_ipv4_cidr", message=f"{problem} (got {show(service_ipv4_cidr)})"))
     problem = version_problem(version)
     if problem is not None:
         out.append(Finding(path="version", message=f"{problem} (got {show(version)})"))
@@ -157,6 +188,47 @@ def eks_findings(
                     "request); list your own ranges instead",
                 )
             )
+    if len(endpoint_public_cidrs) > MAX_PUBLIC_CIDRS:
+        out.append(
+            Finding(
+                path="endpoint_public_cidrs",
+                message=f"at most {MAX_PUBLIC_CIDRS} ranges, as EKS allows (got {len(endpoint_public_cidrs)})",
+            )
+        )
+    for cidr, n in _counts(endpoint_public_cidrs).items():
+        if n > 1:
+            out.append(Finding(path="endpoint_public_cidrs", message=f"{cidr!r} is listed {n} times; list each once"))
+    valid = [ipaddress.IPv4Network(c) for c in endpoint_public_cidrs if public_cidr_problem(c) is None]
+    if (
+        valid
+        and sum(n.num_addresses for n in ipaddress.collapse_addresses(valid)) >= 2**31
+        and not any(n.prefixlen == 0 for n in valid)
+    ):
+        out.append(
+            Finding(
+                path="endpoint_public_cidrs",
+                level="warning",
+                message="together these ranges open the Kubernetes API endpoint to half the internet or more (IAM "
+                "still authenticates every request); list your own ranges instead",
+            )
+        )
+    if not admin_role_arns:
+        out.append(
+            Finding(
+                path="admin_role_arns",
+                level="warning",
+                message="no role is given cluster-admin, and the deploying role is not made one: nobody can use "
+                "kubectl on the cluster until an access entry is added; list your admin roles",
+            )
+        )
+    if len(admin_role_arns) > MAX_ADMINS:
+        out.append(
+            Finding(
+                path="admin_role_arns",
+                message=f"at most {MAX_ADMINS} roles (got {len(admin_role_arns)}); give a few roles admin and map the "
+                "rest with Kubernetes RBAC",
+            )
+        )
     for i, arn in enumerate(admin_role_arns):
         problem = role_arn_problem(arn)
         if problem is not None:
@@ -191,10 +263,28 @@ def eks_findings(
                     path="taints", message=f"no instance group named {group!r}; instance groups: {', '.join(names)}"
                 )
             )
+        if len(group_taints) > MAX_TAINTS:
+            out.append(
+                Finding(path=f"taints.{group}", message=f"at most {MAX_TAINTS} taints (got {len(group_taints)})")
+            )
+        seen: dict[tuple[str, str], str] = {}
         for i, taint in enumerate(group_taints):
             problem = taint_problem(taint)
             if problem is not None:
                 out.append(Finding(path=f"taints.{group}[{i}]", message=f"{problem} (got {show(taint)})"))
+                continue
+            found = _TAINT.fullmatch(taint)
+            assert found is not None
+            key = (found["key"], found["effect"])
+            if key in seen:
+                out.append(
+                    Finding(
+                        path=f"taints.{group}[{i}]",
+                        message=f"{seen[key]!r} has the same key and effect: Kubernetes takes one taint per key and "
+                        f"effect, and kubelet would not register (got {show(taint)})",
+                    )
+                )
+            seen.setdefault(key, taint)
     return out
 
 

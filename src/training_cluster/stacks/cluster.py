@@ -105,6 +105,7 @@ class TrainingClusterStack(Stack):
         self.auto_repair = self._auto_repair()
         if self.auto_repair is not None and self.eks is not None:
             self.auto_repair.use_kubernetes(self.eks)
+            self.network.allow_endpoints_from(self.auto_repair.function, "HTTPS from the repair function")
         self.observability = self._observability()
         self.slurm = self._slurm()
         self.dashboard = self._dashboard()
@@ -207,6 +208,7 @@ class TrainingClusterStack(Stack):
                 admin_role_arns=orchestrator.admin_role_arns,
                 kubectl=orchestrator.install_components,
                 taints=dict(orchestrator.taints),
+                service_ipv4_cidr=orchestrator.service_cidr,
             ),
         )
 
@@ -231,8 +233,9 @@ class TrainingClusterStack(Stack):
             return
         deep_checks = self.config.auto_repair.enabled and self.config.auto_repair.deep_checks
         for fleet in self.fleets.values():
-            accelerated = fleet.instance_type.accelerator != "none"
-            self.eks.add_fleet(fleet, schedulable_at_boot=not (deep_checks and accelerated))
+            # the first-boot checks run on accelerators and on EFA (a CPU type with EFA included)
+            checked = fleet.instance_type.accelerator != "none" or fleet.efa_enabled
+            self.eks.add_fleet(fleet, schedulable_at_boot=not (deep_checks and checked))
         components = self.config.orchestrator.components
         self.kubernetes_manifests = self.eks.add_components(
             EksComponents(
