@@ -2,7 +2,9 @@
 
 It keeps Nodes and Pods in memory and answers the way the API server does for what the repair
 control plane asks: Nodes by name (get, JSON merge patch with ``metadata.resourceVersion``
-checked, delete with a uid precondition), Pods listed by ``spec.nodeName`` in pages, evictions.
+checked, delete with a uid precondition), Nodes listed by label selector in pages (equality and
+existence terms: ``k``, ``!k``, ``k=v``, ``k==v``, ``k!=v``, which a Node without ``k`` meets),
+Pods listed by ``spec.nodeName`` in pages, evictions.
 It records every request as it arrived, and the (API group, resource, verb) that the API
 server's authorizer would check for it, worked out from the method and the path alone.
 A request whose bearer token is not an EKS token for the cluster, signed with the tests' fake key
@@ -242,6 +244,32 @@ def pod(
     }
 
 
+_SELECTOR_TERM = re.compile(r"(?P<not>!)?(?P<key>[A-Za-z0-9./_-]+)(?:(?P<op>==|!=|=)(?P<value>[A-Za-z0-9._-]*))?")
+
+
+def label_selector(selector: str) -> Callable[[dict[str, str]], bool]:
+    """Kubernetes' equality-based and existence label selector terms, comma-separated (all must
+    hold); a ``ValueError`` for anything else (set-based terms: this stub does not need them)."""
+    terms = []
+    for text in filter(None, selector.split(",")):
+        term = _SELECTOR_TERM.fullmatch(text)
+        if term is None or (term["not"] and term["op"]):
+            raise ValueError(f"this stub does not parse the selector term {text!r}")
+        terms.append((bool(term["not"]), term["key"], term["op"], term["value"]))
+
+    def holds(labels: dict[str, str]) -> bool:
+        for negated, key, op, value in terms:
+            if op is None and (key in labels) == negated:
+                return False
+            if op in ("=", "==") and labels.get(key) != value:
+                return False
+            if op == "!=" and labels.get(key) == value:
+                return False
+        return True
+
+    return holds
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386."""
     if not isinstance(patch, dict):
@@ -270,8 +298,9 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
 class KubeStub:
     """The stand-in: ``nodes`` by name, ``pods``; ``scripted`` answers (``(method, path)`` -> the
     statuses of its next requests); ``before_patch`` run one each before the next node patches
-    (another writer); ``page_size`` pods per list page; ``evictions_linger``: an accepted eviction
-    leaves the pod terminating (a long grace period) instead of gone."""
+    (another writer); ``each_request`` run on every request as it arrives (a clock that moves, say);
+    ``page_size`` pods (or Nodes) per list page; ``evictions_linger``: an accepted eviction leaves
+    the pod terminating (a long grace period) instead of gone."""
 
     rbac: set[tuple[str, str, str]]
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -279,6 +308,7 @@ class KubeStub:
     requests: list[Seen] = field(default_factory=list)
     scripted: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     before_patch: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    each_request: Callable[[Seen], None] | None = None
     page_size: int = 500
     evictions_linger: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -297,6 +327,8 @@ class KubeStub:
         with self.lock:
             self.requests.append(seen)
             self.rbac.add(rbac_of(seen.method, seen.path, seen.query))
+            if self.each_request is not None:
+                self.each_request(seen)
             url = decoded_token(seen.authorization)
             if url is None or not signature_checks(url):
                 return 401, status(401, "Unauthorized", "Unauthorized")
@@ -310,6 +342,8 @@ class KubeStub:
         parts = seen.path.strip("/").split("/")
         if parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4:
             return self._node(seen, parts[3])
+        if parts == ["api", "v1", "nodes"] and seen.method == "GET":
+            return self._list_nodes(seen)
         if parts == ["api", "v1", "pods"] and seen.method == "GET":
             return self._list_pods(seen)
         if parts[:3] == ["api", "v1", "namespaces"] and parts[4:5] == ["pods"] and parts[6:] == ["eviction"]:
@@ -341,22 +375,29 @@ class KubeStub:
             return 200, current
         return 405, status(405, "MethodNotAllowed", seen.method)
 
+    def _list_nodes(self, seen: Seen) -> tuple[int, dict[str, Any]]:
+        (selector,) = seen.query.get("labelSelector", [""])
+        try:
+            wanted = label_selector(selector)
+        except ValueError as error:
+            return 400, status(400, "BadRequest", str(error))
+        selected = [n for _, n in sorted(self.nodes.items()) if wanted((n.get("metadata") or {}).get("labels") or {})]
+        return 200, self._page(seen, "NodeList", selected)
+
+    def _page(self, seen: Seen, kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        start = int(seen.query.get("continue", ["0"])[0])
+        size = min(self.page_size, int(seen.query.get("limit", ["1000000"])[0]))
+        metadata = {"resourceVersion": "100"}
+        if start + size < len(items):
+            metadata["continue"] = str(start + size)
+        return {"kind": kind, "apiVersion": "v1", "metadata": metadata, "items": items[start : start + size]}
+
     def _list_pods(self, seen: Seen) -> tuple[int, dict[str, Any]]:
         (selector,) = seen.query.get("fieldSelector", [""])
         if not selector.startswith("spec.nodeName="):
             return 400, status(400, "BadRequest", f"this stub lists pods by spec.nodeName only: {selector!r}")
         on_node = [p for p in self.pods if p["spec"]["nodeName"] == selector.removeprefix("spec.nodeName=")]
-        start = int(seen.query.get("continue", ["0"])[0])
-        size = min(self.page_size, int(seen.query.get("limit", ["1000000"])[0]))
-        metadata = {"resourceVersion": "100"}
-        if start + size < len(on_node):
-            metadata["continue"] = str(start + size)
-        return 200, {
-            "kind": "PodList",
-            "apiVersion": "v1",
-            "metadata": metadata,
-            "items": on_node[start : start + size],
-        }
+        return 200, self._page(seen, "PodList", on_node)
 
     def _evict(self, seen: Seen, namespace: str, name: str) -> tuple[int, dict[str, Any]]:
         expected = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}

@@ -132,11 +132,11 @@ class EndpointSession:
     def __init__(self, endpoint: str) -> None:
         self.endpoint, self.session = endpoint, session()
 
-    def client(self, service: str, region_name: str | None = None) -> Any:
-        return self.session.client(service, region_name=region_name, endpoint_url=self.endpoint)
+    def client(self, service: str, region_name: str | None = None, config: Any = None) -> Any:
+        return self.session.client(service, region_name=region_name, endpoint_url=self.endpoint, config=config)
 
-    def resource(self, service: str, region_name: str | None = None) -> Any:
-        return self.session.resource(service, region_name=region_name, endpoint_url=self.endpoint)
+    def resource(self, service: str, region_name: str | None = None, config: Any = None) -> Any:
+        return self.session.resource(service, region_name=region_name, endpoint_url=self.endpoint, config=config)
 
 
 def lambda_stand_in(cluster_box: list[Cluster]) -> ThreadingHTTPServer:

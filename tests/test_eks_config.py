@@ -179,6 +179,11 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "network.control_plane_subnet_ids",
         "a subnet is listed twice",
     ),
+    "EKS without auto-repair": (
+        {**with_eks(), "auto_repair": {"enabled": False}},
+        "auto_repair.enabled",
+        "keep auto-repair on, or set orchestrator.components.training_operator: false",
+    ),
     "Slurm setting with EKS": (
         with_eks({"login_nodes": 2}),
         "orchestrator.login_nodes",

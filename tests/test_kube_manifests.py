@@ -23,6 +23,7 @@ import json
 import re
 import subprocess
 import sys
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -34,9 +35,10 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from training_cluster import contract
+from training_cluster import catalog, contract
 from training_cluster import kube_manifests as km
 from training_cluster import kube_operator as ko
+from training_cluster.rules.eks import SYSTEM_GROUP
 
 KUBERNETES_VERSION = "1.35"
 """The Kubernetes minor the cluster pins."""
@@ -175,7 +177,7 @@ def test_label_syntax_check_is_not_vacuous() -> None:
     [
         ("nvidia-device-plugin", {contract.LABEL_ACCELERATOR: "nvidia"}),
         ("aws-efa-k8s-device-plugin", {contract.LABEL_EFA: "true"}),
-        ("neuron-device-plugin", {contract.LABEL_ACCELERATOR: "neuron"}),
+        ("neuron-device-plugin", {contract.PROTECTED_LABEL_ACCELERATOR: "neuron"}),  # set by the control plane
         ("dcgm-exporter", {contract.LABEL_ACCELERATOR: "nvidia"}),
     ],
 )
@@ -187,6 +189,50 @@ def test_each_agent_runs_on_the_nodes_the_contract_labels_for_it(name: str, sele
     assert match and match.items() <= spec["template"]["metadata"]["labels"].items()
     assert DAEMONSETS[name]["metadata"]["namespace"] == "kube-system"
     assert spec["template"]["spec"]["priorityClassName"] == "system-node-critical"
+
+
+def pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod spec of a DaemonSet's or Deployment's template."""
+    return [obj["spec"]["template"]["spec"]] if obj["kind"] in ("DaemonSet", "Deployment") else []
+
+
+PODS = [(i, spec) for i, obj in OBJECTS for spec in pod_specs(obj)]
+
+
+@pytest.mark.parametrize("pod", [p for _, p in PODS], ids=[i for i, _ in PODS])
+def test_a_pod_with_a_token_runs_only_where_the_control_plane_says_and_one_without_may_trust_the_node(
+    pod: dict[str, Any],
+) -> None:
+    """Root on a node sets any label kubelet may (``training-cluster/*``): a pod holding a service
+    account token selects nodes by the protected labels only, which no kubelet may set
+    (NodeRestriction), so no node draws the token by lying. A pod without a token may select by
+    the node's own word: a liar gets a pod with no more than the node already has."""
+    selector = pod.get("nodeSelector") or {}
+    assert selector and "affinity" not in pod  # one place says where it runs
+    if pod.get("automountServiceAccountToken") is False:
+        assert all(key.startswith(contract.KUBE_PREFIX) for key in selector)
+    else:
+        assert all(key.startswith(contract.PROTECTED_PREFIX) for key in selector), selector
+
+
+def test_the_token_check_sees_both_kinds() -> None:
+    tokens = {i.split(":")[0] for i, p in PODS if p.get("automountServiceAccountToken") is not False}
+    assert tokens == {"neuron", "operator", "operator-volcano", "operator-scheduler-plugins"}
+
+
+def test_the_protected_labels_are_valid_keys_no_kubelet_may_set() -> None:
+    for key in (contract.PROTECTED_LABEL_GROUP, contract.PROTECTED_LABEL_ACCELERATOR):
+        prefix, _, name = key.partition("/")
+        # NodeRestriction refuses kubelets this prefix and its subdomains (kubernetes/kubernetes
+        # plugin/pkg/admission/noderestriction; the kubelet's --node-labels check refuses it too)
+        assert prefix == "node-restriction.kubernetes.io" and _DNS_SUBDOMAIN.fullmatch(prefix)
+        assert len(name) <= 63 and _LABEL_NAME.fullmatch(name), key
+        assert label_problems({"nodeSelector": {key: "x"}}) == []
+    # every accelerator a group may have is a value the accelerator labels take (GROUP_ACCELERATORS)
+    hints = typing.get_type_hints(catalog.InstanceTypeInfo.accelerator.fget)  # type: ignore[attr-defined]
+    assert set(typing.get_args(hints["return"])) == set(contract.KUBE_ACCELERATORS)
+    found = {info.accelerator for t in catalog.instance_types() if (info := catalog.get(t)) is not None}
+    assert found == set(contract.KUBE_ACCELERATORS)
 
 
 @pytest.mark.parametrize("name", sorted(DAEMONSETS))
@@ -590,7 +636,12 @@ def test_the_operator_runs_non_root_from_the_pinned_image_and_only_the_pytorchjo
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8081}
     match = deployment["spec"]["selector"]["matchLabels"]
     assert match and match.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert pod["nodeSelector"] == {contract.LABEL_ACCELERATOR: "none"}  # CPU nodes, never a GPU's place
+    # the system group's nodes, as the control plane labels them from AWS (no node can claim it)
+    assert (
+        pod["nodeSelector"]
+        == {contract.PROTECTED_LABEL_GROUP: SYSTEM_GROUP}
+        == {"node-restriction.kubernetes.io/training-cluster-instance-group": "system"}
+    )
     assert objects["Namespace"]["metadata"]["name"] == deployment["metadata"]["namespace"] == "kubeflow"
 
 

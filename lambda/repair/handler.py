@@ -5,7 +5,8 @@ AWS Health scheduled events, Auto Scaling launch failures, the one-minute sweep 
 ``{"reset_circuit_breaker": GROUP}``, a person's request ``{"repair": {"instance_id": ID, "action":
 "reboot" | "replace", "requested_by": WHO}}`` (the command line's ``repair``), the agent's
 claims the intake forwards (checked against the instance's health tag again), and
-``{"scheduler_state": [ID, ...]}`` (the command line's ``nodes``: read only).
+``{"scheduler_state": [ID, ...]}`` (the command line's ``nodes``: read only, within
+``STATE_SECONDS``).
 
 ``intake``, the report intake (a function of its own): the agent's events, which anyone who may
 put events on the bus can forge, checked against the named instance's health tag; only the
@@ -17,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from auto_repair.aws import Clients
@@ -24,6 +27,7 @@ from auto_repair.drain import RunCommandDrain
 from auto_repair.intake import Intake, IntakeSettings
 from auto_repair.kubernetes import HealthLabeler, KubernetesDrain, connect
 from auto_repair.node_hooks import KubernetesNodes
+from auto_repair.node_upkeep import NodeUpkeep
 from auto_repair.repair import Outcome, Repairer
 from auto_repair.scheduler_state import KubernetesState, SlurmState
 from auto_repair.settings import Settings
@@ -45,7 +49,8 @@ def repairer() -> Repairer:
 
 def make_repairer(settings: Settings, clients: Clients) -> Repairer:
     """The control plane, with the orchestrator's hooks when the cluster has one: Slurm's drain
-    through Run Command; EKS's drain, health labels and taints through the Kubernetes API."""
+    through Run Command; EKS's drain, health labels and taints through the Kubernetes API, and
+    the sweep's upkeep of the Nodes (protected labels, stuck nodes)."""
     r = Repairer(settings, clients)
     if settings.drain_group and settings.drain_command:
         r.drain_hook = RunCommandDrain(clients, controller_group=settings.drain_group, command=settings.drain_command)
@@ -53,6 +58,7 @@ def make_repairer(settings: Settings, clients: Clients) -> Repairer:
     if labeler is not None:
         r.drain_hook = KubernetesDrain(labeler)
         r.node_hook = KubernetesNodes(labeler)
+        r.node_upkeep = NodeUpkeep(labeler, r.ledger, settings.group_accelerators)
     return r
 
 
@@ -124,20 +130,37 @@ def _manual(r: Repairer, request: Any) -> list[Outcome]:
 
 
 MAX_STATE_NODES = 2000
+STATE_SECONDS = 20.0
+"""How long ``scheduler_state`` may take: the repair function runs one invocation at a time."""
 
 
-def scheduler_states(instance_ids: Any, *, settings: Settings, clients: Clients) -> dict[str, str]:
+def scheduler_states(
+    instance_ids: Any,
+    *,
+    settings: Settings,
+    clients: Clients,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, str]:
     """What the scheduler says of each node (``{"scheduler_state": [ID, ...]}``, the command
-    line's ``nodes``): read only; empty without a scheduler or for a malformed request."""
+    line's ``nodes``): read only, each id once, within :data:`STATE_SECONDS` (the nodes not
+    reached by then are ``unknown (no time left)``); empty without a scheduler or for a
+    malformed request."""
     if not isinstance(instance_ids, list) or len(instance_ids) > MAX_STATE_NODES:
         log.warning("dropped a scheduler_state request that is not a list of at most %d ids", MAX_STATE_NODES)
         return {}
-    ids = [i for i in instance_ids if isinstance(i, str) and INSTANCE_ID.fullmatch(i)]
+    ids = list(dict.fromkeys(i for i in instance_ids if isinstance(i, str) and INSTANCE_ID.fullmatch(i)))
     labeler = kubernetes_labeler(settings, clients)
     if labeler is not None:
-        return KubernetesState(labeler)(ids)
+        try:
+            return KubernetesState(labeler, wait_seconds=STATE_SECONDS, clock=clock)(ids)
+        finally:
+            labeler.api.close()
     if settings.drain_group:
-        return SlurmState(clients, controller_group=settings.drain_group)(ids)
+        slurm = SlurmState(
+            clients, controller_group=settings.drain_group, wait_seconds=STATE_SECONDS, sleep=sleep, clock=clock
+        )
+        return slurm(ids)
     return {}
 
 

@@ -120,6 +120,24 @@ NODE_HEALTH_STATUSES: tuple[NodeHealthStatus, ...] = get_args(NodeHealthStatus)
 HEALTH_TAINT_EFFECT = "NoSchedule"
 """Every status but ``Schedulable`` carries the taint ``LABEL_HEALTH=<status>:NoSchedule``."""
 
+# Kubernetes (EKS): labels only the control plane sets, from what AWS says ---------------------
+#
+# The labels above are what a node says of itself: kubelet sets them at registration, and may
+# change them later, so root on any node can give its Node any of them. NodeRestriction refuses a
+# kubelet every label under ``node-restriction.kubernetes.io/``, at registration and after: only
+# the repair control plane sets these, on the Node whose name EC2 gives the instance, with the
+# group the instance's Auto Scaling group is (see ``auto_repair.node_upkeep``). A pod that holds
+# a service account token with power over other nodes' pods selects nodes by these only.
+
+PROTECTED_PREFIX = "node-restriction.kubernetes.io/"
+PROTECTED_LABEL_GROUP = PROTECTED_PREFIX + "training-cluster-instance-group"
+"""The instance group of the instance's Auto Scaling group (the EKS system group is ``system``)."""
+PROTECTED_LABEL_ACCELERATOR = PROTECTED_PREFIX + "training-cluster-accelerator"
+"""Its group's accelerator (:data:`KubeAccelerator`): which device plugin the node needs."""
+KubeAccelerator = Literal["nvidia", "neuron", "none"]
+"""The values of :data:`LABEL_ACCELERATOR` and :data:`PROTECTED_LABEL_ACCELERATOR`."""
+KUBE_ACCELERATORS: tuple[KubeAccelerator, ...] = get_args(KubeAccelerator)
+
 # Paths on a node -------------------------------------------------------------------------------
 
 HEALTH_AGENT_PATH = "/opt/training-cluster/health/health_agent.py"

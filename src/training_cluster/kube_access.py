@@ -20,9 +20,11 @@ Rule = tuple[str, str, tuple[str, ...]]
 """(API group, resource, verbs); ``""`` is the core group."""
 
 REPAIR_RULES: tuple[Rule, ...] = (
-    # get: the Node of an instance, by the name AWS gave it, to check its providerID;
-    # patch: cordon, health label, taint and fault annotation; delete: after a replacement
-    ("", "nodes", ("get", "patch", "delete")),
+    # get: the Node of an instance, by the name AWS gave it, to check its providerID; list (by
+    # label selector): the sweep's Nodes without the protected labels, and those not Schedulable;
+    # patch: cordon, health label, taint, fault annotation, protected labels; delete: after a
+    # replacement
+    ("", "nodes", ("get", "list", "patch", "delete")),
     # the pods on a node being drained (fieldSelector spec.nodeName), across namespaces
     ("", "pods", ("list",)),
     # evictions, which honour PodDisruptionBudgets (deleting pods would not)

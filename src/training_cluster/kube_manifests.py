@@ -5,9 +5,22 @@ what runs as it), ready for ``Cluster.add_manifest`` or for writing out as YAML.
 give equal objects, and every call builds new ones, so a caller may change what it gets.
 
 Arguments may be CDK token strings (``${Token[...]}``): they are formatted in as they are, and the
-checks on literal values skip them. Every node label a selector reads is the contract's
-(:data:`contract.LABEL_ACCELERATOR`, :data:`contract.LABEL_EFA`). Standard library and the contract
-only: no aws-cdk-lib here.
+checks on literal values skip them. Every node label a selector reads is the contract's.
+Standard library and the contract only: no aws-cdk-lib here.
+
+**Which labels a selector may trust.** Root on a node can give its own Node any label kubelet may
+set (:data:`contract.LABEL_ACCELERATOR`, :data:`contract.LABEL_EFA`, everything under
+``training-cluster/``): a selector on those says only what the node claims. So:
+
+- a pod that runs with a service account token (the Neuron device plugin) selects nodes by the
+  protected labels only (:data:`contract.PROTECTED_LABEL_ACCELERATOR`), which no kubelet may set:
+  the repair control plane sets them from the instance's Auto Scaling group. A node that lies
+  about itself does not get the token;
+- a pod without a token (``automountServiceAccountToken: false``: the NVIDIA and EFA device
+  plugins, the DCGM exporter) may select by the node's own labels. A node that claims to be a GPU
+  or EFA node gets a pod with no access to the API server, running with what that node already
+  has (its own devices, its own kubelet's sockets); what the pod then reports (devices, metrics)
+  is about that node only, which root there could fake anyway. A lie misleads about the liar.
 
 The training operator's PyTorchJob definition takes its schema from a file the package ships
 (``data/pytorchjob-crd-schema.json``, written by scripts/generate_pytorchjob_crd.py from the
@@ -148,7 +161,8 @@ def eks_registry(region: str) -> str:
 
 def nvidia_device_plugin() -> list[Manifest]:
     """The NVIDIA device plugin: advertises ``nvidia.com/gpu`` on every node labelled
-    ``LABEL_ACCELERATOR=nvidia``, tainted or not."""
+    ``LABEL_ACCELERATOR=nvidia``, tainted or not. A label the node sets itself: the plugin runs
+    without a service account token, so a node that claims GPUs gains nothing (see the module)."""
     container = {
         "name": "nvidia-device-plugin",
         "image": IMAGES["nvidia-device-plugin"].reference(),
@@ -169,7 +183,9 @@ def nvidia_device_plugin() -> list[Manifest]:
 
 def efa_device_plugin(region: str, *, registry: str | None = None) -> list[Manifest]:
     """The AWS EFA device plugin: advertises ``vpc.amazonaws.com/efa`` on every node labelled
-    ``LABEL_EFA=true``, tainted or not.
+    ``LABEL_EFA=true``, tainted or not. A label the node sets itself: the plugin is privileged on
+    the node it runs on, which a node claiming EFA gives to itself only, and it runs without a
+    service account token, so nothing of it reaches another node (see the module).
 
     ``region`` (a name or a token) picks the EKS image registry the image is pulled from;
     ``registry`` overrides it. Default: :func:`eks_registry` of ``region``."""
@@ -204,8 +220,27 @@ def efa_device_plugin(region: str, *, registry: str | None = None) -> list[Manif
 
 def neuron_device_plugin() -> list[Manifest]:
     """The AWS Neuron device plugin: advertises ``aws.amazon.com/neuron`` and
-    ``aws.amazon.com/neuroncore`` on every node labelled ``LABEL_ACCELERATOR=neuron``, tainted or
-    not, with the ServiceAccount, ClusterRole and ClusterRoleBinding it runs as."""
+    ``aws.amazon.com/neuroncore`` on every node the control plane labelled
+    ``PROTECTED_LABEL_ACCELERATOR=neuron`` (its Auto Scaling group is a Neuron group, as AWS says;
+    no kubelet may set that label), tainted or not, with the ServiceAccount, ClusterRole and
+    ClusterRoleBinding it runs as.
+
+    **Blast radius.** The ClusterRole is the Neuron chart's, kept as the vendor wrote it: a smaller
+    one could not be checked against what the plugin calls without running it. Its token is
+    mounted in the plugin's pod on every Neuron node, so root on one Neuron node holds, in every
+    namespace and on every node:
+
+    - ``pods`` get, list, watch: every pod's spec (environment values included), cluster-wide;
+    - ``pods`` update, patch: any pod's labels, annotations, tolerations and container images. A
+      new image in a running pod (a privileged DaemonSet's: the VPC CNI's, kube-proxy's, the EFA
+      plugin's) runs that image as root on that pod's node: root on every node, so the cluster;
+    - ``nodes/proxy`` get, list: the kubelet API of every node through the API server, which
+      Kubernetes' RBAC good practices say allows command execution in every pod on those nodes;
+    - ``nodes/status`` patch, update: any node's reported capacity, conditions and addresses;
+    - ``nodes`` get, list, watch, and ``events`` create, patch.
+
+    So root on a Neuron node is cluster admin. What the protected label removes is the step before
+    it: a node of any other group can no longer make itself a Neuron node to get the token."""
     name = "neuron-device-plugin"
     account = {
         "apiVersion": "v1",
@@ -260,11 +295,13 @@ def neuron_device_plugin() -> list[Manifest]:
             _host_path("aws-config", "/opt/aws", "Directory"),
         ],
     }
-    return [account, role, binding, _daemonset(name, {contract.LABEL_ACCELERATOR: "neuron"}, spec)]
+    selector = {contract.PROTECTED_LABEL_ACCELERATOR: "neuron"}
+    return [account, role, binding, _daemonset(name, selector, spec)]
 
 
 def dcgm_exporter(*, counters_file: str | None = DCGM_COUNTERS_ON_NODE) -> list[Manifest]:
-    """The NVIDIA DCGM exporter on every node labelled ``LABEL_ACCELERATOR=nvidia``, tainted or not.
+    """The NVIDIA DCGM exporter on every node labelled ``LABEL_ACCELERATOR=nvidia``, tainted or not
+    (a label the node sets itself: no token, and a node's metrics are about itself; see the module).
 
     It listens on the node's own port :data:`DCGM_EXPORTER_PORT` (host network), where the node's
     Prometheus agent already scrapes it, and labels each GPU's series with the ``pod``,

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from . import contract
 from .kube_manifests import _DNS_LABEL, _DNS_LABEL_LIMIT, IMAGES, Manifest, _labels, _unprivileged
+from .rules.eks import SYSTEM_GROUP
 
 PYTORCHJOB_CRD_SCHEMA: Final = "data/pytorchjob-crd-schema.json"
 """The PyTorchJob schema inside the package, written by scripts/generate_pytorchjob_crd.py."""
@@ -29,7 +30,14 @@ def training_operator(*, gang_scheduler_name: str | None = None) -> list[Manifes
     ``kubeflow.org/v1`` PyTorchJobs, and no other kind, in every namespace: the PyTorchJob custom
     resource definition, namespace ``kubeflow``, the operator's account and exactly the access its
     PyTorchJob controller and certificate rotator use, and one replica (leader election on, so two
-    never reconcile at once during a rolling update) on the CPU nodes (``LABEL_ACCELERATOR=none``).
+    never reconcile at once during a rolling update) on the EKS system group's nodes.
+
+    The operator may create pods in every namespace, so its token must not reach a node that only
+    says it is a system node: it selects ``PROTECTED_LABEL_GROUP=system``
+    (:data:`~training_cluster.rules.eks.SYSTEM_GROUP`), which no kubelet may set; the repair
+    control plane sets it on the instances of the system group's Auto Scaling group. It tolerates
+    ``CriticalAddonsOnly`` (any value and effect), the taint that keeps other pods off nodes for
+    add-ons, which EKS's own CoreDNS add-on tolerates too.
 
     ``gang_scheduler_name``: ``volcano``, or the name of a running scheduler-plugins scheduler (the
     operator treats any name but volcano as one), to have the operator create a PodGroup per job;
@@ -103,7 +111,7 @@ def training_operator(*, gang_scheduler_name: str | None = None) -> list[Manifes
                 "metadata": {"labels": _labels(name)},
                 "spec": {
                     "serviceAccountName": name,
-                    "nodeSelector": {contract.LABEL_ACCELERATOR: "none"},
+                    "nodeSelector": {contract.PROTECTED_LABEL_GROUP: SYSTEM_GROUP},
                     "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "terminationGracePeriodSeconds": 10,

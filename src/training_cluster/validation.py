@@ -255,6 +255,26 @@ def _eks(config: ClusterConfig) -> list[Finding]:
                     f"{show(orchestrator.service_cidr)})",
                 )
             )
+    components = orchestrator.components
+    infos = [catalog.get(g.instance_type) for g in groups]
+    accelerators = {info.accelerator for info in infos if info is not None}
+    needs_labels = [
+        name
+        for name, on in (
+            ("components.training_operator", components.training_operator and bool(accelerators - {"none"})),
+            ("components.neuron_device_plugin", components.neuron_device_plugin and "neuron" in accelerators),
+        )
+        if on
+    ]
+    if needs_labels and not config.auto_repair.enabled:
+        out.append(
+            Finding(
+                path="auto_repair.enabled",
+                message="on EKS the control plane labels each node with its group and accelerator (labels a node "
+                f"cannot set itself), which {' and '.join(needs_labels)} select: keep auto-repair on, or set "
+                f"{' and '.join('orchestrator.' + n + ': false' for n in needs_labels)}",
+            )
+        )
     ids = net.control_plane_subnet_ids or []
     if len(set(ids)) < len(ids):
         out.append(Finding(path="network.control_plane_subnet_ids", message="a subnet is listed twice; list each once"))

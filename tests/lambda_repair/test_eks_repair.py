@@ -1,11 +1,14 @@
 """The repair control plane end to end with the EKS hooks: the cluster in moto (``repair_world``),
 the Kubernetes API a loopback HTTPS stand-in (``kube_stub``) holding a Node for each of the
-world's instances, named by its private DNS name as EC2 (moto) gives it, with its providerID.
-Each scenario checks the exact requests the API got (method, path, body) and the ledger's story;
-clocks and sleeps are the world's (no real waiting)."""
+world's instances, named by its private DNS name as EC2 (moto) gives it, with its providerID and
+(as the sweep leaves them) the protected labels of its group. Each scenario checks the exact
+requests the API got (method, path, body) and the ledger's story; clocks and sleeps are the
+world's (no real waiting)."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,19 +16,31 @@ from unittest import mock
 
 import boto3
 import pytest
-from kube_stub import ACCESS_KEY, CLUSTER, REGION, SECRET_KEY, KubeStub, Pki, Running, node, pod
+from kube_stub import ACCESS_KEY, CLUSTER, REGION, SECRET_KEY, KubeStub, Pki, Running, label_selector, node, pod
 
 import handler
 from auto_repair.aws import Clients
-from auto_repair.kubernetes import EksToken, HealthLabeler, KubeApi, KubernetesDrain, ec2_node_name
+from auto_repair.kubernetes import EksToken, HealthLabeler, KubeApi, KubernetesDrain, ec2_node_name, ec2_node_names
 from auto_repair.node_hooks import KubernetesNodes
+from auto_repair.node_upkeep import NOT_SCHEDULABLE, UNLABELLED, NodeUpkeep
 from auto_repair.repair import Repairer
+from auto_repair.settings import Settings
 from auto_repair.signals import from_event
-from repair_world import World, agent_event, aws, health_tag, make_world, story, tag_event, xid
-from training_cluster.contract import ANNOTATION_FAULT_REASON, LABEL_FAULT_TYPE, LABEL_HEALTH
+from repair_world import World, agent_event, aws, calls, health_tag, make_world, story, tag_event, xid
+from training_cluster import kube_manifests as km
+from training_cluster.contract import (
+    ANNOTATION_FAULT_REASON,
+    LABEL_ACCELERATOR,
+    LABEL_FAULT_TYPE,
+    LABEL_GROUP,
+    LABEL_HEALTH,
+    PROTECTED_LABEL_ACCELERATOR,
+    PROTECTED_LABEL_GROUP,
+)
 from training_cluster.kube_access import granted
 
-__all__ = ["aws"]  # fixtures
+__all__ = ["aws", "calls"]  # fixtures
+PROTECTED = {PROTECTED_LABEL_GROUP: "gpu", PROTECTED_LABEL_ACCELERATOR: "nvidia"}
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 MERGE = "application/merge-patch+json"
 JSON = "application/json"
@@ -55,16 +70,20 @@ class Cluster:
     def stub(self) -> KubeStub:
         return self.served.stub
 
-    def repairer(self, **overrides: Any) -> Repairer:
-        """The control plane with the EKS hooks (as ``handler.make_repairer`` wires them, on the
-        world's clock), Node names read from EC2."""
-        repairer = self.world.repairer(**overrides)
+    def repairer(self, *, max_writes: int = 100, **overrides: Any) -> Repairer:
+        """The control plane with the EKS hooks and the sweep's Node upkeep (as
+        ``handler.make_repairer`` wires them, on the world's clock), Node names read from EC2;
+        the group ``gpu``'s accelerator is ``nvidia``."""
+        repairer = self.world.repairer(**{"group_accelerators": {"gpu": "nvidia"}, **overrides})
         clock = self.world.clock
         api = KubeApi(self.served.url, self.pki.ca.data, EksToken(fake_credentials(), CLUSTER, REGION, clock=clock))
         self.apis.append(api)
-        labeler = HealthLabeler(api, ec2_node_name(self.world.clients, clock.sleep))
+        names = ec2_node_names(self.world.clients, clock.sleep)
+        labeler = HealthLabeler(api, ec2_node_name(self.world.clients, clock.sleep), node_names=names)
         repairer.drain_hook = KubernetesDrain(labeler, sleep=clock.sleep, clock=clock)
         repairer.node_hook = KubernetesNodes(labeler)
+        accelerators = repairer.settings.group_accelerators
+        repairer.node_upkeep = NodeUpkeep(labeler, repairer.ledger, accelerators, max_writes=max_writes, clock=clock)
         return repairer
 
     def path(self, instance_id: str) -> str:
@@ -76,6 +95,15 @@ class Cluster:
             query = "&".join(f"{k}={v}" for k, values in r.query.items() for v in values)
             out.append((r.method, r.path + (f"?{query}" if query else ""), r.body))
         return out
+
+    def list_nodes(self, selector: str, after: str | None = None) -> Sent:
+        page = f"&continue={after}" if after else ""
+        return ("GET", f"/api/v1/nodes?labelSelector={selector}&limit=500{page}", None)
+
+    @property
+    def upkeep(self) -> list[Sent]:
+        """The sweep's two lists of Nodes when none needs its work."""
+        return [self.list_nodes(UNLABELLED), self.list_nodes(NOT_SCHEDULABLE)]
 
     def list_pods(self, instance_id: str) -> Sent:
         return ("GET", f"/api/v1/pods?fieldSelector=spec.nodeName={self.names[instance_id]}&limit=500", None)
@@ -101,7 +129,7 @@ def cluster(aws: None, pki: Pki) -> Iterator[Cluster]:
     served = Running(KubeStub(rbac=set()), pki.chain, pki.key)
     for instance_id, name in names.items():
         registered = node(name, instance_id, taints=[dict(GPU_TAINT)])
-        registered["metadata"]["labels"][LABEL_HEALTH] = "Schedulable"
+        registered["metadata"]["labels"].update({LABEL_HEALTH: "Schedulable", **PROTECTED})
         served.stub.add(registered)
     made = Cluster(world, served, pki, names, [])
     yield made
@@ -192,8 +220,8 @@ def test_a_verified_fatal_xid_drains_through_kubernetes_then_terminates_then_del
     assert cluster.names[bad] not in stub.nodes and len(stub.nodes) == 7
     left = sorted(p["metadata"]["name"] for p in stub.pods)
     assert left == ["efa-plugin-x", "kube-proxy-static", "worker-2"]  # DaemonSet and static pods stay
-    # the scenario used every verb granted to the repair role, and nothing else
-    assert stub.rbac == granted()
+    # the scenario used every verb granted to the repair role but the sweep's list, and nothing else
+    assert stub.rbac == granted() - {("", "nodes", "list")}
     assert story(world, outcome.incident_id) == ["signal", "decision", "evidence", "drain", "action", "node"]
     (drained,) = steps(world, outcome.incident_id, "drain")
     assert drained["result"] == f"evicted 2 pods from {cluster.names[bad]}"
@@ -252,6 +280,7 @@ def test_a_rebootable_fault_marks_pending_reboot_and_a_new_boot_makes_the_node_s
     ]
     assert rebooted_at == [6]  # rebooted once the drain was done
     assert story(world, outcome.incident_id) == ["signal", "decision", "drain", "action"]
+    assert repairer.ledger.instance(bad)["cordoned_by"] == outcome.incident_id  # the cordon is ours to lift
 
     # A healthy report from the boot that was rebooted: the reboot has not happened yet.
     stub.requests.clear()
@@ -271,6 +300,7 @@ def test_a_rebootable_fault_marks_pending_reboot_and_a_new_boot_makes_the_node_s
         "spec": {"taints": [GPU_TAINT], "unschedulable": False},
     }
     assert cluster.sent() == [("GET", cluster.path(bad), None), ("PATCH", cluster.path(bad), schedulable)]
+    assert "cordoned_by" not in repairer.ledger.instance(bad)  # lifted: nothing left for the sweep
     stored = cluster.node(bad)
     assert stored["spec"] == {"providerID": f"aws:///us-east-1a/{bad}", "taints": [GPU_TAINT], "unschedulable": False}
     assert stored["metadata"]["labels"][LABEL_HEALTH] == "Schedulable"
@@ -317,6 +347,8 @@ def test_with_the_breaker_open_the_held_nodes_are_labelled_unschedulable_with_th
             "spec": {"taints": [GPU_TAINT, ours("Unschedulable")]},  # tainted, not cordoned
         }
         expected += [("GET", cluster.path(instance_id), None), ("PATCH", cluster.path(instance_id), body)]
+    # then the Node upkeep's lists: the held nodes are not Schedulable, but their incidents are open
+    expected += cluster.upkeep
     by_node = sorted(cluster.sent(), key=lambda s: (s[1], s[0]))
     assert by_node == sorted(expected, key=lambda s: (s[1], s[0]))  # no pod listed, none evicted
     assert len(stub.pods) == 3 * 5
@@ -473,10 +505,12 @@ def test_make_repairer_wires_both_eks_hooks_from_the_settings_and_neither_withou
     # the function's credentials: the stand-in checks the EKS token's signature with this key
     clients = Clients(region=REGION, session=boto3.Session(ACCESS_KEY, SECRET_KEY, region_name=REGION))
     eks = {"eks_cluster": CLUSTER, "eks_endpoint": cluster.served.url, "eks_certificate_authority": cluster.pki.ca.data}
-    repairer = handler.make_repairer(world.settings(**eks), clients)
-    drain, nodes = repairer.drain_hook, repairer.node_hook
+    repairer = handler.make_repairer(world.settings(**eks, group_accelerators={"gpu": "nvidia"}), clients)
+    drain, nodes, upkeep = repairer.drain_hook, repairer.node_hook, repairer.node_upkeep
     assert isinstance(drain, KubernetesDrain) and isinstance(nodes, KubernetesNodes)
     assert drain.labeler is nodes.labeler  # one client: a Node's name found for the drain serves its deletion
+    assert isinstance(upkeep, NodeUpkeep) and upkeep.labeler is drain.labeler and upkeep.ledger is repairer.ledger
+    assert upkeep.accelerators == {"gpu": "nvidia"}
     repairer.clock, repairer.sleep = world.clock, world.clock.sleep
     drain.clock, drain.sleep = world.clock, world.clock.sleep
     bad = world.instances()[6]
@@ -492,9 +526,9 @@ def test_make_repairer_wires_both_eks_hooks_from_the_settings_and_neither_withou
     assert story(world, outcome["incident_id"]) == ["signal", "decision", "evidence", "drain", "action", "node"]
     for missing in ("eks_cluster", "eks_endpoint", "eks_certificate_authority"):
         partial = handler.make_repairer(world.settings(**{**eks, missing: None}), clients)
-        assert (partial.drain_hook, partial.node_hook) == (None, None), missing
+        assert (partial.drain_hook, partial.node_hook, partial.node_upkeep) == (None, None, None), missing
     plain = handler.make_repairer(world.settings(), clients)
-    assert (plain.drain_hook, plain.node_hook) == (None, None)
+    assert (plain.drain_hook, plain.node_hook, plain.node_upkeep) == (None, None, None)
 
 
 # Across invocations: a retry by the sweep, a breaker reset
@@ -533,3 +567,277 @@ def test_a_held_node_that_recovered_is_schedulable_again_when_the_breaker_is_res
     stored = cluster.node(held[0])
     assert stored["metadata"]["labels"][LABEL_HEALTH] == "Schedulable"
     assert ours("Unschedulable") not in stored["spec"]["taints"]
+
+
+# The sweep keeps the Nodes in step: protected labels from AWS's word, stuck nodes made Schedulable ----
+
+
+def unlabel(cluster: Cluster, *instance_ids: str) -> None:
+    """The Nodes as kubelet registers them: without the labels only the control plane may set."""
+    for instance_id in instance_ids:
+        for key in PROTECTED:
+            cluster.node(instance_id)["metadata"]["labels"].pop(key)
+
+
+def protect(group: str = "gpu", accelerator: str = "nvidia", version: str = "100") -> dict[str, Any]:
+    """The sweep's merge patch of a Node's protected labels."""
+    labels = {PROTECTED_LABEL_GROUP: group, PROTECTED_LABEL_ACCELERATOR: accelerator}
+    return {"metadata": {"labels": labels, "resourceVersion": version}}
+
+
+def neuron_plugin_nodes(stub: KubeStub) -> list[str]:
+    """The Nodes the Neuron device plugin's DaemonSet runs on (it holds a token with power over
+    every pod), by its own node selector."""
+    (daemonset,) = [o for o in km.neuron_device_plugin() if o["kind"] == "DaemonSet"]
+    wanted = daemonset["spec"]["template"]["spec"]["nodeSelector"]
+    selects = label_selector(",".join(f"{k}={v}" for k, v in wanted.items()))
+    return sorted(name for name, n in stub.nodes.items() if selects(n["metadata"]["labels"]))
+
+
+def test_the_sweep_labels_nodes_from_aws_and_never_from_what_a_node_says(cluster: Cluster, calls: Counter[str]) -> None:
+    """Root on a GPU node relabels its Node (``training-cluster/*``, which kubelet may set) as a
+    Neuron node of group ``trn``, to draw the Neuron plugin and its token; another claims, by its
+    providerID, to be the Neuron instance. The sweep labels each Node with what AWS says of the
+    instance EC2 names it after; the liars get their own group's labels, or none."""
+    world, stub = cluster.world, cluster.stub
+    gpu = world.instances()
+    trn = add_group(world, "trn")
+    trn_name = private_dns_names(world, [trn])[trn]
+    trn_node = node(trn_name, trn)
+    trn_node["metadata"]["labels"].update({LABEL_GROUP: "trn", LABEL_HEALTH: "Schedulable"})
+    stub.add(trn_node)
+    unlabel(cluster, *gpu)
+    relabelled, impostor = gpu[0], gpu[1]
+    cluster.node(relabelled)["metadata"]["labels"].update({LABEL_ACCELERATOR: "neuron", LABEL_GROUP: "trn"})
+    cluster.node(impostor)["spec"]["providerID"] = f"aws:///us-east-1a/{trn}"
+    assert neuron_plugin_nodes(stub) == []  # a self-set label draws nothing
+    repairer = cluster.repairer(
+        groups={**world.groups, "demo-trn-asg": "trn"}, group_accelerators={"gpu": "nvidia", "trn": "neuron"}
+    )
+    calls.clear()
+    assert repairer.sweep() == []
+    names = {**cluster.names, trn: trn_name}
+    patched = sorted(i for i in [*gpu, trn] if i != impostor)
+    patches = [
+        ("PATCH", f"/api/v1/nodes/{names[i]}", protect("trn", "neuron") if i == trn else protect())
+        for i in sorted(patched, key=names.__getitem__)  # in the list's order: by name
+    ]
+    assert cluster.sent() == [cluster.list_nodes(UNLABELLED), *patches, cluster.list_nodes(NOT_SCHEDULABLE)]
+    assert calls["DescribeInstances"] == 1  # every name at once
+    assert repairer.upkept is not None
+    assert sorted(repairer.upkept.labelled) == patched
+    assert repairer.upkept.mismatched == [cluster.names[impostor]] and repairer.upkept.foreign == []
+    labels = cluster.node(relabelled)["metadata"]["labels"]
+    assert (labels[PROTECTED_LABEL_GROUP], labels[PROTECTED_LABEL_ACCELERATOR]) == ("gpu", "nvidia")
+    assert PROTECTED_LABEL_GROUP not in cluster.node(impostor)["metadata"]["labels"]
+    assert neuron_plugin_nodes(stub) == [trn_name]  # the Neuron instance, as AWS says, and no other
+    # the next sweep: the impostor is listed again and again left alone
+    stub.requests.clear()
+    cluster.repairer().sweep()
+    assert cluster.sent() == cluster.upkeep
+
+
+def test_a_node_of_another_clusters_instance_is_never_labelled_nor_made_schedulable(cluster: Cluster) -> None:
+    world, stub = cluster.world, cluster.stub
+    stranger = other_cluster_instance(world)
+    name = private_dns_names(world, [stranger])[stranger]
+    joined = node(name, stranger, taints=[ours("Unschedulable")])  # it joined this cluster somehow
+    joined["metadata"]["labels"][LABEL_HEALTH] = "Unschedulable"
+    stub.add(joined)
+    world.tag(stranger, health_tag(state="healthy"))
+    repairer = cluster.repairer()
+    assert repairer.sweep() == []
+    assert cluster.sent() == cluster.upkeep  # listed twice, written never
+    assert repairer.upkept is not None and repairer.upkept.foreign == [name]
+    assert stub.nodes[name] == joined and neuron_plugin_nodes(stub) == []
+
+
+def test_the_sweep_writes_at_most_so_many_nodes_and_stops_at_its_time_bound(cluster: Cluster) -> None:
+    """1,024 new nodes must not hold up the sweep (and the repairs after it): the rest wait."""
+    world, stub = cluster.world, cluster.stub
+    ids = sorted(world.instances(), key=cluster.names.__getitem__)
+    unlabel(cluster, *ids)
+    done: list[int] = []
+    for _ in range(4):
+        stub.requests.clear()
+        repairer = cluster.repairer(max_writes=3)
+        repairer.sweep()
+        assert repairer.upkept is not None
+        done.append(len(repairer.upkept.labelled))
+        if done == [3]:
+            first = [("PATCH", cluster.path(i), protect()) for i in ids[:3]]
+            assert cluster.sent() == [cluster.list_nodes(UNLABELLED), *first, cluster.list_nodes(NOT_SCHEDULABLE)]
+            assert repairer.upkept.more  # the list was read only as far as this sweep could write
+    assert done == [3, 3, 2, 0]
+    assert all(cluster.node(i)["metadata"]["labels"][PROTECTED_LABEL_GROUP] == "gpu" for i in ids)
+
+    # Time: each write takes 12 s here; after 20 s no request starts (the sweep's other list too).
+    unlabel(cluster, *ids)
+    stub.requests.clear()
+    stub.each_request = lambda seen: (
+        setattr(world.clock, "now", world.clock.now + 12) if seen.method == "PATCH" else None
+    )
+    repairer = cluster.repairer()
+    repairer.sweep()
+    written = [("PATCH", cluster.path(i), protect(version="101")) for i in ids[:2]]  # labelled once before
+    assert cluster.sent() == [cluster.list_nodes(UNLABELLED), *written]
+    assert repairer.upkept is not None and repairer.upkept.left == 6
+
+
+def test_a_node_that_registered_after_its_first_healthy_report_is_schedulable_at_the_next_sweep(
+    cluster: Cluster,
+) -> None:
+    """Deep checks passed before kubelet registered: the one Schedulable call found no Node."""
+    world, stub = cluster.world, cluster.stub
+    new = world.instances()[3]
+    registered = stub.nodes.pop(cluster.names[new])
+    repairer = cluster.repairer()
+    (outcome,) = repairer.handle(from_event(world.agent(new, state="healthy", boot="boot-1")))
+    assert outcome.result == "ignored" and cluster.sent() == [("GET", cluster.path(new), None)]  # 404: no write
+    # kubelet registers, with its flags: Unschedulable and tainted, no protected label (it may set none)
+    registered["metadata"]["labels"][LABEL_HEALTH] = "Unschedulable"
+    registered["spec"]["taints"].append(ours("Unschedulable"))
+    for key in PROTECTED:
+        registered["metadata"]["labels"].pop(key)
+    stub.add(registered)
+    stub.requests.clear()
+    world.clock.now += 60
+    later = cluster.repairer()
+    later.new_invocation()
+    assert later.sweep() == []
+    schedulable = {
+        "metadata": {"labels": {LABEL_HEALTH: "Schedulable"}, "resourceVersion": "101"},
+        "spec": {"taints": [GPU_TAINT]},
+    }
+    assert cluster.sent() == [
+        cluster.list_nodes(UNLABELLED),
+        ("PATCH", cluster.path(new), protect()),
+        cluster.list_nodes(NOT_SCHEDULABLE),
+        ("GET", cluster.path(new), None),
+        ("PATCH", cluster.path(new), schedulable),
+    ]
+    stored = cluster.node(new)
+    assert stored["metadata"]["labels"][LABEL_HEALTH] == "Schedulable" and stored["spec"]["taints"] == [GPU_TAINT]
+    assert "unschedulable" not in stored["spec"]  # it was never cordoned
+    assert later.upkept is not None and (later.upkept.labelled, later.upkept.schedulable) == ([new], [new])
+
+
+def test_a_failed_uncordon_after_a_reboot_is_retried_by_the_sweep(cluster: Cluster) -> None:
+    world, stub = cluster.world, cluster.stub
+    bad = world.instances()[2]
+    repairer = cluster.repairer()
+    (outcome,) = repairer.handle(from_event(world.agent(bad, xid(64))))
+    assert outcome.result == "rebooted" and cluster.node(bad)["spec"]["unschedulable"] is True
+    world.clock.now += 600
+    stub.scripted[("PATCH", cluster.path(bad))] = [500]  # the API fails the one uncordon
+    (closed,) = repairer.handle(from_event(world.agent(bad, state="healthy", boot="boot-2")))
+    assert closed.result == "closed"
+    (told,) = steps(world, outcome.incident_id, "node")
+    assert told["result"] == "failed" and "500" in told["error"]
+    assert cluster.node(bad)["metadata"]["labels"][LABEL_HEALTH] == "UnschedulablePendingReboot"
+    assert repairer.ledger.instance(bad)["cordoned_by"] == outcome.incident_id
+    stub.requests.clear()
+    world.clock.now += 60
+    later = cluster.repairer()
+    later.new_invocation()
+    assert later.sweep() == []
+    schedulable = {
+        "metadata": {
+            "labels": {LABEL_HEALTH: "Schedulable"},
+            "annotations": {ANNOTATION_FAULT_REASON: None},
+            "resourceVersion": "101",
+        },
+        "spec": {"taints": [GPU_TAINT], "unschedulable": False},  # the control plane's cordon, lifted
+    }
+    assert cluster.sent() == [
+        *cluster.upkeep,
+        ("GET", cluster.path(bad), None),
+        ("PATCH", cluster.path(bad), schedulable),
+    ]
+    assert "cordoned_by" not in later.ledger.instance(bad)
+    assert later.upkept is not None and later.upkept.uncordoned == [bad]
+    stub.requests.clear()
+    cluster.repairer().sweep()
+    assert cluster.sent() == cluster.upkeep  # done: nothing left
+
+
+def test_the_sweep_leaves_another_cordon_and_a_node_with_an_open_incident_as_they_are(cluster: Cluster) -> None:
+    world, stub = cluster.world, cluster.stub
+    cordoned, dry = world.instances()[4:6]
+    # an administrator cordoned a node that deep checks held (its healthy report was lost)
+    held = cluster.node(cordoned)
+    held["metadata"]["labels"][LABEL_HEALTH] = "Unschedulable"
+    held["spec"].update(taints=[GPU_TAINT, ours("Unschedulable")], unschedulable=True)
+    world.tag(cordoned, health_tag(state="healthy"))
+    # a dry run's incident stays open; the node's tag says healthy again, from the same boot
+    dry_run = cluster.repairer(dry_run=True)
+    assert dry_run.handle(from_event(world.agent(dry, xid(79))))[0].result == "dry-run"
+    assert dry_run.handle(from_event(world.agent(dry, state="healthy")))[0].result == "ignored"
+    stub.requests.clear()
+    dry_run.sweep()
+    body = {
+        "metadata": {"labels": {LABEL_HEALTH: "Schedulable"}, "resourceVersion": "100"},
+        "spec": {"taints": [GPU_TAINT]},  # no uncordon: the ledger has no cordon of ours
+    }
+    assert cluster.sent() == [
+        *cluster.upkeep,
+        ("GET", cluster.path(cordoned), None),
+        ("PATCH", cluster.path(cordoned), body),
+    ]  # the dry run's node: listed, not read, not written
+    assert cluster.node(cordoned)["spec"]["unschedulable"] is True
+    assert cluster.node(dry)["metadata"]["labels"][LABEL_HEALTH] == "Unschedulable"
+
+
+def add_group(world: World, group: str) -> str:
+    """An Auto Scaling group ``demo-<group>-asg`` of one instance beside the world's: its instance."""
+    subnet = world.clients.ec2.describe_subnets(Filters=[{"Name": "cidr-block", "Values": ["10.0.128.0/17"]}])
+    world.clients.autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=f"demo-{group}-asg",
+        LaunchTemplate={"LaunchTemplateName": "lt-gpu", "Version": "$Latest"},
+        MinSize=1,
+        MaxSize=1,
+        DesiredCapacity=1,
+        VPCZoneIdentifier=subnet["Subnets"][0]["SubnetId"],
+    )
+    (found,) = world.clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[f"demo-{group}-asg"])[
+        "AutoScalingGroups"
+    ]
+    return str(found["Instances"][0]["InstanceId"])
+
+
+def test_the_groups_accelerators_come_from_the_functions_environment() -> None:
+    env = {
+        "CLUSTER_NAME": "demo",
+        "LEDGER_TABLE": "ledger",
+        "TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:events",
+        "EVIDENCE_BUCKET": "evidence",
+        "AUTO_SCALING_GROUPS": json.dumps({"demo-gpu-asg": "gpu", "demo-system-asg": "system"}),
+        "INSTANCE_ARN_PREFIX": "arn:aws:ec2:us-east-1:123456789012:instance/",
+    }
+    accelerators = {"gpu": "nvidia", "system": "none"}
+    assert Settings.from_env({**env, "GROUP_ACCELERATORS": json.dumps(accelerators)}).group_accelerators == accelerators
+    assert Settings.from_env(env).group_accelerators == {}  # no Node gets the protected labels then
+    for wrong in ({"gpu": "amd"}, ["gpu"]):
+        with pytest.raises(ValueError, match="group_accelerators must map instance groups to nvidia, neuron, none"):
+            Settings.from_env({**env, "GROUP_ACCELERATORS": json.dumps(wrong)})
+
+
+def test_without_the_groups_accelerators_no_node_is_labelled_and_the_sweep_says_so(cluster: Cluster) -> None:
+    unlabel(cluster, *cluster.world.instances())
+    repairer = cluster.repairer(group_accelerators={})
+    assert repairer.sweep() == []
+    assert cluster.sent() == [cluster.list_nodes(NOT_SCHEDULABLE)]  # not even listed
+    assert repairer.upkept is not None
+    assert repairer.upkept.errors == ["protect: no group accelerators (GROUP_ACCELERATORS): no Node labelled"]
+
+
+def test_with_the_api_down_the_sweep_still_repairs_and_its_upkeep_only_logs(cluster: Cluster) -> None:
+    world = cluster.world
+    bad = world.instances()[0]
+    world.tag(bad, health_tag(xid(79)))  # its event was lost: the sweep finds the tag
+    cluster.served.stop()
+    repairer = cluster.repairer()
+    (outcome,) = repairer.sweep()
+    assert outcome.result == "replaced" and world.state(bad) in ("shutting-down", "terminated")
+    assert repairer.upkept is not None and len(repairer.upkept.errors) == 2
+    assert all("Connection refused" in e or "did not answer a moment ago" in e for e in repairer.upkept.errors)

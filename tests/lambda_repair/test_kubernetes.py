@@ -16,6 +16,7 @@ import boto3
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from hypothesis import given
 from hypothesis import strategies as st
@@ -47,11 +48,20 @@ from auto_repair.kubernetes import (
     NodeMismatch,
     connect,
     ec2_node_name,
+    ec2_node_names,
     eks_token,
     label_value,
+    provider_instance,
 )
+from auto_repair.node_upkeep import UNLABELLED
 from repair_world import Clock
-from training_cluster.contract import ANNOTATION_FAULT_REASON, LABEL_FAULT_TYPE, LABEL_HEALTH
+from training_cluster.contract import (
+    ANNOTATION_FAULT_REASON,
+    LABEL_FAULT_TYPE,
+    LABEL_HEALTH,
+    PROTECTED_LABEL_ACCELERATOR,
+    PROTECTED_LABEL_GROUP,
+)
 from training_cluster.kube_access import REPAIR_GROUP, REPAIR_RULES, cluster_role, cluster_role_binding, granted
 
 SEEN: set[tuple[str, str, str]] = set()
@@ -257,8 +267,10 @@ def test_the_endpoint_and_ca_are_checked(pki: Pki, endpoint: str, ca: str, error
 
 
 def test_a_request_the_rules_do_not_grant_is_not_sent(api: KubeApi, stub: KubeStub) -> None:
-    with pytest.raises(KubeError, match=r"list nodes is not granted by kube_access\.REPAIR_RULES: not sent"):
-        api.call("list", "nodes", "GET", "/api/v1/nodes")
+    with pytest.raises(KubeError, match=r"delete pods is not granted by kube_access\.REPAIR_RULES: not sent"):
+        api.call("delete", "pods", "DELETE", "/api/v1/namespaces/training/pods/worker-0")
+    with pytest.raises(KubeError, match=r"update nodes is not granted"):
+        api.call("update", "nodes", "PUT", N1, body={})
     assert stub.requests == []
 
 
@@ -543,6 +555,123 @@ def test_a_node_gone_or_replaced_between_the_check_and_the_delete(labeler: Healt
     assert [r.method for r in stub.requests] == ["GET", "DELETE", "GET", "DELETE", "GET", "DELETE"]
 
 
+# Many nodes: names from EC2 in one call, Nodes listed by label, labels added -------------------------
+
+
+def described(*ids: str) -> dict[str, Any]:
+    """DescribeInstances' answer naming ``ids`` (by ``NAMES``)."""
+    return {"Reservations": [{"Instances": [{"InstanceId": i, "PrivateDnsName": NAMES[i]} for i in ids]}]}
+
+
+def test_names_are_looked_up_in_one_call_and_kept(api: KubeApi) -> None:
+    clients = Clients(region=REGION, session=boto3.Session(ACCESS_KEY, SECRET_KEY, region_name=REGION))
+    with Stubber(clients.ec2) as ec2:
+        ec2.add_response("describe_instances", described(I1, I3), {"InstanceIds": sorted([I1, I2, I3])})
+        labeler = HealthLabeler(api, ec2_node_name(clients), node_names=ec2_node_names(clients))
+        assert labeler.learn_names([I3, I1, I2, I1]) == {I3: NAMES[I3], I1: NAMES[I1]}  # I2: no name
+        assert labeler.learn_names([I1, I3]) == {I1: NAMES[I1], I3: NAMES[I3]}  # kept: EC2 not asked again
+        assert labeler.name(I1) == NAMES[I1]
+        ec2.assert_no_pending_responses()
+
+
+def test_without_a_batch_lookup_names_are_asked_one_by_one(api: KubeApi) -> None:
+    asked: list[str] = []
+    labeler = HealthLabeler(api, lambda i: asked.append(i) or NAMES.get(i))  # type: ignore[func-returns-value]
+    assert labeler.learn_names([I2, I1, I2]) == {I2: NAMES[I2], I1: NAMES[I1]} and asked == [I2, I1]
+
+
+def test_ids_ec2_does_not_know_are_left_out_and_the_rest_asked_again() -> None:
+    clients = Clients(region=REGION, session=boto3.Session(ACCESS_KEY, SECRET_KEY, region_name=REGION))
+    unknown = "i-00000000000000009"
+    with Stubber(clients.ec2) as ec2:
+        ec2.add_client_error(
+            "describe_instances",
+            "InvalidInstanceID.NotFound",
+            f"The instance IDs '{unknown}, {I3}' do not exist",  # as EC2 names them, all at once
+            expected_params={"InstanceIds": sorted([I1, I2, I3, unknown])},
+        )
+        ec2.add_response("describe_instances", described(I1, I2), {"InstanceIds": sorted([I1, I2])})
+        assert ec2_node_names(clients)([I1, I2, I3, unknown, "not-an-id"]) == {I1: NAMES[I1], I2: NAMES[I2]}
+        # an error that names no id: nothing more is asked
+        ec2.add_client_error("describe_instances", "InvalidInstanceID.NotFound", "does not exist")
+        assert ec2_node_names(clients)([I1]) == {}
+        # at most three calls a chunk, however many ids EC2 names one by one
+        for i in range(3):
+            missing = f"The instance ID 'i-0000000{i}' does not exist"
+            ec2.add_client_error("describe_instances", "InvalidInstanceID.NotFound", missing)
+        assert ec2_node_names(clients)([f"i-0000000{i}" for i in range(5)]) == {}
+        ec2.assert_no_pending_responses()
+        ec2.add_client_error("describe_instances", "UnauthorizedOperation", "no")
+        with pytest.raises(ClientError, match="UnauthorizedOperation"):
+            ec2_node_names(clients)([I1])
+
+
+def test_names_are_asked_for_a_thousand_ids_a_call() -> None:
+    ids = [f"i-{n:017x}" for n in range(1, 2501)]
+    calls: list[list[str]] = []
+
+    def describe_instances(**params: Any) -> dict[str, Any]:
+        calls.append(params["InstanceIds"])
+        found = [{"InstanceId": i, "PrivateDnsName": f"ip-{i}.ec2.internal"} for i in params["InstanceIds"]]
+        return {"Reservations": [{"Instances": found}]}
+
+    clients = Clients(region=REGION)
+    clients.set("ec2", mock.Mock(describe_instances=describe_instances))
+    names = ec2_node_names(clients)(ids + ids[:10])
+    assert [len(c) for c in calls] == [1000, 1000, 500] and sorted(i for c in calls for i in c) == ids
+    assert len(names) == 2500 and names[ids[0]] == f"ip-{ids[0]}.ec2.internal"
+
+
+@pytest.mark.parametrize(
+    ("provider_id", "instance_id"),
+    [
+        (f"aws:///us-east-1a/{I1}", I1),
+        ("aws:///us-east-1a/i-0123abcd", "i-0123abcd"),
+        ("aws:///us-east-1a/i-00123456789abcdef0", None),  # 18 digits: no instance id
+        (f"aws:///us-east-1a/x{I1}", None),
+        (f"aws:///us-east-1a/{I1}/x", None),
+        (f"gce:///us-east-1a/{I1}", None),
+        (None, None),
+        (7, None),
+    ],
+)
+def test_the_provider_id_names_an_instance_or_none(provider_id: object, instance_id: str | None) -> None:
+    assert provider_instance({"spec": {"providerID": provider_id}}) == instance_id
+
+
+def test_nodes_are_listed_by_label_selector_page_by_page_and_only_as_far_as_read(
+    labeler: HealthLabeler, stub: KubeStub
+) -> None:
+    stub.nodes[NAMES[I1]]["metadata"]["labels"][PROTECTED_LABEL_GROUP] = "gpu"
+    stub.add(node(NAMES[I2], I2), node(NAMES[I3], I3))
+    stub.page_size = 1
+    query = {"labelSelector": [UNLABELLED], "limit": ["500"]}
+    assert [n["metadata"]["name"] for n in labeler.list_nodes(UNLABELLED)] == [NAMES[I2], NAMES[I3]]
+    assert sent(stub.requests) == [
+        ("GET", "/api/v1/nodes", query, None, None),
+        ("GET", "/api/v1/nodes", {**query, "continue": ["1"]}, None, None),
+    ]
+    stub.requests.clear()
+    first = next(labeler.list_nodes(f"{LABEL_HEALTH}!=Schedulable"))  # no Node has the label: all are
+    assert first["metadata"]["name"] == NAMES[I1] and len(stub.requests) == 1  # one page, as far as read
+
+
+def test_labels_are_added_on_condition_of_the_version_read(labeler: HealthLabeler, stub: KubeStub) -> None:
+    labels = {PROTECTED_LABEL_GROUP: "gpu", PROTECTED_LABEL_ACCELERATOR: "nvidia"}
+    (listed,) = labeler.list_nodes(UNLABELLED)
+    stub.requests.clear()
+    assert labeler.add_labels(listed, labels) is True
+    body = {"metadata": {"labels": labels, "resourceVersion": "100"}}
+    assert sent(stub.requests) == [("PATCH", N1, {}, MERGE, body)]
+    stored = stub.nodes[NAMES[I1]]["metadata"]["labels"]
+    assert stored["team"] == "vision" and stored[PROTECTED_LABEL_GROUP] == "gpu"  # the rest kept
+    # changed since it was listed (another writer, or a Node made anew): not written, not retried
+    assert labeler.add_labels(listed, {PROTECTED_LABEL_GROUP: "other"}) is False
+    assert stub.nodes[NAMES[I1]]["metadata"]["labels"][PROTECTED_LABEL_GROUP] == "gpu"
+    del stub.nodes[NAMES[I1]]
+    assert labeler.add_labels(listed, labels) is False and len(stub.requests) == 3
+
+
 # RBAC: what is granted is what is used -------------------------------------------------------------
 
 
@@ -552,9 +681,12 @@ def test_the_verbs_used_are_exactly_the_ones_granted(labeler: HealthLabeler, stu
     add_pods(stub)
     drain(labeler, clock)(I1, "replace", "x")()
     labeler.set_health(I1, "Schedulable", cordon=False)
+    (listed,) = labeler.list_nodes(UNLABELLED)
+    labeler.add_labels(listed, {PROTECTED_LABEL_GROUP: "gpu"})
     labeler.delete_node(I1)
     assert granted() == {
         ("", "nodes", "get"),
+        ("", "nodes", "list"),
         ("", "nodes", "patch"),
         ("", "nodes", "delete"),
         ("", "pods", "list"),

@@ -36,7 +36,7 @@ from conftest import CDK_CONTEXT, ROOT, Synthesized, minimal_config
 from iam_tags import unmet_tag_conditions
 from offline_deploy import deploy
 from repair_world import health_tag, impaired, tag_event
-from training_cluster import ClusterConfig
+from training_cluster import ClusterConfig, contract, kube_manifests, kube_operator
 from training_cluster.constructs import AutoRepair, ClusterEvents, Fleet
 from training_cluster.contract import LABEL_HEALTH
 
@@ -594,3 +594,75 @@ def test_the_deployed_eks_repair_function_drains_through_the_kubernetes_api(
     ledger = deployed_eks.repairer().ledger
     results = {s["step"]: s.get("result") for s in ledger.story(ledger.instance(bad)["incident_id"])}
     assert (results["drain"], results["node"]) == (f"evicted 1 pod from {name}", "node deleted")
+
+
+GROUP_ACCELERATORS = {"gpu": "nvidia", "trn": "neuron", "system": "none"}
+"""What the EKS example's repair function must know of each group (p5, trn1, m7i): the catalog's
+accelerator of its instance type."""
+
+
+def test_the_deployed_eks_repair_function_knows_each_groups_accelerator(deployed_eks: Deployed) -> None:
+    assert json.loads(deployed_eks.environment["GROUP_ACCELERATORS"]) == GROUP_ACCELERATORS
+    assert sorted(json.loads(deployed_eks.environment["AUTO_SCALING_GROUPS"]).values()) == sorted(GROUP_ACCELERATORS)
+
+
+def test_the_deployed_eks_sweep_gives_each_node_its_groups_protected_labels(
+    deployed_eks: Deployed, kube_api: tuple[Running, Authority]
+) -> None:
+    """The deployed function's sweep (its settings, ``GROUP_ACCELERATORS`` as the construct must
+    set it): every Node of the cluster's groups gets the protected group and accelerator labels,
+    whatever it says of itself; so the Neuron plugin runs on the trn nodes only and the training
+    operator on the system nodes only. A Node of no group of the cluster is left alone."""
+    served, authority = kube_api
+    env = {"GROUP_ACCELERATORS": json.dumps(GROUP_ACCELERATORS), **deployed_eks.environment}
+    groups = json.loads(env["AUTO_SCALING_GROUPS"])  # Auto Scaling group -> instance group
+    ec2_client = SESSION.client("ec2", region_name=REGION)
+    members: dict[str, tuple[str, str]] = {}  # instance -> (Node name, group)
+    for asg, group in groups.items():
+        for instance_id in deployed_eks.instances(asg):
+            (reservation,) = ec2_client.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            instance = reservation["Instances"][0]
+            members[instance_id] = (instance["PrivateDnsName"], group)
+            registered = node(instance["PrivateDnsName"], instance_id, zone=instance["Placement"]["AvailabilityZone"])
+            # what kubelet registers (every node here claims to be a Neuron node of the system group)
+            registered["metadata"]["labels"].update(
+                {contract.LABEL_GROUP: "system", contract.LABEL_ACCELERATOR: "neuron", LABEL_HEALTH: "Schedulable"}
+            )
+            served.stub.add(registered)
+    stranger = node("ip-10-9-9-9.ec2.internal", "i-0ffffffffffffffff")
+    served.stub.add(stranger)
+    settings = Settings.from_env({**env, "EKS_ENDPOINT": served.url, "EKS_CERTIFICATE_AUTHORITY": authority.data})
+    clients = Clients(region=REGION, session=boto3.Session(ACCESS_KEY, SECRET_KEY, region_name=REGION))
+    repairer = handler.make_repairer(settings, clients)
+    repairer.clock, repairer.sleep = (lambda: deployed_eks.now[0]), deployed_eks._sleep
+    deployed_cluster = functools.partial(kube_stub.signature_checks, cluster="demo-eks")
+    try:
+        with mock.patch.object(kube_stub, "signature_checks", deployed_cluster):
+            assert handler.handler(SWEEP, use=repairer)["outcomes"] == []
+    finally:
+        assert repairer.node_upkeep is not None
+        repairer.node_upkeep.labeler.api.close()
+    assert sorted(g for _, g in members.values()) == ["gpu", "gpu", "system", "system", "trn", "trn"]
+    for name, group in members.values():
+        labels = served.stub.nodes[name]["metadata"]["labels"]
+        protected = (labels[contract.PROTECTED_LABEL_GROUP], labels[contract.PROTECTED_LABEL_ACCELERATOR])
+        assert protected == (group, GROUP_ACCELERATORS[group]), name
+    assert served.stub.nodes[stranger["metadata"]["name"]] == stranger
+    by_group = {g: sorted(n for n, gg in members.values() if gg == g) for g in GROUP_ACCELERATORS}
+    assert (
+        runs_on(served.stub, next(o for o in kube_manifests.neuron_device_plugin() if o["kind"] == "DaemonSet"))
+        == by_group["trn"]
+    )
+    assert (
+        runs_on(served.stub, next(o for o in kube_operator.training_operator() if o["kind"] == "Deployment"))
+        == by_group["system"]
+    )
+    writes = [(r.method, r.path) for r in served.stub.requests if r.method != "GET"]
+    assert sorted(writes) == sorted(("PATCH", f"/api/v1/nodes/{n}") for n, _ in members.values())
+
+
+def runs_on(stub: KubeStub, workload: dict[str, Any]) -> list[str]:
+    """The Nodes a DaemonSet's or Deployment's node selector picks."""
+    wanted = workload["spec"]["template"]["spec"]["nodeSelector"]
+    selects = kube_stub.label_selector(",".join(f"{k}={v}" for k, v in wanted.items()))
+    return sorted(name for name, n in stub.nodes.items() if selects(n["metadata"]["labels"]))

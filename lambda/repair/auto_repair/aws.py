@@ -9,10 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 THROTTLING = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException", "SlowDown"}
 T = TypeVar("T")
+CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+"""A service that cannot be reached costs seconds, not botocore's default minutes: the function
+has five minutes in all, and a reserved concurrency of one."""
 
 
 @dataclass
@@ -25,7 +29,7 @@ class Clients:
         if service.startswith("_"):
             raise AttributeError(service)
         if service not in self._made:
-            self._made[service] = (self.session or boto3).client(service, region_name=self.region)
+            self._made[service] = (self.session or boto3).client(service, region_name=self.region, config=CONFIG)
         return self._made[service]
 
     @property
@@ -39,7 +43,8 @@ class Clients:
     def table(self, name: str) -> Any:
         key = f"table:{name}"
         if key not in self._made:
-            self._made[key] = (self.session or boto3).resource("dynamodb", region_name=self.region).Table(name)
+            resource = (self.session or boto3).resource("dynamodb", region_name=self.region, config=CONFIG)
+            self._made[key] = resource.Table(name)
         return self._made[key]
 
 

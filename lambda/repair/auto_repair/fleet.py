@@ -13,7 +13,7 @@ from .aws import THROTTLING, Clients, with_retries
 from .identity import health_tags
 from .ledger import Ledger
 from .settings import Settings
-from .signals import Failure, Malformed, Signal, parse_health_tag
+from .signals import Failure, HealthTag, Malformed, Signal, parse_health_tag
 
 log = logging.getLogger("training-cluster.repair")
 
@@ -61,28 +61,36 @@ class Fleet:
         failing |= set(self.impaired(by_status))
         return failing
 
-    def tagged_unhealthy(self, ids: list[str]) -> list[Signal]:
-        """The instances whose health tag says unhealthy, as signals (trusted: only the instance
-        can write its tag). The sweep's catch for a tag-change event that was never delivered
-        (that delivery is best effort) after a report that raced its own tag."""
+    def health(self, ids: list[str]) -> dict[str, HealthTag]:
+        """instance id -> its health tag, read (trusted: only the instance can write its tag), for
+        those with a readable one; none when DescribeTags is throttled. DescribeTags has an
+        account-wide request budget that others (a flood of reports at the intake, say) can spend:
+        the sweep's uses of the tags skip one sweep rather than the sweep failing."""
         try:
             tags = health_tags(self.clients, ids, self.sleep)
         except ClientError as error:
-            # DescribeTags has an account-wide request budget that others (a flood of reports at
-            # the intake, say) can spend: skip this backstop for one sweep rather than the sweep.
             if error.response["Error"]["Code"] not in THROTTLING:
                 raise
             log.warning("sweep: health tags not read this time (throttled)")
-            return []
-        signals = []
+            return {}
+        parsed: dict[str, HealthTag] = {}
         for instance_id, value in sorted(tags.items()):
             try:
-                tag = parse_health_tag(value)
+                parsed[instance_id] = parse_health_tag(value)
             except Malformed:
                 continue
-            if not tag.healthy:
-                signals.append(Signal(instance_id, "health-tag", tag.failures, boot_id=tag.boot_id))
-        return signals
+        return parsed
+
+    @staticmethod
+    def tagged_unhealthy(tags: dict[str, HealthTag]) -> list[Signal]:
+        """The instances whose health tag (:meth:`health`) says unhealthy, as signals. The sweep's
+        catch for a tag-change event that was never delivered (that delivery is best effort) after
+        a report that raced its own tag."""
+        return [
+            Signal(instance_id, "health-tag", tag.failures, boot_id=tag.boot_id)
+            for instance_id, tag in sorted(tags.items())
+            if not tag.healthy
+        ]
 
     def impaired(self, ids: list[str]) -> dict[str, Failure]:
         """instance id -> its failed EC2 status checks, for those that have any."""

@@ -20,13 +20,18 @@ the providerID:
 - the providerID check refuses the cases a name alone gets wrong: a private IP (so a name) used
   again by a newer instance, or a stale Node left by a terminated one;
 - one small request whatever the size of the cluster (a list of a few thousand Nodes is tens of
-  megabytes), within the 60 s detection-to-action goal;
-- ``get`` on nodes, not ``list``: the role reads only the Nodes it is about to act on.
+  megabytes), within the 60 s detection-to-action goal.
 
 The name is looked up once per instance and kept while the function stays warm, so a replaced
 instance's Node can be deleted in the same invocation after EC2 stops reporting the name (it may
 for a terminated instance): call :meth:`HealthLabeler.delete_node` on the labeler that drained it.
-The role needs ``ec2:DescribeInstances`` for the lookup.
+The role needs ``ec2:DescribeInstances`` for the lookup; many names are looked up in one call
+(:func:`ec2_node_names`, :meth:`HealthLabeler.learn_names`).
+
+The sweep lists Nodes by label selector (:meth:`HealthLabeler.list_nodes`: those without the
+protected labels, those not ``Schedulable``; few, once the cluster is up) to find the ones that
+need its work. What a list says is a hint, never a proof: the sweep writes only to a Node whose
+name is the one EC2 gives the instance its providerID names (see ``node_upkeep``).
 """
 
 from __future__ import annotations
@@ -38,13 +43,14 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 import boto3
 from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
 
 from training_cluster.contract import (
     ANNOTATION_FAULT_REASON,
@@ -67,7 +73,9 @@ TIMEOUT_SECONDS = 4.0  # each request, connecting included: a drain starts befor
 UNREACHABLE_SECONDS = 60.0  # after a connection failure, further requests fail at once for this long
 CONFLICT_ATTEMPTS = 5  # read-modify-write attempts when another writer changed the Node (409)
 RETRY_SECONDS = 1.0  # between eviction rounds while a disruption budget refuses
-PAGE_LIMIT = 500  # pods per list request
+PAGE_LIMIT = 500  # pods (or Nodes) per list request
+DESCRIBE_LIMIT = 1000  # instance ids per DescribeInstances call
+NOT_FOUND_ROUNDS = 3  # DescribeInstances calls per chunk, each without the ids EC2 said it does not know
 LABEL_VALUE_LIMIT = 63
 REASON_LIMIT = 1024  # characters of the fault reason annotation
 MERGE_PATCH = "application/merge-patch+json"
@@ -257,19 +265,46 @@ class KubeApi:
 # Nodes and their health --------------------------------------------------------------------------
 
 
+def ec2_node_names(
+    clients: Clients, sleep: Callable[[float], None] = time.sleep
+) -> Callable[[Sequence[str]], dict[str, str]]:
+    """instance ids -> {id: its private DNS name (its Node's name on EKS)} from ``DescribeInstances``,
+    :data:`DESCRIBE_LIMIT` ids a call; an id EC2 reports no name for (terminated, or unknown to EC2)
+    is left out. EC2 refuses a whole call for an id it does not know: the call is made again
+    without the ids its error names, at most :data:`NOT_FOUND_ROUNDS` calls a chunk."""
+
+    def names(instance_ids: Sequence[str]) -> dict[str, str]:
+        ids = sorted({i for i in instance_ids if INSTANCE_ID.fullmatch(i)})
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), DESCRIBE_LIMIT):
+            chunk = ids[start : start + DESCRIBE_LIMIT]
+            asked = set(chunk)
+            for _ in range(NOT_FOUND_ROUNDS):
+                try:
+                    answer = with_retries(clients.ec2.describe_instances, sleep=sleep, InstanceIds=chunk)
+                except ClientError as error:
+                    if error.response["Error"]["Code"] != "InvalidInstanceID.NotFound":
+                        raise
+                    unknown = {m[0] for m in INSTANCE_ID.finditer(str(error.response["Error"].get("Message", "")))}
+                    chunk = [i for i in chunk if i not in unknown]
+                    if not unknown or not chunk:
+                        break
+                    continue
+                for reservation in answer.get("Reservations", []):
+                    for instance in reservation.get("Instances", []):
+                        if instance.get("InstanceId") in asked and instance.get("PrivateDnsName"):
+                            found[str(instance["InstanceId"])] = str(instance["PrivateDnsName"])
+                break
+        return found
+
+    return names
+
+
 def ec2_node_name(clients: Clients, sleep: Callable[[float], None] = time.sleep) -> Callable[[str], str | None]:
-    """instance id -> its private DNS name (its Node's name on EKS) from ``DescribeInstances``,
-    None when EC2 reports none (a terminated instance)."""
-
-    def name(instance_id: str) -> str | None:
-        reservations = with_retries(clients.ec2.describe_instances, sleep=sleep, InstanceIds=[instance_id])
-        for reservation in reservations.get("Reservations", []):
-            for instance in reservation.get("Instances", []):
-                if instance.get("InstanceId") == instance_id and instance.get("PrivateDnsName"):
-                    return str(instance["PrivateDnsName"])
-        return None
-
-    return name
+    """instance id -> its private DNS name (:func:`ec2_node_names` of one id), None when EC2
+    reports none (a terminated instance, or one EC2 does not know)."""
+    names = ec2_node_names(clients, sleep)
+    return lambda instance_id: names([instance_id]).get(instance_id)
 
 
 def provider_id_matches(node: dict[str, Any], instance_id: str) -> bool:
@@ -281,6 +316,16 @@ def provider_id_matches(node: dict[str, Any], instance_id: str) -> bool:
         and provider.startswith("aws://")
         and provider.endswith(f"/{instance_id}")
     )
+
+
+def provider_instance(node: dict[str, Any]) -> str | None:
+    """The instance id the Node's ``spec.providerID`` (``aws:///<zone>/<instance id>``) names, None
+    when it names none. What the kubelet says of itself: a hint, checked against EC2's name."""
+    provider = (node.get("spec") or {}).get("providerID")
+    if not isinstance(provider, str) or not provider.startswith("aws://"):
+        return None
+    instance_id = provider.rpartition("/")[2]
+    return instance_id if INSTANCE_ID.fullmatch(instance_id) else None
 
 
 def label_value(text: str) -> str | None:
@@ -346,10 +391,18 @@ class HealthLabeler:
     (see the module's docstring)."""
 
     def __init__(
-        self, api: KubeApi, node_name: Callable[[str], str | None], *, attempts: int = CONFLICT_ATTEMPTS
+        self,
+        api: KubeApi,
+        node_name: Callable[[str], str | None],
+        *,
+        node_names: Callable[[Sequence[str]], dict[str, str]] | None = None,
+        attempts: int = CONFLICT_ATTEMPTS,
     ) -> None:
+        """``node_name``: an instance's Node name (from EC2); ``node_names``: many at once (one
+        call, :func:`ec2_node_names`), default ``node_name`` for each."""
         self.api = api
         self.node_name = node_name
+        self.node_names = node_names
         self.attempts = attempts
         self.names: dict[str, str] = {}
 
@@ -360,6 +413,30 @@ class HealthLabeler:
                 raise KubeError(f"{instance_id} has no private DNS name: its Node cannot be named")
             self.names[instance_id] = name
         return self.names[instance_id]
+
+    def learn_names(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        """{id: Node name} of those of ``instance_ids`` EC2 names, the ones not known yet looked up
+        together (kept like :meth:`name`'s)."""
+        wanted = list(dict.fromkeys(instance_ids))
+        missing = [i for i in wanted if i not in self.names]
+        if missing:
+            if self.node_names is not None:
+                self.names.update(self.node_names(missing))
+            else:
+                self.names.update({i: n for i in missing if (n := self.node_name(i))})
+        return {i: self.names[i] for i in wanted if i in self.names}
+
+    def list_nodes(self, label_selector: str, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """The Nodes ``label_selector`` selects, :data:`PAGE_LIMIT` a request, the next page asked
+        for only when the caller wants more."""
+        query = {"labelSelector": label_selector, "limit": str(PAGE_LIMIT)}
+        while True:
+            _, page = self.api.call("list", "nodes", "GET", "/api/v1/nodes", query=query, timeout=timeout)
+            yield from page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            query = {**query, "continue": token}
 
     def node(self, instance_id: str, *, timeout: float | None = None) -> dict[str, Any] | None:
         """The instance's Node, None when there is none; :class:`NodeMismatch` when the Node of
@@ -406,6 +483,24 @@ class HealthLabeler:
             if answer == 200:
                 return self.name(instance_id)
         raise KubeError(f"node {self.name(instance_id)} changed under {self.attempts} writes in a row", 409)
+
+    def add_labels(self, node: dict[str, Any], labels: dict[str, str], *, timeout: float | None = None) -> bool:
+        """Merge-patch ``labels`` onto ``node`` as it was read, on condition of its
+        ``resourceVersion`` (a Node changed or made anew since is not written: False, for the
+        caller to read again). Whether they were written."""
+        metadata = node.get("metadata") or {}
+        patch = {"metadata": {"labels": labels, "resourceVersion": metadata.get("resourceVersion")}}
+        status, _ = self.api.call(
+            "patch",
+            "nodes",
+            "PATCH",
+            _node_path(str(metadata.get("name", ""))),
+            body=patch,
+            content_type=MERGE_PATCH,
+            ok=(200, 404, 409),
+            timeout=timeout,
+        )
+        return status == 200
 
     def delete_node(self, instance_id: str) -> bool:
         """Delete the instance's Node object (after a replacement), on condition that it is still
@@ -560,4 +655,4 @@ def connect(
     if not region:
         raise ValueError("no AWS region to sign the EKS token for: set the clients' region or AWS_REGION")
     api = KubeApi(endpoint, certificate_authority, EksToken(session, cluster_name, region))
-    return HealthLabeler(api, ec2_node_name(clients, sleep))
+    return HealthLabeler(api, ec2_node_name(clients, sleep), node_names=ec2_node_names(clients, sleep))

@@ -1,7 +1,9 @@
 """The repair ledger in DynamoDB: incidents, their story, and per-group safety state.
 
 One table, string keys ``pk`` and ``sk``:
-- ``instance#<id>`` / ``state``: the instance's open or last incident and when it was last rebooted;
+- ``instance#<id>`` / ``state``: the instance's open or last incident, when it was last rebooted,
+  and (``cordoned_by``) the incident whose drain cordoned its Node for a reboot, until the control
+  plane lifts that cordon (EKS: nobody else's cordon is lifted);
 - ``incident#<id>`` / ``<time>#<n>``: each step of an incident (signal, decision, action, outcome);
 - ``group#<name>`` / ``state``: unhealthy instances, replacements in flight, circuit breaker, backoff,
   the instances held while the breaker was open and those released when it was reset;
@@ -109,6 +111,19 @@ class Ledger:
         """Whether this control plane rebooted the instance less than ``seconds`` ago."""
         last = float(self.instance(instance_id).get("last_reboot_at", "0") or 0)
         return self.clock() - last < seconds
+
+    def cordoned(self, instance_id: str, incident_id: str) -> None:
+        """The incident's drain cordons the instance's Node for a reboot: the cordon is the control
+        plane's to lift once the node is healthy again (recorded before the cordon is asked for)."""
+        self.set_instance(instance_id, cordoned_by=incident_id)
+
+    def uncordoned(self, instance_id: str) -> None:
+        """The control plane's cordon of the instance's Node was lifted."""
+        self._conditional(
+            Key={"pk": f"instance#{instance_id}", "sk": STATE},
+            UpdateExpression="REMOVE cordoned_by",
+            ConditionExpression="attribute_exists(cordoned_by)",
+        )
 
     def announce_once(self, instance_id: str, incident_id: str, action: str) -> bool:
         """Remember that a decision was announced (dry run); True only the first time."""

@@ -35,6 +35,9 @@ class Orchestrator:
         the wait for it."""
         if self.drain_hook is None:
             return lambda: None
+        if action == "reboot" and self.node_hook is not None:
+            # the drain cordons the Node (EKS): the cordon is ours to lift when the node is healthy
+            self.ledger.cordoned(instance_id, incident_id)
 
         def failed(error: Exception) -> None:
             log.warning("drain hook failed for %s: %s", instance_id, error)
@@ -66,24 +69,28 @@ class Orchestrator:
         self.tell(incident_id, "node", lambda hook: hook.unschedulable(instance_id, reasons, check or None))
 
     def schedulable(self, instance_id: str, incident_id: str | None, *, uncordon: bool) -> None:
-        """A verified healthy node (``uncordon`` when the control plane cordoned it for a reboot)."""
-        self.tell(incident_id, "node", lambda hook: hook.schedulable(instance_id, uncordon=uncordon))
+        """A verified healthy node (``uncordon`` when the control plane cordoned it for a reboot).
+        Once the cordon is lifted the ledger forgets it; if the call failed, the sweep tries again
+        (``node_upkeep``)."""
+        if self.tell(incident_id, "node", lambda hook: hook.schedulable(instance_id, uncordon=uncordon)) and uncordon:
+            self.ledger.uncordoned(instance_id)
 
     def gone(self, instance_id: str, incident_id: str) -> None:
         """A replaced node: its Node object goes."""
         self.tell(incident_id, "node", lambda hook: hook.gone(instance_id))
 
-    def tell(self, incident_id: str | None, step: str, call: Callable[[NodeHook], str]) -> None:
+    def tell(self, incident_id: str | None, step: str, call: Callable[[NodeHook], str]) -> bool:
         """Tell the orchestrator (``node_hook``) about a node; a failure is logged and recorded in
-        the incident (if any), never raised."""
+        the incident (if any), never raised. Whether it was told."""
         if self.node_hook is None:
-            return
+            return False
         try:
             result = call(self.node_hook)
         except Exception as error:  # any failure of the hook is recorded, never raised
             log.warning("node hook failed: %s", error)
             if incident_id:
                 self.ledger.record(incident_id, step, result="failed", error=str(error)[:500])
-            return
+            return False
         if incident_id:
             self.ledger.record(incident_id, step, result=result)
+        return True

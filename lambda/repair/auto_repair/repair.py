@@ -15,7 +15,9 @@ through its Auto Scaling group without lowering the desired capacity, so the new
 with the same launch template, placement group and capacity. Every step is written to the
 ledger; actions are announced on SNS and EventBridge and counted in CloudWatch. The sweep
 (every minute) adds failed EC2 status checks (not of a node rebooted here within
-``REBOOT_GRACE_SECONDS``: that is the reboot) and health tags that no incident has taken up.
+``REBOOT_GRACE_SECONDS``: that is the reboot) and health tags that no incident has taken up;
+on EKS it then keeps the Nodes in step, within a bound (``node_upkeep``): the protected labels
+from AWS's word, and ``Schedulable`` for healthy nodes a failed request left tainted or cordoned.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .fleet import Fleet
 from .identity import confirm, health_tags, still_says
 from .ledger import Ledger
 from .node_hooks import NodeHook
+from .node_upkeep import NodeUpkeep, UpkeepReport
 from .orchestrator import DrainHook, Orchestrator
 from .report import Reporter
 from .settings import Settings
@@ -79,6 +82,9 @@ class Repairer:
         self.report = Reporter(settings, clients, self.ledger, clock=clock, sleep=sleep)
         self.fleet = Fleet(settings, clients, self.ledger, sleep)
         self.orchestrator = Orchestrator(self.ledger)
+        self.node_upkeep: NodeUpkeep | None = None
+        """Set on EKS: the sweep's upkeep of the Nodes (:mod:`.node_upkeep`)."""
+        self.upkept: UpkeepReport | None = None  # what the last sweep's upkeep did
         self._reasons: dict[str, str] = {}  # incident id -> the signal's reasons, this invocation
 
     @property
@@ -147,7 +153,7 @@ class Repairer:
 
     def sweep(self) -> list[Outcome]:
         """The scheduled pass: failed EC2 status checks, health tags that say unhealthy but were
-        never acted on, finished and deferred replacements."""
+        never acted on, finished and deferred replacements; then, on EKS, the Nodes' upkeep."""
         groups = self.fleet.groups()
         ids = [m["InstanceId"] for _, members in groups.values() for m in members]
         signals = [
@@ -155,10 +161,19 @@ class Repairer:
             for i, failure in self.fleet.impaired(ids).items()
             if not self._restarting(i)
         ]
-        signals += [s for s in self.fleet.tagged_unhealthy(ids) if self._unseen(s)]
+        tags = self.fleet.health(ids)
+        signals += [s for s in self.fleet.tagged_unhealthy(tags) if self._unseen(s)]
         outcomes = self.handle(signals)
         # Retry deferred replacements, but not those this pass has just acted on or deferred.
         outcomes += self._reconcile(groups, handled={o.instance_id for o in outcomes if o.result != "duplicate"})
+        if self.node_upkeep is not None:
+            members = {
+                m["InstanceId"]: group
+                for group, in_group in groups.values()
+                for m in in_group
+                if not m["LifecycleState"].startswith("Terminat")
+            }
+            self.upkept = self.node_upkeep(members, {i for i, tag in tags.items() if tag.healthy})
         return outcomes
 
     def launch_failed(self, asg_name: str, message: str) -> Outcome | None:

@@ -4,7 +4,9 @@ when the operator's machine may not. Read only, and bounded in time.
 
 - Slurm: ``sinfo`` on the controller through Run Command (nodes are named after their instance ids).
 - EKS: each node's ``Ready`` condition, whether it is cordoned, and its health label, through the
-  Kubernetes API (the same client, and the same ``get nodes`` permission, as the labeler's).
+  Kubernetes API (the same client, and the same ``get nodes`` permission, as the labeler's): the
+  Node names from one ``DescribeInstances`` for all (1,000 ids a call), then one read per node
+  until the time is up; the nodes not read by then are ``unknown (no time left)``.
 """
 
 from __future__ import annotations
@@ -84,18 +86,42 @@ class SlurmState:
         return {i: states.get(i, "not in Slurm") for i in instance_ids}
 
 
-class KubernetesState:
-    """The Kubernetes state of nodes: Ready or not, cordoned, and the health label."""
+NO_TIME_LEFT = "unknown (no time left)"
+READ_SECONDS = 5.0  # at most, each node's read
 
-    def __init__(self, labeler: HealthLabeler) -> None:
+
+class KubernetesState:
+    """The Kubernetes state of nodes: Ready or not, cordoned, and the health label, all within
+    ``wait_seconds`` of the call."""
+
+    def __init__(
+        self, labeler: HealthLabeler, *, wait_seconds: float = WAIT_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.labeler = labeler
+        self.wait_seconds = wait_seconds
+        self.clock = clock
 
     def __call__(self, instance_ids: Sequence[str]) -> dict[str, str]:
-        return {i: self._one(i) for i in instance_ids}
-
-    def _one(self, instance_id: str) -> str:
+        deadline = self.clock() + self.wait_seconds
+        ids = list(dict.fromkeys(instance_ids))
         try:
-            node = self.labeler.node(instance_id, timeout=5)
+            names = self.labeler.learn_names(ids)
+        except Exception as error:  # EC2 did not answer: no node can be named
+            return {i: f"unknown (no name from EC2: {str(error)[:100]})" for i in ids}
+        states: dict[str, str] = {}
+        for instance_id in ids:
+            left = deadline - self.clock()
+            if instance_id not in names:
+                states[instance_id] = "unknown (EC2 names no such instance)"
+            elif left <= 0:
+                states[instance_id] = NO_TIME_LEFT
+            else:
+                states[instance_id] = self._one(instance_id, min(READ_SECONDS, max(1.0, left)))
+        return states
+
+    def _one(self, instance_id: str, timeout: float) -> str:
+        try:
+            node = self.labeler.node(instance_id, timeout=timeout)
         except Exception as error:  # one node's answer never spoils the others'
             return f"unknown ({str(error)[:120]})"
         if node is None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from training_cluster.contract import KUBE_ACCELERATORS
 from training_cluster.repair_policy import Policy
 
 INSTANCE_ARN_PREFIX = re.compile(r"arn:aws[a-z-]*:ec2:[a-z0-9-]+:[0-9]{12}:instance/", re.ASCII)
@@ -37,11 +38,18 @@ class Settings:
     eks_cluster: str | None = None  # EKS: the cluster the nodes join; drains and labels through its API
     eks_endpoint: str | None = None  # its API server (https://...)
     eks_certificate_authority: str | None = None  # its CA, base64 PEM (CertificateAuthorityData)
+    # EKS: instance group name -> its accelerator (nvidia, neuron or none), the value of the protected
+    # accelerator label the sweep gives its Nodes; a group not listed gets no protected labels
+    group_accelerators: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not INSTANCE_ARN_PREFIX.fullmatch(self.instance_arn_prefix):
             expected = "arn:<partition>:ec2:<region>:<account>:instance/"
             raise ValueError(f"instance_arn_prefix {self.instance_arn_prefix!r} is not {expected}")
+        accelerators = self.group_accelerators
+        if not isinstance(accelerators, Mapping) or any(a not in KUBE_ACCELERATORS for a in accelerators.values()):
+            allowed = ", ".join(KUBE_ACCELERATORS)
+            raise ValueError(f"group_accelerators must map instance groups to {allowed}, got {accelerators!r}")
 
     def instance_arn(self, instance_id: str) -> str:
         return f"{self.instance_arn_prefix}{instance_id}"
@@ -69,4 +77,5 @@ class Settings:
             eks_cluster=env.get("EKS_CLUSTER_NAME") or None,
             eks_endpoint=env.get("EKS_ENDPOINT") or None,
             eks_certificate_authority=env.get("EKS_CERTIFICATE_AUTHORITY") or None,
+            group_accelerators=json.loads(env.get("GROUP_ACCELERATORS") or "{}"),
         )

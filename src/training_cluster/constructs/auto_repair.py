@@ -222,6 +222,12 @@ class AutoRepair(Construct):
         self.function.add_environment("EKS_CLUSTER_NAME", cluster.cluster.cluster_name)
         self.function.add_environment("EKS_ENDPOINT", cluster.cluster.cluster_endpoint)
         self.function.add_environment("EKS_CERTIFICATE_AUTHORITY", cluster.cluster.cluster_certificate_authority_data)
+        # The sweep labels each Node (node-restriction.kubernetes.io/...) with its group and accelerator,
+        # from the Auto Scaling group it is in: what a node cannot claim for itself.
+        self.function.add_environment(
+            "GROUP_ACCELERATORS",
+            json.dumps({fleet.group_name: fleet.instance_type.accelerator for fleet in self.fleets}, sort_keys=True),
+        )
         cluster.allow_api_from(self.function)
         cluster.grant_repair(role)
         # A node's name in Kubernetes is its private DNS name, read from EC2.

@@ -1,0 +1,230 @@
+"""The sweep's upkeep of the cluster's Nodes (EKS), bounded in writes and in time each sweep.
+
+**Protected labels.** A kubelet sets its own Node's labels, so root on a node can claim any of
+``training-cluster/*``. NodeRestriction refuses a kubelet every label under
+``node-restriction.kubernetes.io/``, so those are set here, from what AWS says:
+:data:`~training_cluster.contract.PROTECTED_LABEL_GROUP` (the instance group of the instance's
+Auto Scaling group, as the sweep reads it) and
+:data:`~training_cluster.contract.PROTECTED_LABEL_ACCELERATOR` (that group's accelerator,
+``Settings.group_accelerators``). The Nodes without them are listed by label selector; one is
+labelled only when
+
+- its providerID names an instance of one of this cluster's Auto Scaling groups (a Node of an
+  instance of another cluster, or of none, is left alone and counted), and
+- its name is the private DNS name EC2 gives that instance (what binds a Node to an instance: a
+  kubelet may register only the Node of its own name, but may claim any providerID),
+
+with a merge patch on condition of the ``resourceVersion`` it was listed at (a Node changed or
+made anew since is left for the next sweep).
+
+**Stuck nodes.** The control plane tells Kubernetes a node is ``Schedulable`` once, when its health
+tag says healthy (a first boot's deep checks passed, a reboot healed it); one failed request (the
+Node not registered yet, a 500) would leave it tainted for good. Each sweep lists the Nodes whose
+health label is not ``Schedulable``; those whose instance is a member, with a healthy tag and no
+open incident, are made ``Schedulable`` (through the labeler, which finds the Node by EC2's name
+and checks its providerID). A cordon is lifted only when the ledger says the control plane's
+drain set it (a reboot's); anybody else's cordon stays.
+
+Each sweep labels at most ``max_writes`` Nodes and makes at most ``max_writes`` Schedulable, all
+within ``budget_seconds``; the rest wait for the next sweep (they are still selected). A failure
+is logged and never raised: the sweep's repairs come first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from training_cluster.contract import LABEL_HEALTH, PROTECTED_LABEL_ACCELERATOR, PROTECTED_LABEL_GROUP
+
+from .kubernetes import HealthLabeler, provider_instance
+from .ledger import Ledger
+
+log = logging.getLogger("training-cluster.repair")
+
+MAX_WRITES = 100
+"""Nodes labelled per sweep, and Nodes made Schedulable (each a merge patch, after a read)."""
+BUDGET_SECONDS = 20.0
+"""The upkeep's share of a sweep, from its first request; no request starts after it."""
+UNLABELLED = f"!{PROTECTED_LABEL_GROUP}"
+"""The label selector of Nodes without the protected labels."""
+NOT_SCHEDULABLE = f"{LABEL_HEALTH}!=Schedulable"
+"""The label selector of Nodes whose health label is not ``Schedulable`` (or is missing)."""
+SHOWN = 10  # names per list in the log line
+
+
+@dataclass
+class UpkeepReport:
+    """What one sweep's upkeep did and left."""
+
+    labelled: list[str] = field(default_factory=list)
+    """Instances whose Node got the protected labels."""
+    schedulable: list[str] = field(default_factory=list)
+    """Instances whose Node was made ``Schedulable`` (or found so)."""
+    uncordoned: list[str] = field(default_factory=list)
+    """Of those, the ones whose cordon (the control plane's) was lifted."""
+    foreign: list[str] = field(default_factory=list)
+    """Nodes without the protected labels whose providerID names no instance of this cluster."""
+    mismatched: list[str] = field(default_factory=list)
+    """Nodes whose providerID names an instance of this cluster whose EC2 name is another."""
+    unlisted_group: list[str] = field(default_factory=list)
+    """Instances of groups ``group_accelerators`` does not list: not labelled."""
+    retry: list[str] = field(default_factory=list)
+    """Nodes changed or gone between the list and the write: the next sweep looks again."""
+    left: int = 0
+    """Nodes left for the next sweep by the bound (writes or time)."""
+    more: bool = False
+    """The list of Nodes without the protected labels was not read to its end (the bound)."""
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in self.__dict__.items():
+            if isinstance(value, list) and value:
+                out[name] = {"count": len(value), "first": value[:SHOWN]}
+            elif value and not isinstance(value, list):
+                out[name] = value
+        return out
+
+
+class _Budget:
+    def __init__(self, writes: int, deadline: float, clock: Callable[[], float], request_seconds: float) -> None:
+        self.writes, self.deadline, self.clock, self.request_seconds = writes, deadline, clock, request_seconds
+
+    @property
+    def open(self) -> bool:
+        return self.writes > 0 and self.clock() < self.deadline
+
+    def spend(self) -> bool:
+        """One write, if the bound allows it."""
+        if not self.open:
+            return False
+        self.writes -= 1
+        return True
+
+    def timeout(self) -> float:
+        """A request's timeout: the client's, ending near the deadline (a second after it at most)."""
+        return min(self.request_seconds, max(1.0, self.deadline - self.clock()))
+
+
+class NodeUpkeep:
+    """The sweep's Node upkeep (see the module): ``upkeep(members, healthy)``, where ``members``
+    maps each instance of the cluster's Auto Scaling groups (as AWS lists them now) to its
+    instance group, and ``healthy`` holds those whose health tag says healthy."""
+
+    def __init__(
+        self,
+        labeler: HealthLabeler,
+        ledger: Ledger,
+        accelerators: Mapping[str, str],
+        *,
+        max_writes: int = MAX_WRITES,
+        budget_seconds: float = BUDGET_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.labeler = labeler
+        self.ledger = ledger
+        self.accelerators = dict(accelerators)
+        self.max_writes = max_writes
+        self.budget_seconds = budget_seconds
+        self.clock = clock
+
+    def __call__(self, members: Mapping[str, str], healthy: Collection[str]) -> UpkeepReport:
+        report = UpkeepReport()
+        deadline = self.clock() + self.budget_seconds
+        for step in (self._protect, self._unstick):  # each its own writes, both within the time
+            budget = _Budget(self.max_writes, deadline, self.clock, self.labeler.api.timeout_seconds)
+            try:
+                step(members, healthy, budget, report)
+            except Exception as error:  # the sweep's repairs are done; a broken API must not fail the sweep
+                report.errors.append(f"{step.__name__.strip('_')}: {str(error)[:300]}")
+                log.warning("node upkeep (%s) failed: %s", step.__name__.strip("_"), error)
+        log.info(json.dumps({"node_upkeep": report.summary()}))
+        return report
+
+    def _protect(
+        self, members: Mapping[str, str], healthy: Collection[str], budget: _Budget, report: UpkeepReport
+    ) -> None:
+        """The protected labels, on the Nodes of member instances that lack them."""
+        if not self.accelerators:
+            report.errors.append("protect: no group accelerators (GROUP_ACCELERATORS): no Node labelled")
+            return
+        if not budget.open:
+            return
+        candidates: list[tuple[str, dict[str, Any]]] = []
+        for node in self.labeler.list_nodes(UNLABELLED, timeout=budget.timeout()):
+            name = str((node.get("metadata") or {}).get("name", ""))
+            instance_id = provider_instance(node)
+            if instance_id is None or instance_id not in members:
+                report.foreign.append(name)
+            elif members[instance_id] not in self.accelerators:
+                report.unlisted_group.append(instance_id)
+            else:
+                candidates.append((instance_id, node))
+                if len(candidates) >= budget.writes:  # enough for this sweep: the next one lists again
+                    report.more = True
+                    break
+        if report.foreign:
+            log.warning("nodes that name no instance of this cluster, left unlabelled: %s", report.foreign[:SHOWN])
+        names = self.labeler.learn_names([i for i, _ in candidates]) if candidates else {}
+        for instance_id, node in candidates:
+            name = node["metadata"]["name"]
+            if names.get(instance_id) != name:
+                report.mismatched.append(name)
+                log.warning(
+                    "node %s claims %s, whose node is %s: left unlabelled", name, instance_id, names.get(instance_id)
+                )
+                continue
+            if not budget.spend():
+                report.left += 1
+                continue
+            group = members[instance_id]
+            labels = {PROTECTED_LABEL_GROUP: group, PROTECTED_LABEL_ACCELERATOR: self.accelerators[group]}
+            try:
+                written = self.labeler.add_labels(node, labels, timeout=budget.timeout())
+            except Exception as error:  # one node's failure never stops the others'
+                report.errors.append(f"protect {name}: {str(error)[:200]}")
+                continue
+            if written:
+                report.labelled.append(instance_id)
+            else:
+                report.retry.append(name)
+
+    def _unstick(
+        self, members: Mapping[str, str], healthy: Collection[str], budget: _Budget, report: UpkeepReport
+    ) -> None:
+        """``Schedulable`` for healthy member instances with no open incident whose Node is not."""
+        if not budget.open:
+            return
+        stuck: dict[str, None] = {}
+        for node in self.labeler.list_nodes(NOT_SCHEDULABLE, timeout=budget.timeout()):
+            instance_id = provider_instance(node)  # a hint: the labeler finds the Node by EC2's name
+            if instance_id is not None and instance_id in members and instance_id in healthy:
+                stuck[instance_id] = None
+        for instance_id in stuck:
+            if not budget.open:
+                report.left += 1
+                continue
+            state = self.ledger.instance(instance_id)
+            if state.get("status") == "open":
+                continue  # the incident's own steps say what the node is
+            if not budget.spend():
+                report.left += 1
+                continue
+            uncordon = bool(state.get("cordoned_by"))
+            try:
+                named = self.labeler.set_health(
+                    instance_id, "Schedulable", cordon=False if uncordon else None, timeout=budget.timeout()
+                )
+            except Exception as error:  # as above
+                report.errors.append(f"schedulable {instance_id}: {str(error)[:200]}")
+                continue
+            if named is not None:
+                report.schedulable.append(instance_id)
+                if uncordon:
+                    self.ledger.uncordoned(instance_id)
+                    report.uncordoned.append(instance_id)
