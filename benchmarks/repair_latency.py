@@ -47,7 +47,7 @@ sys.path[:0] = [str(ROOT / "lambda" / "repair"), str(ROOT / "tests")]
 from moto import mock_aws  # noqa: E402
 
 from auto_repair.drain import WAIT_SECONDS as RUN_COMMAND_DRAIN_WAIT  # noqa: E402
-from auto_repair.kubernetes import TIMEOUT_SECONDS as KUBE_TIMEOUT_SECONDS  # noqa: E402
+from auto_repair.kube_api import TIMEOUT_SECONDS as KUBE_TIMEOUT_SECONDS  # noqa: E402
 from auto_repair.settings import Settings  # noqa: E402
 from auto_repair.signals import from_event  # noqa: E402
 

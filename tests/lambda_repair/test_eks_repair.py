@@ -20,7 +20,8 @@ from kube_stub import ACCESS_KEY, CLUSTER, REGION, SECRET_KEY, KubeStub, Pki, Ru
 
 import handler
 from auto_repair.aws import Clients
-from auto_repair.kubernetes import EksToken, HealthLabeler, KubeApi, KubernetesDrain, ec2_node_name, ec2_node_names
+from auto_repair.kube_api import EksToken, KubeApi
+from auto_repair.kubernetes import HealthLabeler, KubernetesDrain, ec2_node_name, ec2_node_names
 from auto_repair.node_hooks import KubernetesNodes
 from auto_repair.node_upkeep import NOT_SCHEDULABLE, UNLABELLED, NodeUpkeep
 from auto_repair.repair import Repairer

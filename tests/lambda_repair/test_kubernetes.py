@@ -36,20 +36,16 @@ from kube_stub import (
     signature_checks,
 )
 
-from auto_repair import kubernetes
+from auto_repair import kube_api
 from auto_repair.aws import Clients
 from auto_repair.drain import DrainError
+from auto_repair.kube_api import EksToken, KubeApi, KubeError, NodeMismatch, eks_token
 from auto_repair.kubernetes import (
-    EksToken,
     HealthLabeler,
-    KubeApi,
-    KubeError,
     KubernetesDrain,
-    NodeMismatch,
     connect,
     ec2_node_name,
     ec2_node_names,
-    eks_token,
     label_value,
     provider_instance,
 )
@@ -169,7 +165,7 @@ def test_a_boto3_session_signs_the_same_way_and_no_credentials_is_an_error() -> 
 
 def test_the_token_is_signed_again_after_14_minutes(clock: Clock) -> None:
     source = EksToken(CREDENTIALS, CLUSTER, REGION, clock=clock)
-    with mock.patch.object(kubernetes, "eks_token", wraps=kubernetes.eks_token) as sign:
+    with mock.patch.object(kube_api, "eks_token", wraps=kube_api.eks_token) as sign:
         first = source()
         clock.now += 14 * 60 - 1
         assert source() == first and sign.call_count == 1
@@ -180,7 +176,7 @@ def test_the_token_is_signed_again_after_14_minutes(clock: Clock) -> None:
 
 def test_a_refused_token_is_signed_again_once(labeler: HealthLabeler, stub: KubeStub) -> None:
     stub.scripted[("GET", N1)] = [401]
-    with mock.patch.object(kubernetes, "eks_token", wraps=kubernetes.eks_token) as sign:
+    with mock.patch.object(kube_api, "eks_token", wraps=kube_api.eks_token) as sign:
         assert labeler.set_health(I1, "Schedulable") == NAMES[I1]
         assert sign.call_count == 2  # the first token, then a new one after the 401
     stub.scripted[("GET", N1)] = [401, 401]
@@ -243,7 +239,7 @@ def test_after_an_unanswered_request_the_next_ones_fail_at_once_for_a_while(pki:
         with mock.patch.object(client, "_send", side_effect=AssertionError("sent")):
             with pytest.raises(KubeError, match="not sent, the API did not answer a moment ago"):
                 client.call("patch", "nodes", "PATCH", N1, body={})
-            clock.now += kubernetes.UNREACHABLE_SECONDS
+            clock.now += kube_api.UNREACHABLE_SECONDS
             with pytest.raises(AssertionError, match="sent"):  # tried again once the while is over
                 client.call("get", "nodes", "GET", N1)
 
