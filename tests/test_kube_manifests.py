@@ -61,6 +61,7 @@ SETS: dict[str, Callable[[], list[km.Manifest]]] = {
         file_system_id=TOKEN % 1, dns_name=TOKEN % 2, mount_name=TOKEN % 3, capacity_gib=TOKEN % 4,
         name="scratch", namespace="team-a",
     ),
+    "training-namespace": km.training_namespace,
     "operator": ko.training_operator,
     "operator-volcano": lambda: ko.training_operator(gang_scheduler_name="volcano"),
     "operator-scheduler-plugins": lambda: ko.training_operator(gang_scheduler_name="scheduler-plugins-scheduler"),
@@ -333,7 +334,7 @@ def test_every_image_is_pinned_in_the_table() -> None:
 def test_the_claim_and_the_volume_bind_only_to_each_other() -> None:
     volume, claim = SETS["fsx"]()
     assert (volume["kind"], claim["kind"]) == ("PersistentVolume", "PersistentVolumeClaim")
-    assert (claim["metadata"]["namespace"], claim["metadata"]["name"]) == ("default", "fsx-claim")
+    assert (claim["metadata"]["namespace"], claim["metadata"]["name"]) == ("training", "fsx-claim")
     assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
     ref = volume["spec"]["claimRef"]
     assert (ref["namespace"], ref["name"]) == (claim["metadata"]["namespace"], claim["metadata"]["name"])
@@ -381,9 +382,9 @@ def test_fsx_volume_names_every_literal_that_cannot_work() -> None:
 def test_same_arguments_give_equal_objects_and_no_shared_parts(key: str) -> None:
     first, second = SETS[key](), SETS[key]()
     assert json.dumps(first) == json.dumps(second)  # same content, same key order
-    first[-1]["spec"].clear()
     for obj in first:
         obj["metadata"]["labels"]["changed"] = "yes"
+    first[-1].get("spec", first[-1]["metadata"]["labels"]).clear()
     assert json.dumps(SETS[key]()) == json.dumps(second)
 
 
@@ -813,3 +814,20 @@ def test_the_package_builds_the_operator_without_the_sdk(first: str, code: int) 
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert result.returncode == code, result.stderr
+
+
+def test_jobs_run_where_pod_security_refuses_what_would_take_a_node() -> None:
+    """Whoever may run jobs in ``training`` cannot run a privileged pod or mount a host path there,
+    so cannot read the tokens of what runs on the node (the training operator's, the Neuron plugin's)."""
+    (namespace,) = km.training_namespace()
+    labels = namespace["metadata"]["labels"]
+    assert (namespace["metadata"]["name"], labels["pod-security.kubernetes.io/enforce"]) == ("training", "baseline")
+    _, claim = km.fsx_volume(file_system_id="fs-01234567", dns_name="d", mount_name="m", capacity_gib=1200)
+    job = yaml.safe_load(EXAMPLE.read_text())
+    assert job["metadata"]["namespace"] == claim["metadata"]["namespace"] == namespace["metadata"]["name"]
+    pod = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+    # within baseline: no privileged container, host path, host network or added capability
+    assert not pod.get("hostNetwork") and not [v for v in pod.get("volumes", []) if "hostPath" in v]
+    for container in pod["containers"]:
+        context = container.get("securityContext", {})
+        assert not context.get("privileged") and not context.get("capabilities", {}).get("add")

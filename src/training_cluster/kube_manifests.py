@@ -126,6 +126,8 @@ DCGM_COUNTERS_ON_NODE: Final = "/opt/training-cluster/observability/dcgm-counter
 """The counters file the collectors asset puts on every node (node/observability/dcgm-counters.csv)."""
 
 SYSTEM_NAMESPACE: Final = "kube-system"
+TRAINING_NAMESPACE: Final = "training"
+"""Where training jobs and the file system's claim live (:func:`training_namespace`)."""
 PART_OF: Final = "cdk-training-cluster"
 """``app.kubernetes.io/part-of`` on every object here."""
 FSX_CSI_DRIVER: Final = "fsx.csi.aws.com"
@@ -354,6 +356,23 @@ def dcgm_exporter(*, counters_file: str | None = DCGM_COUNTERS_ON_NODE) -> list[
     return [_daemonset(name, {contract.LABEL_ACCELERATOR: "nvidia"}, spec)]
 
 
+def training_namespace(name: str = "training") -> list[Manifest]:
+    """The namespace for training jobs, with Pod Security Admission enforcing the ``baseline``
+    profile (and warning at ``restricted``): no privileged pods, host paths, host network or added
+    capabilities, so whoever may run jobs there cannot take over the node a job lands on, or the
+    tokens of what runs there (the training operator's, the Neuron plugin's). GPUs, EFA interfaces
+    and the file system's claim are all within ``baseline``. Grant cluster users access here only;
+    ``default`` is left as Kubernetes makes it (a namespace that may not be deleted, so not one to
+    manage here)."""
+    labels = {
+        **_labels("training-namespace"),
+        "pod-security.kubernetes.io/enforce": "baseline",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "pod-security.kubernetes.io/warn": "restricted",
+    }
+    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}]
+
+
 def fsx_volume(
     *,
     file_system_id: str,
@@ -361,11 +380,11 @@ def fsx_volume(
     mount_name: str,
     capacity_gib: int | str,
     name: str = "fsx",
-    namespace: str = "default",
+    namespace: str = TRAINING_NAMESPACE,
 ) -> list[Manifest]:
     """A static PersistentVolume for an FSx for Lustre file system and the claim bound to it, so
     pods mount the file system by claim name (``<name>-claim`` in ``namespace``; by default
-    ``fsx-claim`` in ``default``).
+    ``fsx-claim`` in ``training``).
 
     The volume is reserved for that claim (its ``claimRef``) and the claim names the volume
     (``volumeName``), so neither binds to anything else; ``storageClassName`` is empty on both, so

@@ -345,6 +345,7 @@ def test_components_go_where_the_fleets_need_them_and_are_applied_on_deploy(eks:
         "efa-device-plugin",
         "neuron-device-plugin",
         "training-operator",
+        "training-namespace",
         "fsx-volume",
         "repair-access",
     ]
@@ -387,6 +388,7 @@ def test_no_components_without_the_fleets_that_need_them(eks_own_vpc: Synthesize
         "dcgm-exporter",
         "efa-device-plugin",
         "training-operator",
+        "training-namespace",
         "repair-access",
     ]
     assert eks_own_vpc.resources("Custom::AWSCDK-EKS-KubernetesResource") == {}
@@ -412,11 +414,12 @@ def test_handed_over_manifests_are_written_into_the_assembly(tmp_path: Path) -> 
         "03-efa-device-plugin.yaml",
         "04-neuron-device-plugin.yaml",
         "05-training-operator.yaml",
-        "06-fsx-volume.yaml",
-        "07-repair-access.yaml",
+        "06-training-namespace.yaml",
+        "07-fsx-volume.yaml",
+        "08-repair-access.yaml",
         "README.txt",
     ]
-    volume, _claim = yaml.safe_load_all((folder / "06-fsx-volume.yaml").read_text())
+    volume, _claim = yaml.safe_load_all((folder / "07-fsx-volume.yaml").read_text())
     assert volume["spec"]["csi"]["volumeHandle"] == "${FILE_SYSTEM_ID}"
     assert volume["spec"]["csi"]["volumeAttributes"] == {
         "dnsname": "${FILE_SYSTEM_DNS_NAME}",
@@ -554,3 +557,23 @@ def test_hand_made_cluster_refuses_bad_options_and_taints_of_no_fleet() -> None:
     )  # fmt: skip
     with pytest.raises(RuntimeError, match=r"options\.taints: no fleet of group 'gpu' joined the cluster"):
         stack.node.root.synth()  # type: ignore[attr-defined]
+
+
+def test_hand_made_components_that_select_protected_labels_need_the_repair_control_plane() -> None:
+    """The Neuron plugin and the training operator select labels only the control plane writes:
+    without it (or without a system group for the operator) they would never run, silently."""
+    stack, network, cluster = _hand_made()
+    trn = _fleet(stack, network, group_name="trn", instance_type="trn1.32xlarge")
+    cluster.add_fleet(trn)
+    cluster.add_components()
+    with pytest.raises(RuntimeError) as info:
+        stack.node.root.synth()  # type: ignore[attr-defined]
+    message = str(info.value)
+    assert "neuron-device-plugin and training-operator select node labels that only the repair control plane" in message
+    assert "no fleet named 'system' joined the cluster" in message
+
+
+def test_the_example_synthesizes_without_a_warning(eks: Synthesized) -> None:
+    metadata = json.loads((eks.outdir / f"{eks.stack.artifact_id}.metadata.json").read_text())
+    warnings = [e["data"] for entries in metadata.values() for e in entries if e["type"] == "aws:cdk:warning"]
+    assert warnings == []

@@ -211,7 +211,8 @@ class AutoRepair(Construct):
         node's Node object is deleted. The function authenticates with IAM: an access entry for
         its role in the group :data:`~training_cluster.kube_access.REPAIR_GROUP`, bound to a
         ClusterRole with exactly the verbs the client uses. The function must run in the
-        cluster's VPC (``vpc``) to reach a private endpoint."""
+        cluster's VPC (``vpc``) to reach a private endpoint; where the VPC has interface endpoints
+        with private DNS (``ClusterNetwork``'s), admit it: ``network.allow_endpoints_from(function, ...)``."""
         if not self.function.is_bound_to_vpc:
             raise ValueError(
                 "use_kubernetes: the repair function reaches the cluster's private API endpoint from the VPC: "

@@ -24,6 +24,7 @@ from ..errors import Finding, show
 from ..rules.eks import (
     DEFAULT_KUBERNETES_VERSION,
     DEFAULT_SERVICE_CIDR,
+    SYSTEM_GROUP,
     EksFleet,
     eks_findings,
     image_parameter,
@@ -154,7 +155,7 @@ class EksCluster(Construct):
         self._node_roles: dict[str, eks.AccessEntry] = {}
         self._after_nodes: list[Construct] = []
         self.claim_name: str | None = None
-        """The file system's claim in namespace ``default``, once :meth:`add_components` made it."""
+        """The file system's claim in namespace ``training``, once :meth:`add_components` made it."""
         self.manifests: dict[str, list[kube_manifests.Manifest]] = {}
         """What the cluster runs besides its add-ons, by component, in the order to apply them:
         applied on deploy when the cluster has a kubectl provider, otherwise handed over."""
@@ -162,6 +163,7 @@ class EksCluster(Construct):
         self._repair_entry: eks_cfn.CfnAccessEntry | None = None
         self._components_added = False
         self.node.add_validation(SynthesisCheck(self._unjoined_taints))
+        self.node.add_validation(SynthesisCheck(self._unlabelled_components))
 
         self.secrets_key = kms.Key(
             self,
@@ -294,6 +296,24 @@ class EksCluster(Construct):
             "the provider framework invokes any version of the kubectl handler function, which it creates itself",
         )
 
+    def _unlabelled_components(self) -> list[str]:
+        """The Neuron device plugin and the training operator select labels only the repair control
+        plane writes (``node-restriction.kubernetes.io/...``), and the operator the system group."""
+        selective = [name for name in ("neuron-device-plugin", "training-operator") if name in self.manifests]
+        problems = []
+        if selective and self._repair_entry is None:
+            problems.append(
+                f"add_components: {' and '.join(selective)} select node labels that only the repair control plane "
+                "writes (a node cannot set them itself): give it access with AutoRepair.use_kubernetes(cluster), or "
+                "leave them out (EksComponents)"
+            )
+        if "training-operator" in self.manifests and SYSTEM_GROUP not in {f.group_name for f in self._fleets}:
+            problems.append(
+                f"add_components: the training operator runs on the system group, and no fleet named {SYSTEM_GROUP!r} "
+                "joined the cluster: join one (CPU nodes), or EksComponents(training_operator=False)"
+            )
+        return problems
+
     def _unjoined_taints(self) -> list[str]:
         joined = {fleet.group_name for fleet in self._fleets}
         return [
@@ -327,9 +347,9 @@ class EksCluster(Construct):
             fleets=[EksFleet(group_name=fleet.group_name, instance_type=fleet.instance_type.name, os=fleet.os)],
             taints={fleet.group_name: group_taints} if group_taints else None,
         )
-        check_props(
-            self, [f for f in findings if f.path != "version"], values={"fleets[0].group_name": fleet.group_name}
-        )
+        # only what is about the fleet: the cluster's own props were checked when it was made
+        about_fleet = [f for f in findings if f.path.startswith(("fleets", "taints"))]
+        check_props(self, about_fleet, values={"fleets[0].group_name": fleet.group_name})
         if fleet.os != EKS_OS:  # reported above; keeps mypy and readers sure
             raise AssertionError(fleet.os)
         if fleet.cluster_name != self.cluster_name:
@@ -462,7 +482,9 @@ class EksCluster(Construct):
         claim_name: str = "fsx",
     ) -> dict[str, list[kube_manifests.Manifest]]:
         """The in-cluster components the joined fleets need, and the file system's static volume
-        and claim (``<claim_name>-claim`` in ``default``) with the FSx CSI driver add-on. Call after
+        and claim (``<claim_name>-claim`` in namespace ``training``, which enforces Pod Security's
+        ``baseline``: :func:`~training_cluster.kube_manifests.training_namespace`) with the FSx CSI
+        driver add-on. Call after
         :meth:`add_fleet`. Returns :attr:`manifests`; each is applied through the cluster's kubectl
         provider when it has one (``EksOptions.kubectl``). Manifests not applied carry
         ``${FILE_SYSTEM_ID}``-style placeholders (:data:`FILE_SYSTEM_PLACEHOLDERS`) for what only
@@ -485,6 +507,7 @@ class EksCluster(Construct):
             wanted["neuron-device-plugin"] = kube_manifests.neuron_device_plugin
         if components.training_operator and accelerators - {"none"}:
             wanted["training-operator"] = kube_operator.training_operator
+        wanted["training-namespace"] = kube_manifests.training_namespace
         if file_system is not None:
             driver = self.add_file_system_driver()
             values = (

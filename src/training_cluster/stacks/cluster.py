@@ -448,7 +448,7 @@ class TrainingClusterStack(Stack):
                     self,
                     "FileSystemClaimName",
                     value=self.eks.claim_name,
-                    description="Pods mount the file system through this claim, in namespace default",
+                    description="Pods mount the file system through this claim, in namespace training",
                 )
             CfnOutput(
                 self,
