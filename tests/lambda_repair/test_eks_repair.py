@@ -685,6 +685,25 @@ def test_the_sweep_writes_at_most_so_many_nodes_and_stops_at_its_time_bound(clus
     assert repairer.upkept is not None and repairer.upkept.left == 6
 
 
+def test_a_slow_list_of_many_nodes_stops_at_the_time_bound_between_pages(cluster: Cluster) -> None:
+    """1,200 Nodes of no instance of this cluster (a managed node group of the user's), each page
+    taking 12 s: no page is asked for once the 20 s are up (found by the re-review)."""
+    world, stub = cluster.world, cluster.stub
+    for i in range(1200):
+        stub.add(node(f"ip-10-9-{i // 250}-{i % 250}.ec2.internal", f"i-0{i:016x}"))
+    stub.each_request = lambda seen: setattr(world.clock, "now", world.clock.now + 12) if seen.method == "GET" else None
+    repairer = cluster.repairer()
+    stub.requests.clear()
+    start = world.clock.now
+    repairer.sweep()
+    pages = [s for s in cluster.sent() if s[0] == "GET" and "/api/v1/nodes?" in s[1]]
+    # two pages (the time ran out during the second's request), no third, and not the other list
+    assert len(pages) == 2 and pages[0] == cluster.list_nodes(UNLABELLED)
+    assert pages[1][1].startswith(pages[0][1] + "&continue=")
+    assert repairer.upkept is not None and repairer.upkept.more
+    assert world.clock.now - start <= 20 + 12  # one request may end after the bound, none starts after it
+
+
 def test_a_node_that_registered_after_its_first_healthy_report_is_schedulable_at_the_next_sweep(
     cluster: Cluster,
 ) -> None:

@@ -97,7 +97,11 @@ class _Budget:
 
     @property
     def open(self) -> bool:
-        return self.writes > 0 and self.clock() < self.deadline
+        return self.writes > 0 and not self.expired
+
+    @property
+    def expired(self) -> bool:
+        return self.clock() >= self.deadline
 
     def spend(self) -> bool:
         """One write, if the bound allows it."""
@@ -157,6 +161,9 @@ class NodeUpkeep:
             return
         candidates: list[tuple[str, dict[str, Any]]] = []
         for node in self.labeler.list_nodes(UNLABELLED, timeout=budget.timeout()):
+            if budget.expired:  # no further page is asked for once the time is up
+                report.more = True
+                break
             name = str((node.get("metadata") or {}).get("name", ""))
             instance_id = provider_instance(node)
             if instance_id is None or instance_id not in members:
@@ -202,6 +209,9 @@ class NodeUpkeep:
             return
         stuck: dict[str, None] = {}
         for node in self.labeler.list_nodes(NOT_SCHEDULABLE, timeout=budget.timeout()):
+            if budget.expired:  # as above
+                report.more = True
+                break
             instance_id = provider_instance(node)  # a hint: the labeler finds the Node by EC2's name
             if instance_id is not None and instance_id in members and instance_id in healthy:
                 stuck[instance_id] = None
