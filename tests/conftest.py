@@ -21,10 +21,11 @@ from aws_cdk import App, CfnElement, Validations
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
+from kube_stub import Pki
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from training_cluster import ClusterConfig, TrainingClusterStack
+from training_cluster import ClusterConfig, ConfigError, TrainingClusterStack
 from training_cluster.node_bootstrap import expand
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,6 +229,20 @@ def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A throwaway cluster CA and the loopback Kubernetes stand-in's certificate (tests/kube_stub.py)."""
+    return Pki.make(tmp_path_factory.mktemp("kube-pki"))
+
+
+def errors_of(data: dict[str, Any]) -> list[str]:
+    """The problems ``data`` is refused with, each ``path: message``."""
+    with pytest.raises(ConfigError) as info:
+        ClusterConfig.from_dict(data)
+    assert str(info.value).startswith(f"{len(info.value.findings)} problem")
+    return [str(f) for f in info.value.findings]
+
+
 def minimal_config(**overrides: Any) -> dict[str, Any]:
     """A small valid config as a dict, for tests that change one thing."""
     data: dict[str, Any] = {
@@ -290,6 +305,7 @@ __all__ = [
     "GATED",
     "ROOT",
     "Synthesized",
+    "errors_of",
     "mask_asset_hashes",
     "minimal_config",
     "slurm_rds",

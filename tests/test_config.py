@@ -8,15 +8,8 @@ from typing import Any
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, minimal_config
+from conftest import EXAMPLES, ROOT, errors_of, minimal_config
 from training_cluster import ClusterConfig, ConfigError
-
-
-def errors_of(data: dict[str, Any]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        ClusterConfig.from_dict(data)
-    assert str(info.value).startswith(f"{len(info.value.findings)} problem")
-    return [str(f) for f in info.value.findings]
 
 
 def group(**overrides: Any) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from conftest import minimal_config
-from training_cluster import ClusterConfig, ConfigError
+from conftest import errors_of, minimal_config
+from training_cluster import ClusterConfig
 from training_cluster.rules.eks import (
     DEFAULT_KUBERNETES_VERSION,
     KUBERNETES_VERSIONS,
@@ -18,12 +18,6 @@ from training_cluster.rules.eks import (
 )
 
 EXISTING = {"vpc_id": "vpc-0123456789abcdef0", "subnet_id": "subnet-0123456789abcdef0"}
-
-
-def errors_of(data: dict[str, Any]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        ClusterConfig.from_dict(data)
-    return [str(f) for f in info.value.findings]
 
 
 ADMIN = "arn:aws:iam::111122223333:role/Admin"

@@ -10,18 +10,12 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, minimal_config
+from conftest import ROOT, errors_of, minimal_config
 from training_cluster import ClusterConfig, ConfigError, NodeBootstrap
 from training_cluster.errors import show
 from training_cluster.validation import check
 
 SCRIPT = ROOT / "examples" / "scripts" / "on_create.sh"
-
-
-def errors_of(data: dict[str, Any]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        ClusterConfig.from_dict(data)
-    return [str(f) for f in info.value.findings]
 
 
 def file_errors(tmp_path: Path, content: str | bytes) -> list[str]:

@@ -234,6 +234,11 @@ class Cluster:
 
     def invoke(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """Invoke the repair function and wait for what it did (its outcomes)."""
+        outcomes: list[dict[str, Any]] = self._answer(payload).get("outcomes", [])
+        return outcomes
+
+    def _answer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The repair function's answer to ``payload`` (a synchronous invoke)."""
         response = self.client("lambda").invoke(
             FunctionName=self.output("RepairFunctionName"),
             InvocationType="RequestResponse",
@@ -242,8 +247,8 @@ class Cluster:
         body = response["Payload"].read()
         if response.get("FunctionError"):
             raise OperateError(f"the repair function failed: {body.decode(errors='replace')[:1000]}")
-        outcomes: list[dict[str, Any]] = json.loads(body or b"{}").get("outcomes", [])
-        return outcomes
+        answer = json.loads(body or b"{}")
+        return answer if isinstance(answer, dict) else {}
 
     def scheduler_states(self, instance_ids: list[str]) -> dict[str, str]:
         """What the scheduler says of each node (Slurm's ``sinfo``; Kubernetes' Ready condition,
@@ -251,15 +256,10 @@ class Cluster:
         this machine may not (a private API endpoint). Empty when it cannot say."""
         if "RepairFunctionName" not in self.outputs or not instance_ids:
             return {}
-        response = self.client("lambda").invoke(
-            FunctionName=self.output("RepairFunctionName"),
-            InvocationType="RequestResponse",
-            Payload=json.dumps({"scheduler_state": instance_ids}).encode(),
-        )
-        body = response["Payload"].read()
-        if response.get("FunctionError"):
+        try:
+            states = self._answer({"scheduler_state": instance_ids}).get("scheduler", {})
+        except OperateError:
             return {}
-        states = json.loads(body or b"{}").get("scheduler", {})
         return {str(k): str(v) for k, v in states.items()} if isinstance(states, dict) else {}
 
     def caller(self) -> str:

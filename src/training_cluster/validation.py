@@ -224,7 +224,7 @@ def _eks(config: ClusterConfig) -> list[Finding]:
         version=orchestrator.kubernetes_version,
         endpoint_public_cidrs=orchestrator.endpoint_public_cidrs,
         admin_role_arns=orchestrator.admin_role_arns,
-        fleets=[EksFleet(group_name=g.name, instance_type=g.instance_type, os=g.os) for g in groups],
+        fleets=[EksFleet(group_name=g.name, os=g.os) for g in groups],
         taints=orchestrator.taints,
         system_instance_type=orchestrator.system_instance_type,
         service_ipv4_cidr=orchestrator.service_cidr,

@@ -52,11 +52,6 @@ Sent = tuple[str, str, Any]
 """method, path (and query), body"""
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki.make(tmp_path_factory.mktemp("eks-repair-pki"))
-
-
 @dataclass
 class Cluster:
     """The world in moto and its Kubernetes API."""
@@ -143,6 +138,18 @@ def ours(status: str) -> dict[str, str]:
     return {"key": LABEL_HEALTH, "value": status, "effect": "NoSchedule"}
 
 
+def pending_patch(status: str, reason: str) -> dict[str, Any]:
+    """The drain's merge patch of a GPU node: cordoned, ``status`` as label and taint, the reason."""
+    return {
+        "metadata": {
+            "labels": {LABEL_HEALTH: status},
+            "annotations": {ANNOTATION_FAULT_REASON: reason},
+            "resourceVersion": "100",
+        },
+        "spec": {"taints": [GPU_TAINT, ours(status)], "unschedulable": True},
+    }
+
+
 def eviction(namespace: str, name: str) -> Sent:
     body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
     return ("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/eviction", body)
@@ -193,14 +200,7 @@ def test_a_verified_fatal_xid_drains_through_kubernetes_then_terminates_then_del
         (outcome,) = cluster.repairer().handle(from_event(world.agent(bad, xid(79))))
     assert (outcome.result, outcome.action) == ("replaced", "replace")
     assert world.state(bad) in ("shutting-down", "terminated")
-    cordon = {
-        "metadata": {
-            "labels": {LABEL_HEALTH: "UnschedulablePendingReplacement"},
-            "annotations": {ANNOTATION_FAULT_REASON: f"replace: {XID_79}"},
-            "resourceVersion": "100",
-        },
-        "spec": {"taints": [GPU_TAINT, ours("UnschedulablePendingReplacement")], "unschedulable": True},
-    }
+    cordon = pending_patch("UnschedulablePendingReplacement", f"replace: {XID_79}")
     drain = [
         ("GET", cluster.path(bad), None),
         ("PATCH", cluster.path(bad), cordon),
@@ -263,14 +263,7 @@ def test_a_rebootable_fault_marks_pending_reboot_and_a_new_boot_makes_the_node_s
     with counting(world.clients.ec2, "reboot_instances", stub, rebooted_at):
         (outcome,) = repairer.handle(from_event(world.agent(bad, xid(64))))
     assert (outcome.result, outcome.action) == ("rebooted", "reboot")
-    pending = {
-        "metadata": {
-            "labels": {LABEL_HEALTH: "UnschedulablePendingReboot"},
-            "annotations": {ANNOTATION_FAULT_REASON: f"reboot: {XID_64}"},
-            "resourceVersion": "100",
-        },
-        "spec": {"taints": [GPU_TAINT, ours("UnschedulablePendingReboot")], "unschedulable": True},
-    }
+    pending = pending_patch("UnschedulablePendingReboot", f"reboot: {XID_64}")
     assert cluster.sent() == [
         ("GET", cluster.path(bad), None),
         ("PATCH", cluster.path(bad), pending),

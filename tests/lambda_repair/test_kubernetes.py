@@ -71,11 +71,6 @@ MERGE = "application/merge-patch+json"
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")  # Kubernetes' rule
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki.make(tmp_path_factory.mktemp("kube-pki"))
-
-
 @pytest.fixture
 def served(pki: Pki) -> Iterator[Running]:
     running = Running(KubeStub(rbac=SEEN), pki.chain, pki.key)

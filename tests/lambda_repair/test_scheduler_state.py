@@ -149,11 +149,6 @@ def test_ids_that_are_not_instance_ids_are_left_out(slurm_world: World) -> None:
 # EKS through the handler: the world's instances in moto, their Nodes in a loopback API server ------
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki.make(tmp_path_factory.mktemp("state-pki"))
-
-
 @dataclass
 class Eks:
     world: World

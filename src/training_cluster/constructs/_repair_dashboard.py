@@ -10,13 +10,10 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_sns as sns
 
+from ._ids import pascal
+
 if TYPE_CHECKING:
     from .auto_repair import AutoRepair
-
-
-def _pascal(name: str) -> str:
-    """``gpu-large`` -> ``GpuLarge``: construct ids from group names, stable across reorderings."""
-    return "".join(part.capitalize() for part in name.split("-"))
 
 
 def breaker_alarms(repair: AutoRepair, topic: sns.ITopic) -> list[cloudwatch.Alarm]:
@@ -30,7 +27,7 @@ def breaker_alarms(repair: AutoRepair, topic: sns.ITopic) -> list[cloudwatch.Ala
         group = fleet.group_name
         alarm = cloudwatch.Alarm(
             repair,
-            f"BreakerOpen{_pascal(group)}",
+            f"BreakerOpen{pascal(group)}",
             alarm_description=f"Auto-repair stopped for instance group {group}: reset the breaker when safe",
             metric=repair.metric_circuit_breaker_opened(group, period=Duration.minutes(1)),
             threshold=1,

@@ -30,7 +30,7 @@ from ..rules.eks import (
     image_parameter,
     taint_problem,
 )
-from ..types import EKS_OS
+from ._ids import pascal
 from ._props import SynthesisCheck, check_props
 from .fleet import Fleet
 from .lustre import LustreFileSystem
@@ -344,14 +344,12 @@ class EksCluster(Construct):
         group_taints = list(taints) or list(self.options.taints.get(fleet.group_name, ()))
         findings = eks_findings(
             version=self.version,
-            fleets=[EksFleet(group_name=fleet.group_name, instance_type=fleet.instance_type.name, os=fleet.os)],
+            fleets=[EksFleet(group_name=fleet.group_name, os=fleet.os)],
             taints={fleet.group_name: group_taints} if group_taints else None,
         )
         # only what is about the fleet: the cluster's own props were checked when it was made
         about_fleet = [f for f in findings if f.path.startswith(("fleets", "taints"))]
         check_props(self, about_fleet, values={"fleets[0].group_name": fleet.group_name})
-        if fleet.os != EKS_OS:  # reported above; keeps mypy and readers sure
-            raise AssertionError(fleet.os)
         if fleet.cluster_name != self.cluster_name:
             raise ValueError(
                 f"add_fleet: fleet {fleet.node.path!r} belongs to cluster {fleet.cluster_name!r}, "
@@ -392,7 +390,7 @@ class EksCluster(Construct):
             self._node_roles[role.role_arn] = eks.AccessEntry(
                 self,
                 # by the group, not the order of joining: see the admins' entries
-                "Nodes" + "".join(part.capitalize() for part in fleet.group_name.split("-")),
+                "Nodes" + pascal(fleet.group_name),
                 cluster=cast(eks.ICluster, self.cluster),  # jsii's stubs miss that Cluster is one
                 principal=role.role_arn,
                 access_entry_type=eks.AccessEntryType.EC2_LINUX,
@@ -472,7 +470,7 @@ class EksCluster(Construct):
         self.manifests[name] = objects
         if not self._install:
             return None
-        return self.cluster.add_manifest("".join(p.capitalize() for p in name.split("-")), *objects)
+        return self.cluster.add_manifest(pascal(name), *objects)
 
     def add_components(
         self,
@@ -533,7 +531,7 @@ class EksCluster(Construct):
     ) -> eks_cfn.CfnAddon:
         addon = eks_cfn.CfnAddon(
             self,
-            "".join(part.capitalize() for part in name.split("-")) + "Addon",
+            pascal(name) + "Addon",
             addon_name=name,
             cluster_name=self.cluster.cluster_name,
             resolve_conflicts="OVERWRITE",

@@ -2,7 +2,7 @@
 
 Keys are :class:`training_cluster.constructs.EksCluster`'s props (``version``,
 ``endpoint_public_cidrs``, ``admin_role_arns``, ``service_ipv4_cidr``) and, for the fleets it
-joins, ``fleets[i]`` (``group_name``, ``instance_type``, ``os``) and ``taints``; the config moves
+joins, ``fleets[i]`` (``group_name``, ``os``) and ``taints``; the config moves
 them to its fields.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -128,7 +129,6 @@ class EksFleet:
     """What the EKS rules read of a fleet."""
 
     group_name: str
-    instance_type: str
     os: str
 
 
@@ -195,7 +195,7 @@ def eks_findings(
                 message=f"at most {MAX_PUBLIC_CIDRS} ranges, as EKS allows (got {len(endpoint_public_cidrs)})",
             )
         )
-    for cidr, n in _counts(endpoint_public_cidrs).items():
+    for cidr, n in Counter(endpoint_public_cidrs).items():
         if n > 1:
             out.append(Finding(path="endpoint_public_cidrs", message=f"{cidr!r} is listed {n} times; list each once"))
     valid = [ipaddress.IPv4Network(c) for c in endpoint_public_cidrs if public_cidr_problem(c) is None]
@@ -233,7 +233,7 @@ def eks_findings(
         problem = role_arn_problem(arn)
         if problem is not None:
             out.append(Finding(path=f"admin_role_arns[{i}]", message=f"{problem} (got {show(arn)})"))
-    for arn, n in _counts(admin_role_arns).items():
+    for arn, n in Counter(admin_role_arns).items():
         if n > 1:
             out.append(Finding(path="admin_role_arns", message=f"{arn!r} is listed {n} times; list each role once"))
     if system_instance_type is not None:
@@ -286,13 +286,6 @@ def eks_findings(
                 )
             seen.setdefault(key, taint)
     return out
-
-
-def _counts(values: Sequence[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return counts
 
 
 def image_parameter(version: str, instance_type: str) -> str:

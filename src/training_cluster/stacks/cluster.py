@@ -15,6 +15,7 @@ from constructs import Construct
 
 from .. import catalog, contract
 from ..config import ClusterConfig, InstanceGroupConfig
+from ..constructs._ids import pascal
 from ..constructs.auto_repair import AutoRepair, AutoRepairOptions
 from ..constructs.eks import EksCluster, EksComponents, EksOptions
 from ..constructs.events import ClusterEvents
@@ -27,11 +28,6 @@ from ..errors import Finding
 from ..node_bootstrap import NodeBootstrap
 from ..rules.eks import SYSTEM_GROUP
 from ..types import EKS_OS, SLURM_OS
-
-
-def pascal(name: str) -> str:
-    """``gpu-large`` -> ``GpuLarge``: construct ids from user names, stable across reorderings."""
-    return "".join(part.capitalize() for part in name.split("-"))
 
 
 def _own_subnet(subnet: ec2.ISubnet) -> None:
@@ -96,8 +92,6 @@ class TrainingClusterStack(Stack):
             self.file_system.allow_clients(self.network)
 
         self.eks = self._eks_cluster()
-        self.kubernetes_manifests: dict[str, list[dict[str, Any]]] = {}
-        """EKS: the in-cluster components, by name (applied on deploy, or handed over)."""
         self.compute_fleets: dict[str, Fleet] = {group.name: self._fleet(group) for group in config.instance_groups}
         self.fleets: dict[str, Fleet] = {**self.compute_fleets, **self._slurm_fleets(), **self._eks_fleets()}
         """Every fleet: the instance groups, Slurm's controller and login groups, and EKS's system group."""
@@ -111,6 +105,11 @@ class TrainingClusterStack(Stack):
         self.dashboard = self._dashboard()
         self._outputs()
         self._acknowledge_repeated_warnings(warnings)
+
+    @property
+    def kubernetes_manifests(self) -> dict[str, list[dict[str, Any]]]:
+        """EKS: the in-cluster components, by name (applied on deploy, or handed over); none without EKS."""
+        return self.eks.manifests if self.eks is not None else {}
 
     def _acknowledge_repeated_warnings(self, reported: list[Finding]) -> None:
         """A construct warns about its own props too (``<prop>: <message>``): where the stack has
@@ -236,17 +235,9 @@ class TrainingClusterStack(Stack):
             # the first-boot checks run on accelerators and on EFA (a CPU type with EFA included)
             checked = fleet.instance_type.accelerator != "none" or fleet.efa_enabled
             self.eks.add_fleet(fleet, schedulable_at_boot=not (deep_checks and checked))
-        components = self.config.orchestrator.components
-        self.kubernetes_manifests = self.eks.add_components(
-            EksComponents(
-                nvidia_device_plugin=components.nvidia_device_plugin,
-                efa_device_plugin=components.efa_device_plugin,
-                neuron_device_plugin=components.neuron_device_plugin,
-                gpu_metrics=components.gpu_metrics,
-                training_operator=components.training_operator,
-            ),
-            file_system=self.file_system,
-        )
+        # the config's switches are the construct's, by the same names
+        components = EksComponents(**self.config.orchestrator.components.model_dump())
+        self.eks.add_components(components, file_system=self.file_system)
 
     def _slurm(self) -> Slurm | None:
         orchestrator = self.config.orchestrator
