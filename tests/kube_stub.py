@@ -225,7 +225,11 @@ class Seen:
 
 
 def node(name: str, instance_id: str, *, zone: str = "us-east-1a", **spec: Any) -> dict[str, Any]:
-    labels = {"kubernetes.io/hostname": name, "training-cluster/instance-group": "gpu"}
+    labels = {
+        "kubernetes.io/hostname": name,
+        "training-cluster/instance-group": "gpu",
+        "training-cluster/cluster": CLUSTER,
+    }
     return {
         "apiVersion": "v1",
         "kind": "Node",

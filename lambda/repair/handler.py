@@ -57,8 +57,8 @@ def make_repairer(settings: Settings, clients: Clients) -> Repairer:
     labeler = kubernetes_labeler(settings, clients)
     if labeler is not None:
         r.drain_hook = KubernetesDrain(labeler)
-        r.node_hook = KubernetesNodes(labeler)
-        r.node_upkeep = NodeUpkeep(labeler, r.ledger, settings.group_accelerators)
+        r.node_hook = KubernetesNodes(labeler, settings.group_accelerators)
+        r.node_upkeep = NodeUpkeep(labeler, r.ledger, settings.group_accelerators, cluster=settings.eks_cluster)
     return r
 
 

@@ -23,7 +23,7 @@ from auto_repair.aws import Clients
 from auto_repair.kube_api import EksToken, KubeApi
 from auto_repair.kubernetes import HealthLabeler, KubernetesDrain, ec2_node_name, ec2_node_names
 from auto_repair.node_hooks import KubernetesNodes
-from auto_repair.node_upkeep import NOT_SCHEDULABLE, UNLABELLED, NodeUpkeep
+from auto_repair.node_upkeep import LABELLED, NOT_SCHEDULABLE, UNLABELLED, NodeUpkeep
 from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
 from auto_repair.signals import from_event
@@ -32,6 +32,7 @@ from training_cluster import kube_manifests as km
 from training_cluster.contract import (
     ANNOTATION_FAULT_REASON,
     LABEL_ACCELERATOR,
+    LABEL_CLUSTER,
     LABEL_FAULT_TYPE,
     LABEL_GROUP,
     LABEL_HEALTH,
@@ -77,9 +78,11 @@ class Cluster:
         names = ec2_node_names(self.world.clients, clock.sleep)
         labeler = HealthLabeler(api, ec2_node_name(self.world.clients, clock.sleep), node_names=names)
         repairer.drain_hook = KubernetesDrain(labeler, sleep=clock.sleep, clock=clock)
-        repairer.node_hook = KubernetesNodes(labeler)
         accelerators = repairer.settings.group_accelerators
-        repairer.node_upkeep = NodeUpkeep(labeler, repairer.ledger, accelerators, max_writes=max_writes, clock=clock)
+        repairer.node_hook = KubernetesNodes(labeler, accelerators)
+        repairer.node_upkeep = NodeUpkeep(
+            labeler, repairer.ledger, accelerators, cluster=CLUSTER, max_writes=max_writes, clock=clock
+        )
         return repairer
 
     def path(self, instance_id: str) -> str:
@@ -92,14 +95,21 @@ class Cluster:
             out.append((r.method, r.path + (f"?{query}" if query else ""), r.body))
         return out
 
-    def list_nodes(self, selector: str, after: str | None = None) -> Sent:
-        page = f"&continue={after}" if after else ""
-        return ("GET", f"/api/v1/nodes?labelSelector={selector}&limit=500{page}", None)
-
     @property
     def upkeep(self) -> list[Sent]:
-        """The sweep's two lists of Nodes when none needs its work."""
-        return [self.list_nodes(UNLABELLED), self.list_nodes(NOT_SCHEDULABLE)]
+        """The sweep's three lists of Nodes when none needs its work."""
+        return [self.labelled, self.unlabelled, self.not_schedulable]
+
+    labelled = ("GET", f"/api/v1/nodes?labelSelector={LABELLED}&limit=500", None)
+    """The list of every Node with the protected labels (checked again each sweep)."""
+    unlabelled = ("GET", f"/api/v1/nodes?labelSelector={LABEL_CLUSTER}={CLUSTER},{UNLABELLED}&limit=500", None)
+    """The list of this cluster's Nodes without them."""
+    not_schedulable = (
+        "GET",
+        f"/api/v1/nodes?labelSelector={LABEL_CLUSTER}={CLUSTER},{NOT_SCHEDULABLE}&limit=500",
+        None,
+    )
+    """The list of this cluster's Nodes not Schedulable."""
 
     def list_pods(self, instance_id: str) -> Sent:
         return ("GET", f"/api/v1/pods?fieldSelector=spec.nodeName={self.names[instance_id]}&limit=500", None)
@@ -616,7 +626,7 @@ def test_the_sweep_labels_nodes_from_aws_and_never_from_what_a_node_says(cluster
         ("PATCH", f"/api/v1/nodes/{names[i]}", protect("trn", "neuron") if i == trn else protect())
         for i in sorted(patched, key=names.__getitem__)  # in the list's order: by name
     ]
-    assert cluster.sent() == [cluster.list_nodes(UNLABELLED), *patches, cluster.list_nodes(NOT_SCHEDULABLE)]
+    assert cluster.sent() == [cluster.labelled, cluster.unlabelled, *patches, cluster.not_schedulable]
     assert calls["DescribeInstances"] == 1  # every name at once
     assert repairer.upkept is not None
     assert sorted(repairer.upkept.labelled) == patched
@@ -625,9 +635,11 @@ def test_the_sweep_labels_nodes_from_aws_and_never_from_what_a_node_says(cluster
     assert (labels[PROTECTED_LABEL_GROUP], labels[PROTECTED_LABEL_ACCELERATOR]) == ("gpu", "nvidia")
     assert PROTECTED_LABEL_GROUP not in cluster.node(impostor)["metadata"]["labels"]
     assert neuron_plugin_nodes(stub) == [trn_name]  # the Neuron instance, as AWS says, and no other
-    # the next sweep: the impostor is listed again and again left alone
+    # the next sweep: the impostor is listed again and again left alone; the labels stand
     stub.requests.clear()
-    cluster.repairer().sweep()
+    cluster.repairer(
+        groups={**world.groups, "demo-trn-asg": "trn"}, group_accelerators={"gpu": "nvidia", "trn": "neuron"}
+    ).sweep()
     assert cluster.sent() == cluster.upkeep
 
 
@@ -646,6 +658,113 @@ def test_a_node_of_another_clusters_instance_is_never_labelled_nor_made_schedula
     assert stub.nodes[name] == joined and neuron_plugin_nodes(stub) == []
 
 
+def test_a_users_node_without_this_clusters_label_is_not_even_listed(cluster: Cluster) -> None:
+    """A node group of the user's in the same EKS cluster: its Nodes carry no cluster label of
+    ours, so the sweep's lists (by label selector) leave them out: no work, nothing logged."""
+    world, stub = cluster.world, cluster.stub
+    stranger = other_cluster_instance(world)
+    name = private_dns_names(world, [stranger])[stranger]
+    theirs = node(name, stranger)
+    del theirs["metadata"]["labels"][LABEL_CLUSTER]
+    stub.add(theirs)
+    repairer = cluster.repairer()
+    assert repairer.sweep() == []
+    assert cluster.sent() == cluster.upkeep
+    assert repairer.upkept is not None and repairer.upkept.foreign == [] and stub.nodes[name] == theirs
+
+
+def unprotect(version: str = "100") -> dict[str, Any]:
+    """The sweep's merge patch that removes a Node's protected labels."""
+    labels = {PROTECTED_LABEL_GROUP: None, PROTECTED_LABEL_ACCELERATOR: None}
+    return {"metadata": {"labels": labels, "resourceVersion": version}}
+
+
+def test_protected_labels_that_went_stale_are_removed_and_the_right_ones_given_again(cluster: Cluster) -> None:
+    """Labels are written once but checked each sweep: a Node whose instance left the cluster
+    outside the repair path (terminated by hand, its Node kept, its name free for a newer
+    instance), a Node labelled with another group's labels (an administrator, or an older
+    config), and a Node whose name is not EC2's name of the instance its providerID names. The
+    stale labels go; a Node that is its instance's gets its group's labels again at once."""
+    world, stub = cluster.world, cluster.stub
+    ids = world.instances()
+    gone, regrouped, renamed = ids[0], ids[1], ids[2]
+    world.clients.autoscaling.detach_instances(
+        InstanceIds=[gone], AutoScalingGroupName="demo-gpu-asg", ShouldDecrementDesiredCapacity=True
+    )
+    world.clients.ec2.terminate_instances(InstanceIds=[gone])
+    cluster.node(regrouped)["metadata"]["labels"].update(
+        {PROTECTED_LABEL_GROUP: "trn", PROTECTED_LABEL_ACCELERATOR: "neuron"}
+    )
+    # a Node named after another instance of the cluster, claiming (by providerID) to be ``renamed``
+    impostor = node("ip-10-0-200-1.ec2.internal", renamed)
+    impostor["metadata"]["labels"].update(PROTECTED)
+    stub.add(impostor)
+    repairer = cluster.repairer()
+    assert repairer.sweep() == []
+    by_name = {cluster.names[gone]: gone, cluster.names[regrouped]: regrouped}
+    removed = sorted([*by_name, "ip-10-0-200-1.ec2.internal"])
+    assert cluster.sent() == [
+        cluster.labelled,
+        *[("PATCH", f"/api/v1/nodes/{name}", unprotect()) for name in removed],
+        cluster.unlabelled,
+        ("PATCH", cluster.path(regrouped), protect(version="101")),  # its own group's, from AWS
+        cluster.not_schedulable,
+    ]
+    assert repairer.upkept is not None and sorted(repairer.upkept.unprotected) == removed
+    assert repairer.upkept.labelled == [regrouped] and repairer.upkept.mismatched == ["ip-10-0-200-1.ec2.internal"]
+    assert repairer.upkept.foreign == [cluster.names[gone]]
+    for name in removed:
+        assert PROTECTED_LABEL_GROUP not in stub.nodes[name]["metadata"]["labels"] or name == cluster.names[regrouped]
+    assert cluster.node(regrouped)["metadata"]["labels"][PROTECTED_LABEL_GROUP] == "gpu"
+    assert neuron_plugin_nodes(stub) == []
+    # the next sweep finds every label true: lists only
+    stub.requests.clear()
+    cluster.repairer().sweep()
+    assert cluster.sent() == cluster.upkeep
+
+
+def test_removing_stale_labels_is_bounded_and_conditional(cluster: Cluster) -> None:
+    """At most ``max_writes`` removals a sweep; a Node changed since the list is not written."""
+    world, stub = cluster.world, cluster.stub
+    ids = sorted(world.instances(), key=cluster.names.__getitem__)
+    for instance_id in ids:
+        cluster.node(instance_id)["metadata"]["labels"][PROTECTED_LABEL_ACCELERATOR] = "neuron"
+    changed = cluster.names[ids[0]]
+
+    def bump(seen: Any) -> None:  # another writer changes the first Node between the list and the write
+        if seen.method == "PATCH" and seen.path == f"/api/v1/nodes/{changed}":
+            stub.nodes[changed]["metadata"]["resourceVersion"] = "150"
+
+    stub.each_request = bump
+    repairer = cluster.repairer(max_writes=3)
+    repairer.sweep()
+    assert repairer.upkept is not None
+    assert repairer.upkept.retry == [changed] and len(repairer.upkept.unprotected) == 2
+    assert repairer.upkept.left == len(ids) - 3
+    assert [s[1] for s in cluster.sent() if s[0] == "PATCH"][:3] == [cluster.path(i) for i in ids[:3]]
+    assert stub.nodes[changed]["metadata"]["labels"][PROTECTED_LABEL_ACCELERATOR] == "neuron"  # not written
+
+
+def test_a_node_verified_healthy_gets_its_protected_labels_at_once(cluster: Cluster) -> None:
+    """A new node need not wait for the sweep: its first healthy report, confirmed by its tag,
+    gives its Node the protected labels of the group AWS says it is in, in the same patch that
+    makes it Schedulable. A group without an accelerator in the settings gets none."""
+    world = cluster.world
+    new, other = world.instances()[3], world.instances()[4]
+    unlabel(cluster, new, other)
+    cluster.node(new)["metadata"]["labels"][LABEL_ACCELERATOR] = "neuron"  # what the node says counts for nothing
+    repairer = cluster.repairer()
+    repairer.handle(from_event(world.agent(new, state="healthy", boot="boot-1")))
+    patch = {"metadata": {"labels": {**PROTECTED}, "resourceVersion": "100"}}
+    assert cluster.sent() == [("GET", cluster.path(new), None), ("PATCH", cluster.path(new), patch)]
+    assert neuron_plugin_nodes(cluster.stub) == []
+    cluster.stub.requests.clear()
+    cluster.repairer(group_accelerators={"cpu": "none"}).handle(
+        from_event(world.agent(other, state="healthy", boot="boot-1"))
+    )
+    assert cluster.sent() == [("GET", cluster.path(other), None)]  # nothing to write: Schedulable already
+
+
 def test_the_sweep_writes_at_most_so_many_nodes_and_stops_at_its_time_bound(cluster: Cluster) -> None:
     """1,024 new nodes must not hold up the sweep (and the repairs after it): the rest wait."""
     world, stub = cluster.world, cluster.stub
@@ -660,7 +779,7 @@ def test_the_sweep_writes_at_most_so_many_nodes_and_stops_at_its_time_bound(clus
         done.append(len(repairer.upkept.labelled))
         if done == [3]:
             first = [("PATCH", cluster.path(i), protect()) for i in ids[:3]]
-            assert cluster.sent() == [cluster.list_nodes(UNLABELLED), *first, cluster.list_nodes(NOT_SCHEDULABLE)]
+            assert cluster.sent() == [cluster.labelled, cluster.unlabelled, *first, cluster.not_schedulable]
             assert repairer.upkept.more  # the list was read only as far as this sweep could write
     assert done == [3, 3, 2, 0]
     assert all(cluster.node(i)["metadata"]["labels"][PROTECTED_LABEL_GROUP] == "gpu" for i in ids)
@@ -674,25 +793,38 @@ def test_the_sweep_writes_at_most_so_many_nodes_and_stops_at_its_time_bound(clus
     repairer = cluster.repairer()
     repairer.sweep()
     written = [("PATCH", cluster.path(i), protect(version="101")) for i in ids[:2]]  # labelled once before
-    assert cluster.sent() == [cluster.list_nodes(UNLABELLED), *written]
+    assert cluster.sent() == [cluster.labelled, cluster.unlabelled, *written]
     assert repairer.upkept is not None and repairer.upkept.left == 6
 
 
-def test_a_slow_list_of_many_nodes_stops_at_the_time_bound_between_pages(cluster: Cluster) -> None:
-    """1,200 Nodes of no instance of this cluster (a managed node group of the user's), each page
-    taking 12 s: no page is asked for once the 20 s are up (found by the re-review)."""
+@pytest.mark.parametrize("labelled", [False, True], ids=["unlabelled", "labelled"])
+def test_a_slow_list_of_many_nodes_stops_at_the_time_bound_between_pages(cluster: Cluster, labelled: bool) -> None:
+    """1,200 Nodes that claim this cluster but name no instance of it, each page of the list
+    taking 12 s: no page is asked for once the 20 s are up (found by the re-review). Either list:
+    those without the protected labels, or those with them (stale, so each would be written)."""
     world, stub = cluster.world, cluster.stub
     for i in range(1200):
-        stub.add(node(f"ip-10-9-{i // 250}-{i % 250}.ec2.internal", f"i-0{i:016x}"))
-    stub.each_request = lambda seen: setattr(world.clock, "now", world.clock.now + 12) if seen.method == "GET" else None
+        stranger = node(f"ip-10-9-{i // 250}-{i % 250}.ec2.internal", f"i-0{i:016x}")
+        if labelled:
+            stranger["metadata"]["labels"].update(PROTECTED)
+        stub.add(stranger)
+    slow = (cluster.labelled if labelled else cluster.unlabelled)[1]
+
+    def each_request(seen: Any) -> None:
+        query = "&".join(f"{k}={v}" for k, values in seen.query.items() for v in values if k != "continue")
+        if f"{seen.path}?{query}" == slow:
+            world.clock.now += 12
+
+    stub.each_request = each_request
     repairer = cluster.repairer()
     stub.requests.clear()
     start = world.clock.now
     repairer.sweep()
-    pages = [s for s in cluster.sent() if s[0] == "GET" and "/api/v1/nodes?" in s[1]]
-    # two pages (the time ran out during the second's request), no third, and not the other list
-    assert len(pages) == 2 and pages[0] == cluster.list_nodes(UNLABELLED)
-    assert pages[1][1].startswith(pages[0][1] + "&continue=")
+    pages = [s for s in cluster.sent() if s[0] == "GET" and s[1].startswith(slow)]
+    # two pages (the time ran out during the second's request), no third, and nothing written
+    assert len(pages) == 2 and pages[0][1] == slow
+    assert pages[1][1].startswith(slow + "&continue=")
+    assert not [s for s in cluster.sent() if s[0] != "GET"]
     assert repairer.upkept is not None and repairer.upkept.more
     assert world.clock.now - start <= 20 + 12  # one request may end after the bound, none starts after it
 
@@ -723,9 +855,10 @@ def test_a_node_that_registered_after_its_first_healthy_report_is_schedulable_at
         "spec": {"taints": [GPU_TAINT]},
     }
     assert cluster.sent() == [
-        cluster.list_nodes(UNLABELLED),
+        cluster.labelled,
+        cluster.unlabelled,
         ("PATCH", cluster.path(new), protect()),
-        cluster.list_nodes(NOT_SCHEDULABLE),
+        cluster.not_schedulable,
         ("GET", cluster.path(new), None),
         ("PATCH", cluster.path(new), schedulable),
     ]
@@ -839,7 +972,7 @@ def test_without_the_groups_accelerators_no_node_is_labelled_and_the_sweep_says_
     unlabel(cluster, *cluster.world.instances())
     repairer = cluster.repairer(group_accelerators={})
     assert repairer.sweep() == []
-    assert cluster.sent() == [cluster.list_nodes(NOT_SCHEDULABLE)]  # not even listed
+    assert cluster.sent() == [cluster.not_schedulable]  # not even listed
     assert repairer.upkept is not None
     assert repairer.upkept.errors == ["protect: no group accelerators (GROUP_ACCELERATORS): no Node labelled"]
 
@@ -852,5 +985,6 @@ def test_with_the_api_down_the_sweep_still_repairs_and_its_upkeep_only_logs(clus
     repairer = cluster.repairer()
     (outcome,) = repairer.sweep()
     assert outcome.result == "replaced" and world.state(bad) in ("shutting-down", "terminated")
-    assert repairer.upkept is not None and len(repairer.upkept.errors) == 2
+    assert repairer.upkept is not None
+    assert [e.split(":")[0] for e in repairer.upkept.errors] == ["revalidate", "protect", "unstick"]
     assert all("Connection refused" in e or "did not answer a moment ago" in e for e in repairer.upkept.errors)

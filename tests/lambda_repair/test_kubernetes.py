@@ -651,16 +651,16 @@ def test_labels_are_added_on_condition_of_the_version_read(labeler: HealthLabele
     labels = {PROTECTED_LABEL_GROUP: "gpu", PROTECTED_LABEL_ACCELERATOR: "nvidia"}
     (listed,) = labeler.list_nodes(UNLABELLED)
     stub.requests.clear()
-    assert labeler.add_labels(listed, labels) is True
+    assert labeler.write_labels(listed, labels) is True
     body = {"metadata": {"labels": labels, "resourceVersion": "100"}}
     assert sent(stub.requests) == [("PATCH", N1, {}, MERGE, body)]
     stored = stub.nodes[NAMES[I1]]["metadata"]["labels"]
     assert stored["team"] == "vision" and stored[PROTECTED_LABEL_GROUP] == "gpu"  # the rest kept
     # changed since it was listed (another writer, or a Node made anew): not written, not retried
-    assert labeler.add_labels(listed, {PROTECTED_LABEL_GROUP: "other"}) is False
+    assert labeler.write_labels(listed, {PROTECTED_LABEL_GROUP: "other"}) is False
     assert stub.nodes[NAMES[I1]]["metadata"]["labels"][PROTECTED_LABEL_GROUP] == "gpu"
     del stub.nodes[NAMES[I1]]
-    assert labeler.add_labels(listed, labels) is False and len(stub.requests) == 3
+    assert labeler.write_labels(listed, labels) is False and len(stub.requests) == 3
 
 
 # RBAC: what is granted is what is used -------------------------------------------------------------
@@ -673,7 +673,7 @@ def test_the_verbs_used_are_exactly_the_ones_granted(labeler: HealthLabeler, stu
     drain(labeler, clock)(I1, "replace", "x")()
     labeler.set_health(I1, "Schedulable", cordon=False)
     (listed,) = labeler.list_nodes(UNLABELLED)
-    labeler.add_labels(listed, {PROTECTED_LABEL_GROUP: "gpu"})
+    labeler.write_labels(listed, {PROTECTED_LABEL_GROUP: "gpu"})
     labeler.delete_node(I1)
     assert granted() == {
         ("", "nodes", "get"),

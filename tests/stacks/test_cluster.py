@@ -164,6 +164,18 @@ def test_group_ids_do_not_depend_on_order(
     reordered = synth(ClusterConfig.from_dict(data))
     assert set(reordered.template_json["Resources"]) == set(before.template_json["Resources"])
 
+    def group_settings(synthesized: Synthesized) -> dict[str, Any]:
+        """The functions' settings that name the Auto Scaling groups (an update of each if they moved)."""
+        return {
+            logical_id: resource["Properties"]["Environment"]
+            for logical_id, resource in synthesized.template_json["Resources"].items()
+            if resource["Type"] == "AWS::Lambda::Function"
+            and "AUTO_SCALING_GROUPS" in json.dumps(resource["Properties"].get("Environment", {}))
+        }
+
+    assert len(before.config.instance_groups) > 1 and group_settings(before)
+    assert group_settings(reordered) == group_settings(before)
+
 
 def test_same_config_gives_the_same_template(
     default_cluster: Synthesized, tmp_path_factory: pytest.TempPathFactory

@@ -628,6 +628,7 @@ def test_the_deployed_eks_sweep_gives_each_node_its_groups_protected_labels(
             registered["metadata"]["labels"].update(
                 {contract.LABEL_GROUP: "system", contract.LABEL_ACCELERATOR: "neuron", LABEL_HEALTH: "Schedulable"}
             )
+            registered["metadata"]["labels"][contract.LABEL_CLUSTER] = env["EKS_CLUSTER_NAME"]  # its NodeConfig's
             served.stub.add(registered)
     stranger = node("ip-10-9-9-9.ec2.internal", "i-0ffffffffffffffff")
     served.stub.add(stranger)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -164,8 +164,10 @@ def health_patch(
     fault_type: str | None = None,
     reason: str | None = None,
     cordon: bool | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any] | None:
-    """The merge patch that gives ``node`` the health ``status`` (None when it has it already):
+    """The merge patch that gives ``node`` the health ``status`` and ``labels`` (None when it has
+    them already):
     the health label; the health taint for every status but ``Schedulable``, which removes it
     (other taints are kept as read, so the patch carries the ``resourceVersion`` it was read at);
     the fault type label and reason annotation (set when given, removed when ``Schedulable``);
@@ -173,17 +175,17 @@ def health_patch(
     if status not in NODE_HEALTH_STATUSES:
         raise ValueError(f"health status {status!r} is not one of {', '.join(NODE_HEALTH_STATUSES)}")
     metadata, spec = node.get("metadata") or {}, node.get("spec") or {}
-    labels: dict[str, Any] = {LABEL_HEALTH: status}
+    wanted_labels: dict[str, Any] = {**(labels or {}), LABEL_HEALTH: status}
     annotations: dict[str, Any] = {}
     if status == "Schedulable":
-        labels[LABEL_FAULT_TYPE], annotations[ANNOTATION_FAULT_REASON] = None, None
+        wanted_labels[LABEL_FAULT_TYPE], annotations[ANNOTATION_FAULT_REASON] = None, None
     else:
         if fault_type is not None:
-            labels[LABEL_FAULT_TYPE] = label_value(fault_type)
+            wanted_labels[LABEL_FAULT_TYPE] = label_value(fault_type)
         if reason is not None:
             annotations[ANNOTATION_FAULT_REASON] = annotation_value(reason)
     changes: dict[str, Any] = {}
-    for field, wanted in (("labels", labels), ("annotations", annotations)):
+    for field, wanted in (("labels", wanted_labels), ("annotations", annotations)):
         had = metadata.get(field) or {}
         changed = {key: value for key, value in wanted.items() if had.get(key) != value}
         if changed:
@@ -275,16 +277,17 @@ class HealthLabeler:
         fault_type: str | None = None,
         reason: str | None = None,
         cordon: bool | None = None,
+        labels: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> str | None:
-        """Give the instance's Node ``status`` (see :func:`health_patch`); read, modified and
+        """Give the instance's Node ``status`` and ``labels`` (see :func:`health_patch`); read, modified and
         written again when another writer changed it meanwhile (409), at most ``attempts``
         times. The Node's name, None when the instance has no Node."""
         for _ in range(self.attempts):
             node = self.node(instance_id, timeout=timeout)
             if node is None:
                 return None
-            patch = health_patch(node, status, fault_type=fault_type, reason=reason, cordon=cordon)
+            patch = health_patch(node, status, fault_type=fault_type, reason=reason, cordon=cordon, labels=labels)
             if patch is None:
                 return self.name(instance_id)
             answer, _ = self.api.call(
@@ -301,12 +304,14 @@ class HealthLabeler:
                 return self.name(instance_id)
         raise KubeError(f"node {self.name(instance_id)} changed under {self.attempts} writes in a row", 409)
 
-    def add_labels(self, node: dict[str, Any], labels: dict[str, str], *, timeout: float | None = None) -> bool:
-        """Merge-patch ``labels`` onto ``node`` as it was read, on condition of its
-        ``resourceVersion`` (a Node changed or made anew since is not written: False, for the
-        caller to read again). Whether they were written."""
+    def write_labels(
+        self, node: dict[str, Any], labels: Mapping[str, str | None], *, timeout: float | None = None
+    ) -> bool:
+        """Merge-patch ``labels`` onto ``node`` as it was read (a None value removes the label), on
+        condition of its ``resourceVersion`` (a Node changed or made anew since is not written:
+        False, for the caller to read again). Whether they were written."""
         metadata = node.get("metadata") or {}
-        patch = {"metadata": {"labels": labels, "resourceVersion": metadata.get("resourceVersion")}}
+        patch = {"metadata": {"labels": dict(labels), "resourceVersion": metadata.get("resourceVersion")}}
         status, _ = self.api.call(
             "patch",
             "nodes",

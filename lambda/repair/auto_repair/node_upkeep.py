@@ -6,8 +6,10 @@
 :data:`~training_cluster.contract.PROTECTED_LABEL_GROUP` (the instance group of the instance's
 Auto Scaling group, as the sweep reads it) and
 :data:`~training_cluster.contract.PROTECTED_LABEL_ACCELERATOR` (that group's accelerator,
-``Settings.group_accelerators``). The Nodes without them are listed by label selector; one is
-labelled only when
+``Settings.group_accelerators``). A node is labelled as soon as the control plane verifies it
+healthy (``node_hooks``); the sweep catches the rest. The Nodes of this cluster (its cluster label:
+a node group of the user's in the same EKS cluster is not listed) without the protected labels
+are listed by label selector; one is labelled only when
 
 - its providerID names an instance of one of this cluster's Auto Scaling groups (a Node of an
   instance of another cluster, or of none, is left alone and counted), and
@@ -17,6 +19,14 @@ labelled only when
 with a merge patch on condition of the ``resourceVersion`` it was listed at (a Node changed or
 made anew since is left for the next sweep).
 
+**Labels that went stale.** Labels once written are checked again each sweep, as they would be
+given now: every Node that has them is listed, and they are removed (the same conditional merge
+patch) from a Node whose providerID names no member instance any more (an instance terminated
+outside the repair path, detached from its group, a Node object kept when a newer instance
+reuses the name), whose instance is of another group, or whose name is not EC2's name of that
+instance. A Node is never deleted here: it may be a live kubelet's (EKS's cloud controller
+removes Nodes of terminated instances).
+
 **Stuck nodes.** The control plane tells Kubernetes a node is ``Schedulable`` once, when its health
 tag says healthy (a first boot's deep checks passed, a reboot healed it); one failed request (the
 Node not registered yet, a 500) would leave it tainted for good. Each sweep lists the Nodes whose
@@ -25,9 +35,10 @@ open incident, are made ``Schedulable`` (through the labeler, which finds the No
 and checks its providerID). A cordon is lifted only when the ledger says the control plane's
 drain set it (a reboot's); anybody else's cordon stays.
 
-Each sweep labels at most ``max_writes`` Nodes and makes at most ``max_writes`` Schedulable, all
-within ``budget_seconds``; the rest wait for the next sweep (they are still selected). A failure
-is logged and never raised: the sweep's repairs come first.
+Each sweep removes stale labels from at most ``max_writes`` Nodes, labels at most ``max_writes``
+and makes at most ``max_writes`` Schedulable, all within ``budget_seconds``; the rest wait for
+the next sweep (they are still selected). A failure is logged and never raised: the sweep's
+repairs come first.
 """
 
 from __future__ import annotations
@@ -39,7 +50,12 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from training_cluster.contract import LABEL_HEALTH, PROTECTED_LABEL_ACCELERATOR, PROTECTED_LABEL_GROUP
+from training_cluster.contract import (
+    LABEL_CLUSTER,
+    LABEL_HEALTH,
+    PROTECTED_LABEL_ACCELERATOR,
+    PROTECTED_LABEL_GROUP,
+)
 
 from .kubernetes import HealthLabeler, provider_instance
 from .ledger import Ledger
@@ -51,7 +67,9 @@ MAX_WRITES = 100
 BUDGET_SECONDS = 20.0
 """The upkeep's share of a sweep, from its first request; no request starts after it."""
 UNLABELLED = f"!{PROTECTED_LABEL_GROUP}"
-"""The label selector of Nodes without the protected labels."""
+"""The label selector of Nodes without the protected labels (and, in ``NodeUpkeep``, of this cluster)."""
+LABELLED = PROTECTED_LABEL_GROUP
+"""The label selector of Nodes with them."""
 NOT_SCHEDULABLE = f"{LABEL_HEALTH}!=Schedulable"
 """The label selector of Nodes whose health label is not ``Schedulable`` (or is missing)."""
 SHOWN = 10  # names per list in the log line
@@ -61,6 +79,8 @@ SHOWN = 10  # names per list in the log line
 class UpkeepReport:
     """What one sweep's upkeep did and left."""
 
+    unprotected: list[str] = field(default_factory=list)
+    """Nodes whose protected labels were stale, and were removed."""
     labelled: list[str] = field(default_factory=list)
     """Instances whose Node got the protected labels."""
     schedulable: list[str] = field(default_factory=list)
@@ -118,7 +138,8 @@ class _Budget:
 class NodeUpkeep:
     """The sweep's Node upkeep (see the module): ``upkeep(members, healthy)``, where ``members``
     maps each instance of the cluster's Auto Scaling groups (as AWS lists them now) to its
-    instance group, and ``healthy`` holds those whose health tag says healthy."""
+    instance group, and ``healthy`` holds those whose health tag says healthy. ``cluster``: the
+    value of the Nodes' cluster label (the EKS cluster's name); None selects every Node."""
 
     def __init__(
         self,
@@ -126,6 +147,7 @@ class NodeUpkeep:
         ledger: Ledger,
         accelerators: Mapping[str, str],
         *,
+        cluster: str | None = None,
         max_writes: int = MAX_WRITES,
         budget_seconds: float = BUDGET_SECONDS,
         clock: Callable[[], float] = time.monotonic,
@@ -133,6 +155,8 @@ class NodeUpkeep:
         self.labeler = labeler
         self.ledger = ledger
         self.accelerators = dict(accelerators)
+        ours = f"{LABEL_CLUSTER}={cluster}," if cluster else ""
+        self.unlabelled, self.not_schedulable = ours + UNLABELLED, ours + NOT_SCHEDULABLE
         self.max_writes = max_writes
         self.budget_seconds = budget_seconds
         self.clock = clock
@@ -140,7 +164,7 @@ class NodeUpkeep:
     def __call__(self, members: Mapping[str, str], healthy: Collection[str]) -> UpkeepReport:
         report = UpkeepReport()
         deadline = self.clock() + self.budget_seconds
-        for step in (self._protect, self._unstick):  # each its own writes, both within the time
+        for step in (self._revalidate, self._protect, self._unstick):  # each its own writes, both within the time
             budget = _Budget(self.max_writes, deadline, self.clock, self.labeler.api.timeout_seconds)
             try:
                 step(members, healthy, budget, report)
@@ -149,6 +173,46 @@ class NodeUpkeep:
                 log.warning("node upkeep (%s) failed: %s", step.__name__.strip("_"), error)
         log.info(json.dumps({"node_upkeep": report.summary()}))
         return report
+
+    def _revalidate(
+        self, members: Mapping[str, str], healthy: Collection[str], budget: _Budget, report: UpkeepReport
+    ) -> None:
+        """The protected labels removed from the Nodes they no longer describe (see the module).
+        Without the groups' accelerators nothing is judged (``_protect`` reports it)."""
+        if not self.accelerators or not budget.open:
+            return
+        listed: list[tuple[str | None, dict[str, Any]]] = []
+        for node in self.labeler.list_nodes(LABELLED, timeout=budget.timeout()):
+            if budget.expired:
+                report.more = True
+                break
+            listed.append((provider_instance(node), node))
+        names = self.labeler.learn_names(sorted({i for i, _ in listed if i is not None and i in members}))
+        for instance_id, node in listed:
+            metadata = node.get("metadata") or {}
+            labels, name = metadata.get("labels") or {}, str(metadata.get("name", ""))
+            group = members.get(instance_id or "")
+            wanted = self._labels(group) if group is not None and names.get(instance_id or "") == name else None
+            had = {key: labels.get(key) for key in (PROTECTED_LABEL_GROUP, PROTECTED_LABEL_ACCELERATOR)}
+            if wanted is not None and had == wanted:
+                continue
+            if not budget.spend():
+                report.left += 1
+                continue
+            removed = {PROTECTED_LABEL_GROUP: None, PROTECTED_LABEL_ACCELERATOR: None}
+            log.warning("node %s (providerID %s): protected labels %s are stale: removed", name, instance_id, had)
+            try:
+                written = self.labeler.write_labels(node, removed, timeout=budget.timeout())
+            except Exception as error:  # one node's failure never stops the others'
+                report.errors.append(f"revalidate {name}: {str(error)[:200]}")
+                continue
+            (report.unprotected if written else report.retry).append(name)
+
+    def _labels(self, group: str) -> dict[str, str | None] | None:
+        """The protected labels of a Node of ``group``; None for a group not listed."""
+        if group not in self.accelerators:
+            return None
+        return {PROTECTED_LABEL_GROUP: group, PROTECTED_LABEL_ACCELERATOR: self.accelerators[group]}
 
     def _protect(
         self, members: Mapping[str, str], healthy: Collection[str], budget: _Budget, report: UpkeepReport
@@ -160,7 +224,7 @@ class NodeUpkeep:
         if not budget.open:
             return
         candidates: list[tuple[str, dict[str, Any]]] = []
-        for node in self.labeler.list_nodes(UNLABELLED, timeout=budget.timeout()):
+        for node in self.labeler.list_nodes(self.unlabelled, timeout=budget.timeout()):
             if budget.expired:  # no further page is asked for once the time is up
                 report.more = True
                 break
@@ -192,7 +256,7 @@ class NodeUpkeep:
             group = members[instance_id]
             labels = {PROTECTED_LABEL_GROUP: group, PROTECTED_LABEL_ACCELERATOR: self.accelerators[group]}
             try:
-                written = self.labeler.add_labels(node, labels, timeout=budget.timeout())
+                written = self.labeler.write_labels(node, labels, timeout=budget.timeout())
             except Exception as error:  # one node's failure never stops the others'
                 report.errors.append(f"protect {name}: {str(error)[:200]}")
                 continue
@@ -208,7 +272,7 @@ class NodeUpkeep:
         if not budget.open:
             return
         stuck: dict[str, None] = {}
-        for node in self.labeler.list_nodes(NOT_SCHEDULABLE, timeout=budget.timeout()):
+        for node in self.labeler.list_nodes(self.not_schedulable, timeout=budget.timeout()):
             if budget.expired:  # as above
                 report.more = True
                 break

@@ -68,11 +68,15 @@ class Orchestrator:
         check = reasons.split(":", 1)[0].split(";", 1)[0].split(" ", 1)[0]
         self.tell(incident_id, "node", lambda hook: hook.unschedulable(instance_id, reasons, check or None))
 
-    def schedulable(self, instance_id: str, incident_id: str | None, *, uncordon: bool) -> None:
-        """A verified healthy node (``uncordon`` when the control plane cordoned it for a reboot).
+    def schedulable(self, instance_id: str, incident_id: str | None, *, uncordon: bool, group: str) -> None:
+        """A verified healthy node of instance ``group`` (``uncordon`` when the control plane
+        cordoned it for a reboot).
         Once the cordon is lifted the ledger forgets it; if the call failed, the sweep tries again
         (``node_upkeep``)."""
-        if self.tell(incident_id, "node", lambda hook: hook.schedulable(instance_id, uncordon=uncordon)) and uncordon:
+        told = self.tell(
+            incident_id, "node", lambda hook: hook.schedulable(instance_id, uncordon=uncordon, group=group)
+        )
+        if told and uncordon:
             self.ledger.uncordoned(instance_id)
 
     def gone(self, instance_id: str, incident_id: str) -> None:

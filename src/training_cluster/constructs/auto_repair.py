@@ -295,8 +295,10 @@ class AutoRepair(Construct):
         return self.metric("CircuitBreakerOpened", group_name, statistic=statistic, period=period, label=label)
 
     def _asg_names(self) -> dict[str, str]:
-        """Auto Scaling group name (a token) -> instance group name."""
-        return {fleet.auto_scaling_group.auto_scaling_group_name: fleet.group_name for fleet in self.fleets}
+        """Auto Scaling group name (a token) -> instance group name, by group name: reordering the
+        config's groups changes nothing of the function."""
+        fleets = sorted(self.fleets, key=lambda fleet: fleet.group_name)
+        return {fleet.auto_scaling_group.auto_scaling_group_name: fleet.group_name for fleet in fleets}
 
     def _function(
         self, topic: sns.ITopic, options: AutoRepairOptions, vpc: ec2.IVpc | None, subnets: Sequence[ec2.ISubnet]
