@@ -45,3 +45,28 @@ node_name() {
     imds instance-id
   fi
 }
+
+# create_users HOMES "alice:2001 bob:2002": the cluster's users, one uid (and a group of the same
+# name and id) on every node, their homes under HOMES (on the file system), made once from
+# /etc/skel. Fails when the image has a user of that name with another uid.
+create_users() {
+  local homes=$1 entry name uid
+  mkdir -p "$homes"
+  for entry in ${2:-}; do
+    name=${entry%%:*}
+    uid=${entry##*:}
+    getent group "$name" >/dev/null || groupadd --gid "$uid" "$name"
+    getent passwd "$name" >/dev/null ||
+      useradd --uid "$uid" --gid "$uid" --home-dir "$homes/$name" --no-create-home --shell /bin/bash "$name"
+    if [[ $(id -u "$name") != "$uid" ]]; then
+      echo "user $name exists on this image with uid $(id -u "$name"), not $uid: rename the cluster user" >&2
+      return 1
+    fi
+    if [[ ! -d $homes/$name ]]; then
+      mkdir -p "$homes/$name"
+      cp -rT /etc/skel "$homes/$name" 2>/dev/null || true
+      chown -R "$uid:$uid" "$homes/$name"
+      chmod 0750 "$homes/$name"
+    fi
+  done
+}

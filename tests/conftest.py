@@ -296,6 +296,7 @@ GATED: dict[str, Callable[[], ClusterConfig]] = {
     **{p.name: (lambda p=p: ClusterConfig.from_yaml(p)) for p in EXAMPLES},  # type: ignore[misc]
     "lean.yaml": lambda: ClusterConfig.from_yaml(ROOT / "tests" / "configs" / "lean.yaml"),
     "eks-own-vpc.yaml": lambda: ClusterConfig.from_yaml(ROOT / "tests" / "configs" / "eks-own-vpc.yaml"),
+    "hyperpod-own-vpc.yaml": lambda: ClusterConfig.from_yaml(ROOT / "tests" / "configs" / "hyperpod-own-vpc.yaml"),
     "twenty-groups": twenty_groups,
     "slurm-rds": slurm_rds,
 }

@@ -78,7 +78,9 @@ def test_cdk_synth_of_every_example(example: Path, cli_runs: dict[str, CliRun]) 
     manifest = json.loads((run.outdir / "manifest.json").read_text())
     (stack,) = [k for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack"]
     template = json.loads((run.outdir / f"{stack}.template.json").read_text())
-    assert "AWS::AutoScaling::AutoScalingGroup" in {r["Type"] for r in template["Resources"].values()}
+    backend = yaml.safe_load(example.read_text()).get("backend", "self-managed")
+    nodes = "AWS::SageMaker::Cluster" if backend == "hyperpod" else "AWS::AutoScaling::AutoScalingGroup"
+    assert nodes in {r["Type"] for r in template["Resources"].values()}
     assert stack == f"{yaml.safe_load(example.read_text())['name']}-training-cluster"
 
 

@@ -220,7 +220,7 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
     "one control-plane subnet": (
         {**with_eks(), "network": {**EXISTING, "control_plane_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1"]}},
         "network.control_plane_subnet_ids",
-        "at least 2 items",
+        "two or more subnets in different zones",
     ),
 }
 
@@ -333,3 +333,23 @@ def test_every_catalogued_accelerator_family_runs_on_eks(instance_type: str) -> 
     assert config.instance_groups[0].os == "amazon-linux-2023" and config.warnings() == []
     variant = {"nvidia": "nvidia", "neuron": "neuron"}[info.accelerator]
     assert f"/{variant}/recommended/image_id" in image_parameter(DEFAULT_KUBERNETES_VERSION, instance_type)
+
+
+def test_a_bare_address_is_not_a_public_range() -> None:
+    data = with_eks({"endpoint_public_cidrs": ["203.0.113.5"]})
+    assert [e for e in errors_of(data) if e.startswith("orchestrator.endpoint_public_cidrs")] == [
+        "orchestrator.endpoint_public_cidrs[0]: must be an IPv4 CIDR block such as 203.0.113.0/24, with no host bits "
+        "set (got '203.0.113.5')"
+    ]
+
+
+def test_an_overlap_suggests_only_free_ranges_and_an_unknowable_one_warns() -> None:
+    data = with_eks({"service_cidr": "172.20.0.0/16"})
+    data["network"] = {"vpc_cidr": "172.20.0.0/16"}
+    (error,) = [e for e in errors_of(data) if e.startswith("orchestrator.service_cidr")]
+    assert "such as 192.168.0.0/16 or 10.100.0.0/16" in error
+    own = with_eks()
+    own["network"] = {**EXISTING}  # no subnet_cidr
+    own["network"]["control_plane_subnet_ids"] = ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0bbbbbbbbbbbbbbb2"]
+    warnings = [str(w) for w in ClusterConfig.from_dict(own).warnings() if w.path == "orchestrator.service_cidr"]
+    assert len(warnings) == 1 and "without network.subnet_cidr" in warnings[0]

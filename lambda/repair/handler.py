@@ -8,6 +8,9 @@ claims the intake forwards (checked against the instance's health tag again), an
 ``{"scheduler_state": [ID, ...]}`` (the command line's ``nodes``: read only, within
 ``STATE_SECONDS``).
 
+``hyperpod``, the HyperPod recorder (``backend: hyperpod``, a function of its own): HyperPod's
+events into the ledger, and a five-minute sweep of its nodes (see ``auto_repair.hyperpod``).
+
 ``intake``, the report intake (a function of its own): the agent's events, which anyone who may
 put events on the bus can forge, checked against the named instance's health tag; only the
 confirmed ones reach the repair function, once per change of the tag (see ``auto_repair.intake``).
@@ -24,8 +27,10 @@ from typing import Any
 
 from auto_repair.aws import Clients
 from auto_repair.drain import RunCommandDrain
+from auto_repair.hyperpod import HyperPodRecorder, HyperPodSettings
 from auto_repair.intake import Intake, IntakeSettings
 from auto_repair.kubernetes import HealthLabeler, KubernetesDrain, connect
+from auto_repair.ledger import Ledger
 from auto_repair.node_hooks import KubernetesNodes
 from auto_repair.node_upkeep import NodeUpkeep
 from auto_repair.repair import Outcome, Repairer
@@ -38,6 +43,7 @@ logging.getLogger().setLevel(logging.INFO)
 log = logging.getLogger("training-cluster.repair")
 _repairer: Repairer | None = None
 _intake: Intake | None = None
+_recorder: HyperPodRecorder | None = None
 
 
 def repairer() -> Repairer:
@@ -174,3 +180,25 @@ def intake(event: Any, context: Any = None, *, use: Intake | None = None) -> dic
     kind = event.get("detail-type", "direct") if isinstance(event, dict) else type(event).__name__
     log.info(json.dumps({"event": str(kind)[:80], "received": received}))
     return {"received": received}
+
+
+def hyperpod(event: Any, context: Any = None, *, use: HyperPodRecorder | None = None) -> dict[str, Any]:
+    """The HyperPod recorder's entry point: its schedule sweeps HyperPod's nodes; anything else
+    is an event to record (checked: see ``auto_repair.hyperpod``)."""
+    global _recorder
+    if use is None:
+        if _recorder is None:
+            settings = HyperPodSettings.from_env(os.environ)
+            clients = Clients()
+            _recorder = HyperPodRecorder(settings, Ledger(clients.table(settings.table_name), time.time), clients)
+        use = _recorder
+    if (
+        isinstance(event, dict)
+        and event.get("source") == "aws.events"
+        and event.get("detail-type") == "Scheduled Event"
+    ):
+        result: dict[str, Any] = {"closed": use.sweep()}
+    else:
+        result = use(event)
+    log.info(json.dumps({"hyperpod": result}))
+    return result

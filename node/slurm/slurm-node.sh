@@ -95,28 +95,6 @@ install_munge_key() {
   systemctl restart munge
 }
 
-create_users() { # SLURM_USERS="alice:2001 bob:2002": one uid everywhere, homes on the file system
-  local entry name uid
-  mkdir -p "$HOMES"
-  for entry in ${SLURM_USERS:-}; do
-    name=${entry%%:*}
-    uid=${entry##*:}
-    getent group "$name" >/dev/null || groupadd --gid "$uid" "$name"
-    getent passwd "$name" >/dev/null ||
-      useradd --uid "$uid" --gid "$uid" --home-dir "$HOMES/$name" --no-create-home --shell /bin/bash "$name"
-    if [[ $(id -u "$name") != "$uid" ]]; then
-      log "user $name exists on this image with uid $(id -u "$name"), not $uid: rename the cluster user"
-      return 1
-    fi
-    if [[ ! -d $HOMES/$name ]]; then
-      mkdir -p "$HOMES/$name"
-      cp -rT /etc/skel "$HOMES/$name" 2>/dev/null || true
-      chown -R "$uid:$uid" "$HOMES/$name"
-      chmod 0750 "$HOMES/$name"
-    fi
-  done
-}
-
 restrict_instance_metadata() {
   # The nodes' role can read the munge key, with which anyone is root on every node: only root
   # reaches the instance metadata service, and so the role's credentials, unless the cluster
@@ -321,5 +299,5 @@ export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-$(imds placement/region)}
 install_packages
 restrict_instance_metadata
 install_munge_key
-create_users
+create_users "$HOMES" "${SLURM_USERS:-}"
 "$SLURM_ROLE"

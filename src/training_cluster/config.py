@@ -121,9 +121,7 @@ class NetworkConfig(_Section):
     ) = None
     """Subnets in two or more zones of your VPC for the Slurm accounting database
     (``orchestrator.accounting: rds``). A new VPC gets two small isolated subnets of its own."""
-    control_plane_subnet_ids: (
-        Annotated[list[Annotated[str, Field(pattern=patterns.SUBNET_ID_PATTERN)]], Field(min_length=2)] | None
-    ) = None
+    control_plane_subnet_ids: list[Annotated[str, Field(pattern=patterns.SUBNET_ID_PATTERN)]] | None = None
     """Subnets in two or more zones of your VPC for the EKS control plane's network interfaces
     (``orchestrator.type: eks``; EKS requires two zones). A new VPC gets two small isolated subnets."""
 
@@ -174,6 +172,15 @@ class InstanceGroupConfig(_Section):
     lifecycle_script: Path | None = None
     """The user's own script, run as root at the end of boot; shipped as an asset. A relative
     path is taken from the config file's folder."""
+    deep_health_checks: list[str] | None = None
+    """``backend: hyperpod`` only: HyperPod's checks on every new node before it takes work
+    (``InstanceStress``, ``InstanceConnectivity``). Default: both on accelerator groups, none on
+    CPU groups."""
+    training_plan_arn: str | None = None
+    """``backend: hyperpod`` only: the SageMaker training plan the group's capacity comes from
+    (HyperPod's counterpart of a Capacity Block)."""
+    threads_per_core: Literal[1, 2] | None = None
+    """``backend: hyperpod`` only: 1 turns simultaneous multithreading off. Default: the type's own."""
 
     @field_validator("efa", mode="before")
     @classmethod
@@ -403,6 +410,11 @@ class ClusterConfig(_Section):
     auto_repair: AutoRepairConfig = AutoRepairConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     orchestrator: OrchestratorConfig = OrchestratorConfig(type="none")
+    backend: Literal["self-managed", "hyperpod"] = "self-managed"
+    """``self-managed``: the nodes are this stack's Auto Scaling groups, repaired by its own
+    control plane. ``hyperpod``: the same instance groups, network, file system and observability,
+    with the nodes run by a SageMaker HyperPod cluster (its health agent, deep checks and node
+    recovery)."""
 
     @model_validator(mode="before")
     @classmethod

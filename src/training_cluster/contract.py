@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 # Tags ------------------------------------------------------------------------------------------
 
@@ -44,6 +44,24 @@ AGENT_SOURCE = "training-cluster.health"
 """The health agent's EventBridge source: its report of a change, a claim the intake checks."""
 AGENT_DETAIL_TYPE = "Node Health Changed"
 REPAIR_SOURCE = "training-cluster.repair"
+
+
+class HyperPodEvents(NamedTuple):
+    """SageMaker HyperPod's EventBridge events (``backend: hyperpod``) that the ledger records
+    (a tuple, not strings: nodes' ``contract.sh`` has no use for them)."""
+
+    source: str = "aws.sagemaker"
+    node_health: str = "SageMaker HyperPod Cluster Node Health Event"
+    state_change: str = "SageMaker HyperPod Cluster State Change"
+    cluster_event: str = "SageMaker HyperPod Cluster Event"
+
+    @property
+    def detail_types(self) -> tuple[str, str, str]:
+        return (self.node_health, self.state_change, self.cluster_event)
+
+
+HYPERPOD_EVENTS = HyperPodEvents()
+
 """The control plane's EventBridge source: what it did."""
 REPAIR_DETAIL_TYPE = "Repair Action"
 

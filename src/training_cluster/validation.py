@@ -18,6 +18,8 @@ from .errors import Finding, show
 from .rules import relocate
 from .rules.eks import EksFleet, eks_findings, service_cidr_problem
 from .rules.fleet import fleet_findings, lifecycle_script_findings
+from .rules.hyperpod import MAX_GROUPS, hyperpod_group_findings, instance_type_problem
+from .rules.hyperpod import region_problem as hyperpod_region_problem
 from .rules.lustre import kms_key_region_problem, lustre_findings
 from .rules.network import zone_region_problem
 from .rules.settings import setting_value_problem
@@ -42,6 +44,7 @@ def check(config: ClusterConfig) -> list[Finding]:
         *_key_region(config),
         *addresses.subnet_capacity(config),
         *_orchestrator(config),
+        *_backend(config),
         *_node_settings(config),
     ]
     return list(dict.fromkeys(findings))  # a rule the config and a construct both state is said once
@@ -199,6 +202,8 @@ def _slurm(config: ClusterConfig) -> list[Finding]:
     return relocate(findings, paths)
 
 
+SERVICE_CIDR_SUGGESTIONS = ("192.168.0.0/16", "172.20.0.0/16", "10.100.0.0/16")
+"""Service ranges an overlap error suggests, those outside the VPC's range first."""
 EKS_FIELDS = frozenset(
     {
         "kubernetes_version",
@@ -213,6 +218,105 @@ EKS_FIELDS = frozenset(
     }
 )
 """The ``orchestrator`` fields EKS reads; the others (but ``type``) are Slurm's."""
+
+
+HYPERPOD_GROUP_FIELDS = ("deep_health_checks", "training_plan_arn", "threads_per_core")
+"""The instance group fields only HyperPod reads."""
+
+
+def _backend(config: ClusterConfig) -> Iterator[Finding]:
+    """``backend: hyperpod``: what HyperPod offers, and the self-managed options it has no use for,
+    each refused with what takes its place; ``self-managed``: HyperPod's fields refused."""
+    groups = config.instance_groups
+    if config.backend != "hyperpod":
+        for i, group in enumerate(groups):
+            for field in HYPERPOD_GROUP_FIELDS:
+                if field in group.model_fields_set:
+                    yield Finding(
+                        path=f"instance_groups[{i}].{field}", message="only used with backend: hyperpod; remove it"
+                    )
+        return
+    problem = hyperpod_region_problem(config.region)
+    if problem is not None:
+        yield Finding(path="region", message=problem)
+    orchestrator = config.orchestrator
+    if orchestrator.type == "none":
+        yield Finding(path="orchestrator.type", message="a HyperPod cluster runs slurm or eks; set one of them")
+    made = {"slurm": 1 + (1 if orchestrator.login_nodes else 0), "eks": 1}.get(orchestrator.type, 0)
+    if len(groups) + made > MAX_GROUPS:
+        yield Finding(
+            path="instance_groups",
+            message=f"a HyperPod cluster has at most {MAX_GROUPS} instance groups, {made} of them the orchestrator's; "
+            f"got {len(groups)} of yours",
+        )
+    for i, group in enumerate(groups):
+        path = f"instance_groups[{i}]"
+        yield from hyperpod_group_findings(
+            path,
+            instance_type=group.instance_type,
+            count=group.count,
+            deep_health_checks=group.deep_health_checks,
+            training_plan_arn=group.training_plan_arn,
+            region=config.region,
+        )
+        for field, message in _hyperpod_refusals(group, eks=orchestrator.eks):
+            yield Finding(path=f"{path}.{field}", message=message)
+        if group.placement_group:
+            yield Finding(
+                path=f"{path}.placement_group",
+                level="warning",
+                message="HyperPod places a group's instances itself and makes no placement group of ours; "
+                "remove it, or stay on backend: self-managed",
+            )
+    own = {"slurm": ("controller_instance_type", "login_instance_type"), "eks": ("system_instance_type",)}
+    for field in own.get(orchestrator.type, ()):
+        if field == "login_instance_type" and not orchestrator.login_nodes:
+            continue
+        problem = instance_type_problem(getattr(orchestrator, field))
+        if problem is not None:
+            yield Finding(path=f"orchestrator.{field}", message=problem)
+    if orchestrator.enabled and orchestrator.accounting == "rds":
+        yield Finding(
+            path="orchestrator.accounting",
+            message="HyperPod runs its own Slurm: no accounting database of ours; use local or off",
+        )
+    for field, what in (
+        ("containers", "HyperPod's images bring their own container runtime; ours is not installed"),
+        ("ssh_key_name", "HyperPod's nodes are reached through Session Manager; the key pair is not used"),
+    ):
+        if orchestrator.enabled and field in orchestrator.model_fields_set:
+            yield Finding(path=f"orchestrator.{field}", level="warning", message=f"{what}; remove it")
+    if config.auto_repair.deep_checks:
+        yield Finding(
+            path="auto_repair.deep_checks",
+            message="HyperPod runs its own deep health checks on new nodes: set instance_groups[].deep_health_checks "
+            "instead, and remove this",
+        )
+    if orchestrator.eks:
+        chosen = sorted(orchestrator.components.model_fields_set)
+        if chosen or "install_components" in orchestrator.model_fields_set:
+            yield Finding(
+                path="orchestrator.components" if chosen else "orchestrator.install_components",
+                message="HyperPod on EKS installs its own health agent and device plugins; ours are not installed "
+                "beside them: remove it",
+            )
+
+
+def _hyperpod_refusals(group: InstanceGroupConfig, *, eks: bool) -> Iterator[tuple[str, str]]:
+    """(field, message) for a group's self-managed options HyperPod has no counterpart for, each
+    naming what takes its place."""
+    if group.capacity.type != "on-demand":
+        yield (
+            "capacity",
+            f"{group.capacity.type} is EC2's; HyperPod takes reserved capacity (Capacity Blocks included) from a "
+            "SageMaker training plan: set training_plan_arn instead",
+        )
+    if group.placement_group_name is not None:
+        yield "placement_group_name", "HyperPod places a group's instances itself; remove it"
+    if group.efa == "off":
+        yield "efa", "HyperPod sets up every EFA interface of the type itself; remove it"
+    if group.image_id is not None and not eks:
+        yield "image_id", "HyperPod on Slurm runs its own image: put what you need in lifecycle_script"
 
 
 def _eks(config: ClusterConfig) -> list[Finding]:
@@ -245,16 +349,26 @@ def _eks(config: ClusterConfig) -> list[Finding]:
     vpc_range = net.subnet_cidr if net.uses_existing_vpc else net.vpc_cidr
     if vpc_range is not None and service_cidr_problem(orchestrator.service_cidr) is None:
         service = ipaddress.IPv4Network(orchestrator.service_cidr)
-        if service.overlaps(ipaddress.IPv4Network(vpc_range)):
+        vpc = ipaddress.IPv4Network(vpc_range)
+        if service.overlaps(vpc):
             field = "network.subnet_cidr" if net.uses_existing_vpc else "network.vpc_cidr"
+            free = [c for c in SERVICE_CIDR_SUGGESTIONS if not ipaddress.IPv4Network(c).overlaps(vpc)]
             out.append(
                 Finding(
                     path="orchestrator.service_cidr",
                     message=f"overlaps {field} {vpc_range}: EKS needs the service range outside the VPC's; set "
-                    "another, such as 192.168.0.0/16 or 172.20.0.0/16 (got "
-                    f"{show(orchestrator.service_cidr)})",
+                    f"another, such as {' or '.join(free[:2])} (got {show(orchestrator.service_cidr)})",
                 )
             )
+    elif vpc_range is None:
+        out.append(
+            Finding(
+                path="orchestrator.service_cidr",
+                level="warning",
+                message=f"{orchestrator.service_cidr} cannot be checked against your VPC without network.subnet_cidr: "
+                "make sure it overlaps none of your VPC's ranges (EKS refuses the cluster at deploy time if it does)",
+            )
+        )
     components = orchestrator.components
     infos = [catalog.get(g.instance_type) for g in groups]
     accelerators = {info.accelerator for info in infos if info is not None}
@@ -278,6 +392,14 @@ def _eks(config: ClusterConfig) -> list[Finding]:
     ids = net.control_plane_subnet_ids or []
     if len(set(ids)) < len(ids):
         out.append(Finding(path="network.control_plane_subnet_ids", message="a subnet is listed twice; list each once"))
+    elif net.control_plane_subnet_ids is not None and len(ids) < 2:
+        out.append(
+            Finding(
+                path="network.control_plane_subnet_ids",
+                message=f"two or more subnets in different zones: EKS places its control plane's network interfaces "
+                f"in two zones at least (got {len(ids)})",
+            )
+        )
     if config.network.uses_existing_vpc and not config.network.control_plane_subnet_ids:
         out.append(
             Finding(

@@ -514,7 +514,8 @@ def test_make_repairer_wires_both_eks_hooks_from_the_settings_and_neither_withou
     assert isinstance(drain, KubernetesDrain) and isinstance(nodes, KubernetesNodes)
     assert drain.labeler is nodes.labeler  # one client: a Node's name found for the drain serves its deletion
     assert isinstance(upkeep, NodeUpkeep) and upkeep.labeler is drain.labeler and upkeep.ledger is repairer.ledger
-    assert upkeep.accelerators == {"gpu": "nvidia"}
+    assert upkeep.accelerators == {"gpu": "nvidia"} and nodes.accelerators == {"gpu": "nvidia"}
+    assert upkeep.unlabelled == f"{LABEL_CLUSTER}={CLUSTER},{UNLABELLED}"  # this cluster's Nodes only
     repairer.clock, repairer.sleep = world.clock, world.clock.sleep
     drain.clock, drain.sleep = world.clock, world.clock.sleep
     bad = world.instances()[6]
@@ -765,8 +766,65 @@ def test_a_node_verified_healthy_gets_its_protected_labels_at_once(cluster: Clus
     assert cluster.sent() == [("GET", cluster.path(other), None)]  # nothing to write: Schedulable already
 
 
+def test_a_node_ec2_gives_no_name_for_keeps_its_labels_and_gets_none(cluster: Cluster) -> None:
+    """An odd EC2 answer (no name for the instances asked about) is not a wrong name: no label is
+    removed (the Neuron plugin's pods would leave every Trainium node) and none is written."""
+    world = cluster.world
+    ids = world.instances()
+    unlabel(cluster, ids[0])
+    repairer = cluster.repairer()
+    assert repairer.node_upkeep is not None
+    repairer.node_upkeep.labeler.node_names = lambda instance_ids: {}
+    repairer.sweep()
+    assert not [s for s in cluster.sent() if s[0] == "PATCH"]
+    assert repairer.upkept is not None and repairer.upkept.unprotected == []
+    assert sorted(repairer.upkept.unnamed) == sorted(cluster.names[i] for i in ids)
+    assert all(PROTECTED_LABEL_GROUP in cluster.node(i)["metadata"]["labels"] for i in ids[1:])
+
+
+def test_a_healthy_instance_outside_its_auto_scaling_group_gets_no_protected_labels(cluster: Cluster) -> None:
+    """Detached by hand (the ledger still knows its group): its healthy report makes its Node
+    Schedulable, but only membership of the group's Auto Scaling group now gives the labels;
+    otherwise root on it could earn them back at will by rewriting its own health tag."""
+    world = cluster.world
+    gone = world.instances()[2]
+    repairer = cluster.repairer()
+    repairer.ledger.set_instance(gone, instance_group="gpu")
+    world.clients.autoscaling.detach_instances(
+        InstanceIds=[gone], AutoScalingGroupName="demo-gpu-asg", ShouldDecrementDesiredCapacity=True
+    )
+    unlabel(cluster, gone)
+    cluster.node(gone)["metadata"]["labels"][LABEL_HEALTH] = "Unschedulable"
+    cluster.node(gone)["spec"]["taints"].append(ours("Unschedulable"))
+    repairer.handle(from_event(world.agent(gone, state="healthy", boot="boot-1")))
+    patches = [s[2] for s in cluster.sent() if s[0] == "PATCH"]
+    assert patches == [
+        {
+            "metadata": {"labels": {LABEL_HEALTH: "Schedulable"}, "resourceVersion": "100"},
+            "spec": {"taints": [GPU_TAINT]},
+        }
+    ]
+    assert PROTECTED_LABEL_GROUP not in cluster.node(gone)["metadata"]["labels"]
+
+
+def test_impostor_nodes_cost_no_labelling_writes(cluster: Cluster) -> None:
+    """Nodes that claim (by providerID) member instances under names that are not theirs, listed
+    before the real ones: each is refused, and the sweep's writes still go to real Nodes."""
+    world, stub = cluster.world, cluster.stub
+    ids = sorted(world.instances(), key=cluster.names.__getitem__)
+    unlabel(cluster, *ids)
+    for n, instance_id in enumerate(ids):
+        stub.add(node(f"aaa-{n}.ec2.internal", instance_id))  # sorted first
+    repairer = cluster.repairer(max_writes=3)
+    repairer.sweep()
+    assert repairer.upkept is not None
+    assert sorted(repairer.upkept.mismatched) == [f"aaa-{n}.ec2.internal" for n in range(len(ids))]
+    assert repairer.upkept.labelled == ids[:3]
+
+
 def test_the_sweep_writes_at_most_so_many_nodes_and_stops_at_its_time_bound(cluster: Cluster) -> None:
-    """1,024 new nodes must not hold up the sweep (and the repairs after it): the rest wait."""
+    """Many new nodes (eight here, three writes a sweep) must not hold up the sweep (and the
+    repairs after it): the rest wait."""
     world, stub = cluster.world, cluster.stub
     ids = sorted(world.instances(), key=cluster.names.__getitem__)
     unlabel(cluster, *ids)
@@ -821,10 +879,14 @@ def test_a_slow_list_of_many_nodes_stops_at_the_time_bound_between_pages(cluster
     start = world.clock.now
     repairer.sweep()
     pages = [s for s in cluster.sent() if s[0] == "GET" and s[1].startswith(slow)]
-    # two pages (the time ran out during the second's request), no third, and nothing written
+    # two pages (the time ran out during the second's request), no third; the first page's
+    # stale labels removed within the sweep's writes, none of the second's
     assert len(pages) == 2 and pages[0][1] == slow
     assert pages[1][1].startswith(slow + "&continue=")
-    assert not [s for s in cluster.sent() if s[0] != "GET"]
+    writes = [s for s in cluster.sent() if s[0] != "GET"]
+    assert len(writes) == (100 if labelled else 0)
+    first_page = {f"ip-10-9-{i // 250}-{i % 250}.ec2.internal" for i in range(500)}
+    assert {w[1].removeprefix("/api/v1/nodes/") for w in writes} <= first_page
     assert repairer.upkept is not None and repairer.upkept.more
     assert world.clock.now - start <= 20 + 12  # one request may end after the bound, none starts after it
 

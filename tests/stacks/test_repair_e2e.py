@@ -97,12 +97,17 @@ class Deployed:
 
     @property
     def asg(self) -> str:
-        """The Auto Scaling group of the first instance group."""
+        """The first Auto Scaling group of the settings (by instance group name)."""
         return self.groups()[0]
 
     def groups(self) -> list[str]:
-        """The Auto Scaling groups the control plane repairs, in the order of its settings."""
+        """The Auto Scaling groups the control plane repairs, in the order of its settings (by group name)."""
         return list(json.loads(self.environment["AUTO_SCALING_GROUPS"]))
+
+    def group(self, name: str) -> str:
+        """The Auto Scaling group of instance group ``name``."""
+        (asg,) = [asg for asg, group in json.loads(self.environment["AUTO_SCALING_GROUPS"]).items() if group == name]
+        return str(asg)
 
     def agent(
         self,
@@ -448,7 +453,7 @@ def hand_made(tmp_path: Path) -> Iterator[Deployed]:
 
 
 def test_a_hand_made_auto_repair_reboots_and_replaces_in_each_group(hand_made: Deployed) -> None:
-    gpu_asg, cpu_asg = hand_made.groups()
+    gpu_asg, cpu_asg = hand_made.group("gpu"), hand_made.group("cpu")
     gpu, cpu = hand_made.instances(gpu_asg), hand_made.instances(cpu_asg)
     assert (len(gpu), len(cpu)) == (4, 2)
     # What the permissions' conditions need, as the deployed instances carry it.

@@ -25,6 +25,9 @@ class Fleet:
         self.ledger = ledger
         self.sleep = sleep
         self.sizes: dict[str, int] = {}  # desired capacity per group, read once per invocation
+        self.in_groups: set[str] = set()
+        """Of the instances :meth:`memberships` was last asked about, those in one of the cluster's
+        Auto Scaling groups now (the others' groups are the ledger's memory)."""
 
     def memberships(self, instance_ids: list[str]) -> dict[str, str]:
         """instance id -> instance group, for the cluster's instances only."""
@@ -38,6 +41,7 @@ class Fleet:
                 group = self.settings.groups.get(item["AutoScalingGroupName"])
                 if group is not None:
                     found[item["InstanceId"]] = group
+        self.in_groups = set(found)
         # Terminated instances have left their group: the ledger still knows where they were.
         for instance_id in set(instance_ids) - set(found):
             known = self.ledger.instance(instance_id).get("instance_group")

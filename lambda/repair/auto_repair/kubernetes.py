@@ -27,9 +27,11 @@ for a terminated instance): call :meth:`HealthLabeler.delete_node` on the labele
 The role needs ``ec2:DescribeInstances`` for the lookup; many names are looked up in one call
 (:func:`ec2_node_names`, :meth:`HealthLabeler.learn_names`).
 
-The sweep lists Nodes by label selector (:meth:`HealthLabeler.list_nodes`: those without the
-protected labels, those not ``Schedulable``; few, once the cluster is up) to find the ones that
-need its work. What a list says is a hint, never a proof: the sweep writes only to a Node whose
+The sweep lists Nodes by label selector (:meth:`HealthLabeler.list_nodes`, 500 a page): this
+cluster's Nodes without the protected labels and those not ``Schedulable`` (few, once the cluster
+is up), and every Node with the protected labels (all of the cluster's: the one list that grows
+with it, a few megabytes a minute at a thousand nodes, bounded by the sweep's time) to find the
+ones that need its work. What a list says is a hint, never a proof: the sweep writes only to a Node whose
 name is the one EC2 gives the instance its providerID names (see ``node_upkeep``).
 """
 
@@ -51,6 +53,8 @@ from training_cluster.contract import (
     LABEL_FAULT_TYPE,
     LABEL_HEALTH,
     NODE_HEALTH_STATUSES,
+    PROTECTED_LABEL_ACCELERATOR,
+    PROTECTED_LABEL_GROUP,
     NodeHealthStatus,
 )
 
@@ -143,6 +147,14 @@ def provider_instance(node: dict[str, Any]) -> str | None:
         return None
     instance_id = provider.rpartition("/")[2]
     return instance_id if INSTANCE_ID.fullmatch(instance_id) else None
+
+
+def protected_labels(group: str | None, accelerators: Mapping[str, str]) -> dict[str, str] | None:
+    """The protected labels of a Node of instance ``group`` (its accelerator from
+    ``accelerators``, ``Settings.group_accelerators``); None for no group, or one not listed."""
+    if group is None or group not in accelerators:
+        return None
+    return {PROTECTED_LABEL_GROUP: group, PROTECTED_LABEL_ACCELERATOR: accelerators[group]}
 
 
 def label_value(text: str) -> str | None:

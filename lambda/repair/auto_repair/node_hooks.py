@@ -14,9 +14,9 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
-from training_cluster.contract import PROTECTED_LABEL_ACCELERATOR, PROTECTED_LABEL_GROUP, NodeHealthStatus
+from training_cluster.contract import NodeHealthStatus
 
-from .kubernetes import HealthLabeler
+from .kubernetes import HealthLabeler, protected_labels
 
 log = logging.getLogger("training-cluster.repair")
 
@@ -28,7 +28,8 @@ class NodeHook(Protocol):
 
     def schedulable(self, instance_id: str, *, uncordon: bool, group: str | None = None) -> str:
         """A verified healthy node; ``uncordon`` when the control plane cordoned it (a reboot);
-        ``group``: its instance group, as the control plane verified it."""
+        ``group``: the instance group whose Auto Scaling group it is in now (None when it is in
+        none: then no protected label is written)."""
         ...
 
     def gone(self, instance_id: str) -> str:
@@ -49,9 +50,7 @@ class KubernetesNodes:
         return self._set(instance_id, "Unschedulable", reason=reason, fault_type=fault_type, cordon=None, labels=None)
 
     def schedulable(self, instance_id: str, *, uncordon: bool, group: str | None = None) -> str:
-        labels = None
-        if group is not None and group in self.accelerators:
-            labels = {PROTECTED_LABEL_GROUP: group, PROTECTED_LABEL_ACCELERATOR: self.accelerators[group]}
+        labels = protected_labels(group, self.accelerators)
         cordon = False if uncordon else None
         return self._set(instance_id, "Schedulable", reason=None, fault_type=None, cordon=cordon, labels=labels)
 

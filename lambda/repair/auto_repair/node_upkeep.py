@@ -6,10 +6,11 @@
 :data:`~training_cluster.contract.PROTECTED_LABEL_GROUP` (the instance group of the instance's
 Auto Scaling group, as the sweep reads it) and
 :data:`~training_cluster.contract.PROTECTED_LABEL_ACCELERATOR` (that group's accelerator,
-``Settings.group_accelerators``). A node is labelled as soon as the control plane verifies it
-healthy (``node_hooks``); the sweep catches the rest. The Nodes of this cluster (its cluster label:
-a node group of the user's in the same EKS cluster is not listed) without the protected labels
-are listed by label selector; one is labelled only when
+``Settings.group_accelerators``). A node in its group's Auto Scaling group is labelled as soon
+as the control plane verifies it healthy (``node_hooks``); the sweep catches the rest. The Nodes
+of this cluster (its cluster label: a node group of the user's in the same EKS cluster is not
+looked at here) without the protected labels are listed by label selector, a page at a time, and
+EC2 asked the names of their instances once a page; one is labelled only when
 
 - its providerID names an instance of one of this cluster's Auto Scaling groups (a Node of an
   instance of another cluster, or of none, is left alone and counted), and
@@ -24,8 +25,11 @@ given now: every Node that has them is listed, and they are removed (the same co
 patch) from a Node whose providerID names no member instance any more (an instance terminated
 outside the repair path, detached from its group, a Node object kept when a newer instance
 reuses the name), whose instance is of another group, or whose name is not EC2's name of that
-instance. A Node is never deleted here: it may be a live kubelet's (EKS's cloud controller
-removes Nodes of terminated instances).
+instance (a name EC2 gives no answer for this time is asked again next sweep: only another name
+condemns the labels). This list is not narrowed by the cluster label, which a kubelet sets
+itself: the protected labels are the control plane's alone, wherever they are. A Node is never
+deleted here: it may be a live kubelet's (EKS's cloud controller removes Nodes of terminated
+instances).
 
 **Stuck nodes.** The control plane tells Kubernetes a node is ``Schedulable`` once, when its health
 tag says healthy (a first boot's deep checks passed, a reboot healed it); one failed request (the
@@ -46,7 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,15 +61,17 @@ from training_cluster.contract import (
     PROTECTED_LABEL_GROUP,
 )
 
-from .kubernetes import HealthLabeler, provider_instance
+from .kubernetes import PAGE_LIMIT, HealthLabeler, protected_labels, provider_instance
 from .ledger import Ledger
 
 log = logging.getLogger("training-cluster.repair")
 
 MAX_WRITES = 100
-"""Nodes labelled per sweep, and Nodes made Schedulable (each a merge patch, after a read)."""
+"""Per sweep: Nodes whose stale labels are removed, Nodes labelled, and Nodes made Schedulable,
+each its own count (each write a merge patch, after a read)."""
 BUDGET_SECONDS = 20.0
-"""The upkeep's share of a sweep, from its first request; no request starts after it."""
+"""The upkeep's share of a sweep, from its first request; no request (to the Kubernetes API or
+to EC2) starts after it."""
 UNLABELLED = f"!{PROTECTED_LABEL_GROUP}"
 """The label selector of Nodes without the protected labels (and, in ``NodeUpkeep``, of this cluster)."""
 LABELLED = PROTECTED_LABEL_GROUP
@@ -91,6 +97,8 @@ class UpkeepReport:
     """Nodes without the protected labels whose providerID names no instance of this cluster."""
     mismatched: list[str] = field(default_factory=list)
     """Nodes whose providerID names an instance of this cluster whose EC2 name is another."""
+    unnamed: list[str] = field(default_factory=list)
+    """Nodes of member instances EC2 gave no name for this time: left as they are."""
     unlisted_group: list[str] = field(default_factory=list)
     """Instances of groups ``group_accelerators`` does not list: not labelled."""
     retry: list[str] = field(default_factory=list)
@@ -164,7 +172,7 @@ class NodeUpkeep:
     def __call__(self, members: Mapping[str, str], healthy: Collection[str]) -> UpkeepReport:
         report = UpkeepReport()
         deadline = self.clock() + self.budget_seconds
-        for step in (self._revalidate, self._protect, self._unstick):  # each its own writes, both within the time
+        for step in (self._revalidate, self._protect, self._unstick):  # each its own writes, all within the time
             budget = _Budget(self.max_writes, deadline, self.clock, self.labeler.api.timeout_seconds)
             try:
                 step(members, healthy, budget, report)
@@ -177,93 +185,118 @@ class NodeUpkeep:
     def _revalidate(
         self, members: Mapping[str, str], healthy: Collection[str], budget: _Budget, report: UpkeepReport
     ) -> None:
-        """The protected labels removed from the Nodes they no longer describe (see the module).
-        Without the groups' accelerators nothing is judged (``_protect`` reports it)."""
+        """The protected labels removed from the Nodes they no longer describe (see the module):
+        every Node that has them, whatever its cluster label says (a kubelet sets that label
+        itself). A member instance EC2 gives no name for is left as it is (asked again next
+        sweep): only a name that is another's condemns the labels. Without the groups'
+        accelerators nothing is judged (``_protect`` reports it)."""
         if not self.accelerators or not budget.open:
             return
-        listed: list[tuple[str | None, dict[str, Any]]] = []
-        for node in self.labeler.list_nodes(LABELLED, timeout=budget.timeout()):
-            if budget.expired:
+        for page in self._pages(LABELLED, budget, report):
+            names = self._names(page, members, budget)
+            if names is None:
                 report.more = True
-                break
-            listed.append((provider_instance(node), node))
-        names = self.labeler.learn_names(sorted({i for i, _ in listed if i is not None and i in members}))
-        for instance_id, node in listed:
-            metadata = node.get("metadata") or {}
-            labels, name = metadata.get("labels") or {}, str(metadata.get("name", ""))
-            group = members.get(instance_id or "")
-            wanted = self._labels(group) if group is not None and names.get(instance_id or "") == name else None
-            had = {key: labels.get(key) for key in (PROTECTED_LABEL_GROUP, PROTECTED_LABEL_ACCELERATOR)}
-            if wanted is not None and had == wanted:
-                continue
-            if not budget.spend():
-                report.left += 1
-                continue
-            removed = {PROTECTED_LABEL_GROUP: None, PROTECTED_LABEL_ACCELERATOR: None}
-            log.warning("node %s (providerID %s): protected labels %s are stale: removed", name, instance_id, had)
-            try:
-                written = self.labeler.write_labels(node, removed, timeout=budget.timeout())
-            except Exception as error:  # one node's failure never stops the others'
-                report.errors.append(f"revalidate {name}: {str(error)[:200]}")
-                continue
-            (report.unprotected if written else report.retry).append(name)
-
-    def _labels(self, group: str) -> dict[str, str | None] | None:
-        """The protected labels of a Node of ``group``; None for a group not listed."""
-        if group not in self.accelerators:
-            return None
-        return {PROTECTED_LABEL_GROUP: group, PROTECTED_LABEL_ACCELERATOR: self.accelerators[group]}
+                return
+            for instance_id, node in page:
+                metadata = node.get("metadata") or {}
+                labels, name = metadata.get("labels") or {}, str(metadata.get("name", ""))
+                group = members.get(instance_id or "")
+                if group is not None and instance_id not in names:
+                    report.unnamed.append(name)
+                    continue
+                wanted = protected_labels(group, self.accelerators) if names.get(instance_id or "") == name else None
+                had = {key: labels.get(key) for key in (PROTECTED_LABEL_GROUP, PROTECTED_LABEL_ACCELERATOR)}
+                if wanted is not None and had == wanted:
+                    continue
+                if not budget.spend():
+                    report.left += 1
+                    continue
+                log.warning("node %s (providerID %s): protected labels %s are stale: removed", name, instance_id, had)
+                try:
+                    written = self.labeler.write_labels(node, dict.fromkeys(had), timeout=budget.timeout())
+                except Exception as error:  # one node's failure never stops the others'
+                    report.errors.append(f"revalidate {name}: {str(error)[:200]}")
+                    continue
+                (report.unprotected if written else report.retry).append(name)
 
     def _protect(
         self, members: Mapping[str, str], healthy: Collection[str], budget: _Budget, report: UpkeepReport
     ) -> None:
-        """The protected labels, on the Nodes of member instances that lack them."""
+        """The protected labels, on the Nodes of member instances that lack them. Names are asked
+        of EC2 a page at a time; only a Node whose name is its instance's takes one of the
+        sweep's writes (an impostor costs a list entry, not a write)."""
         if not self.accelerators:
             report.errors.append("protect: no group accelerators (GROUP_ACCELERATORS): no Node labelled")
             return
         if not budget.open:
             return
-        candidates: list[tuple[str, dict[str, Any]]] = []
-        for node in self.labeler.list_nodes(self.unlabelled, timeout=budget.timeout()):
-            if budget.expired:  # no further page is asked for once the time is up
+        for page in self._pages(self.unlabelled, budget, report):
+            candidates = []
+            for instance_id, node in page:
+                name = str((node.get("metadata") or {}).get("name", ""))
+                if instance_id is None or instance_id not in members:
+                    report.foreign.append(name)
+                elif members[instance_id] not in self.accelerators:
+                    report.unlisted_group.append(instance_id)
+                else:
+                    candidates.append((instance_id, node))
+            names = self._names(candidates, members, budget)
+            if names is None:
                 report.more = True
                 break
-            name = str((node.get("metadata") or {}).get("name", ""))
-            instance_id = provider_instance(node)
-            if instance_id is None or instance_id not in members:
-                report.foreign.append(name)
-            elif members[instance_id] not in self.accelerators:
-                report.unlisted_group.append(instance_id)
-            else:
-                candidates.append((instance_id, node))
-                if len(candidates) >= budget.writes:  # enough for this sweep: the next one lists again
+            for instance_id, node in candidates:
+                assert instance_id is not None  # candidates are members
+                name = node["metadata"]["name"]
+                if names.get(instance_id) != name:
+                    (report.mismatched if instance_id in names else report.unnamed).append(name)
+                    log.warning(
+                        "node %s claims %s, whose node is %s: left unlabelled",
+                        name,
+                        instance_id,
+                        names.get(instance_id),
+                    )
+                    continue
+                if not budget.spend():
+                    report.left += 1
                     report.more = True
-                    break
+                    continue
+                labels = protected_labels(members[instance_id], self.accelerators)
+                assert labels is not None  # the group is listed
+                try:
+                    written = self.labeler.write_labels(node, labels, timeout=budget.timeout())
+                except Exception as error:  # one node's failure never stops the others'
+                    report.errors.append(f"protect {name}: {str(error)[:200]}")
+                    continue
+                (report.labelled if written else report.retry).append(instance_id if written else name)
+            if not budget.open:
+                break
         if report.foreign:
             log.warning("nodes that name no instance of this cluster, left unlabelled: %s", report.foreign[:SHOWN])
-        names = self.labeler.learn_names([i for i, _ in candidates]) if candidates else {}
-        for instance_id, node in candidates:
-            name = node["metadata"]["name"]
-            if names.get(instance_id) != name:
-                report.mismatched.append(name)
-                log.warning(
-                    "node %s claims %s, whose node is %s: left unlabelled", name, instance_id, names.get(instance_id)
-                )
-                continue
-            if not budget.spend():
-                report.left += 1
-                continue
-            group = members[instance_id]
-            labels = {PROTECTED_LABEL_GROUP: group, PROTECTED_LABEL_ACCELERATOR: self.accelerators[group]}
-            try:
-                written = self.labeler.write_labels(node, labels, timeout=budget.timeout())
-            except Exception as error:  # one node's failure never stops the others'
-                report.errors.append(f"protect {name}: {str(error)[:200]}")
-                continue
-            if written:
-                report.labelled.append(instance_id)
-            else:
-                report.retry.append(name)
+
+    def _pages(
+        self, selector: str, budget: _Budget, report: UpkeepReport
+    ) -> Iterator[list[tuple[str | None, dict[str, Any]]]]:
+        """The Nodes ``selector`` selects, a page (``PAGE_LIMIT``) at a time, each with the
+        instance its providerID names; no page is asked for once the time is up."""
+        page: list[tuple[str | None, dict[str, Any]]] = []
+        for node in self.labeler.list_nodes(selector, timeout=budget.timeout()):
+            if budget.expired:
+                report.more = True
+                break
+            page.append((provider_instance(node), node))
+            if len(page) == PAGE_LIMIT:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def _names(
+        self, nodes: Sequence[tuple[str | None, dict[str, Any]]], members: Mapping[str, str], budget: _Budget
+    ) -> dict[str, str] | None:
+        """EC2's names of the member instances of ``nodes`` (one call); None once the time is up."""
+        if budget.expired:
+            return None
+        return self.labeler.learn_names(sorted({i for i, _ in nodes if i is not None and i in members}))
 
     def _unstick(
         self, members: Mapping[str, str], healthy: Collection[str], budget: _Budget, report: UpkeepReport

@@ -68,9 +68,10 @@ class Orchestrator:
         check = reasons.split(":", 1)[0].split(";", 1)[0].split(" ", 1)[0]
         self.tell(incident_id, "node", lambda hook: hook.unschedulable(instance_id, reasons, check or None))
 
-    def schedulable(self, instance_id: str, incident_id: str | None, *, uncordon: bool, group: str) -> None:
-        """A verified healthy node of instance ``group`` (``uncordon`` when the control plane
-        cordoned it for a reboot).
+    def schedulable(self, instance_id: str, incident_id: str | None, *, uncordon: bool, group: str | None) -> None:
+        """A verified healthy node (``uncordon`` when the control plane cordoned it for a reboot);
+        ``group``: the instance group whose Auto Scaling group it is in now, for its protected
+        labels (None: none written).
         Once the cordon is lifted the ledger forgets it; if the call failed, the sweep tries again
         (``node_upkeep``)."""
         told = self.tell(

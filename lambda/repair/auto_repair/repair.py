@@ -222,7 +222,7 @@ class Repairer:
             if self.ledger.close_incident(instance_id, "recovered while held") is not None:
                 self.ledger.mark_unhealthy(group, instance_id, False)
                 self.ledger.record(incident_id, "closed", outcome="recovered while held")
-                self.orchestrator.schedulable(instance_id, incident_id, uncordon=False, group=group)
+                self.orchestrator.schedulable(instance_id, incident_id, uncordon=False, group=None)  # the sweep labels
                 outcomes.append(Outcome(instance_id, "closed", None, incident_id))
         return outcomes
 
@@ -427,8 +427,10 @@ class Repairer:
         boot id). A replacement goes on regardless: only the old instance's termination ends it."""
         instance_id = signal.instance_id
         state = self.ledger.instance(instance_id)
+        # the protected labels only for an instance in the group's Auto Scaling group now
+        label_group = group if instance_id in self.fleet.in_groups else None
         if state.get("status") != "open":
-            self.orchestrator.schedulable(instance_id, None, uncordon=False, group=group)
+            self.orchestrator.schedulable(instance_id, None, uncordon=False, group=label_group)
             return Outcome(instance_id, "ignored")
         if state.get("action") != "reboot":
             return Outcome(instance_id, "ignored")  # a replacement goes on: the node stays unschedulable
@@ -437,7 +439,7 @@ class Repairer:
         incident_id = self.ledger.close_incident(instance_id, "recovered")
         if incident_id is None:
             return Outcome(instance_id, "ignored")
-        self.orchestrator.schedulable(instance_id, incident_id, uncordon=True, group=group)
+        self.orchestrator.schedulable(instance_id, incident_id, uncordon=True, group=label_group)
         self.ledger.mark_unhealthy(group, instance_id, False)
         self.ledger.record(incident_id, "closed", outcome="recovered")
         self.report.time_since_first_signal(incident_id, group, "SecondsToRepair")

@@ -38,6 +38,23 @@ SHIPPED_MODULES = ("contract", "kube_access", "patterns", "repair_policy")
 """The package's modules the repair function imports (``training_cluster.<module>`` in its asset)."""
 
 
+def ledger_table(scope: Construct, construct_id: str) -> dynamodb.Table:
+    """The repair ledger: one table, string keys ``pk`` and ``sk`` (the layout is
+    ``lambda/repair/auto_repair/ledger.py``'s), kept when the stack goes, recoverable to a point in time."""
+    return dynamodb.Table(
+        scope,
+        construct_id,
+        partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+        sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        encryption=dynamodb.TableEncryption.AWS_MANAGED,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class AutoRepairOptions:
     """How the control plane acts. Defaults as in the config's ``auto_repair`` section."""
@@ -133,18 +150,7 @@ class AutoRepair(Construct):
         self.node.add_validation(FleetsCarryTheClusterTag(self))
         policy = Policy.with_overrides(options.policy)
 
-        self.table = dynamodb.Table(
-            self,
-            "Ledger",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        self.table = ledger_table(self, "Ledger")
         self.evidence_bucket = s3.Bucket(
             self,
             "Evidence",

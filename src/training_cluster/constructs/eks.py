@@ -424,6 +424,17 @@ class EksCluster(Construct):
         for construct in self._after_nodes:
             construct.node.add_dependency(fleet.auto_scaling_group)
 
+    def add_node_source(self, source: Construct) -> None:
+        """Nodes this construct does not join itself (a HyperPod cluster's): the add-ons whose pods
+        need nodes wait for ``source``, and ``source`` waits for the others (networking, kube-proxy,
+        Pod Identity), which its nodes need from their first boot."""
+        waiting = {id(construct) for construct in self._after_nodes}
+        for addon in self.addons.values():
+            if id(addon) in waiting:
+                addon.node.add_dependency(source)
+            else:
+                source.node.add_dependency(addon)
+
     def add_file_system_driver(self) -> eks_cfn.CfnAddon:
         """The FSx CSI driver add-on. Static volumes need no AWS access of the driver (the file
         system exists; nodes mount it), so it has no Pod Identity role."""

@@ -75,6 +75,8 @@ def role_arn_problem(arn: str) -> str | None:
 def public_cidr_problem(cidr: str) -> str | None:
     """Why ``cidr`` cannot be given public access to the API endpoint, or ``None``."""
     try:
+        if "/" not in cidr:  # EKS takes CIDR blocks: a bare address is 203.0.113.5/32
+            raise ValueError(cidr)
         network = ipaddress.IPv4Network(cidr, strict=True)
     except ValueError:
         return "must be an IPv4 CIDR block such as 203.0.113.0/24, with no host bits set"
@@ -130,6 +132,14 @@ class EksFleet:
 
     group_name: str
     os: str
+
+
+def parse_taint(taint: str) -> tuple[str, str | None, str]:
+    """(key, value or None, effect) of a taint ``key[=value]:Effect`` that :func:`taint_problem` passed."""
+    found = _TAINT.fullmatch(taint)
+    if found is None or taint_problem(taint) is not None:
+        raise ValueError(f"taint {taint!r}: {taint_problem(taint) or 'not key[=value]:Effect'}")
+    return found["key"], found["value"], found["effect"]
 
 
 def image_variant(instance_type: str) -> str:

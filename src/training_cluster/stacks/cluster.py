@@ -20,6 +20,7 @@ from ..constructs.auto_repair import AutoRepair, AutoRepairOptions
 from ..constructs.eks import EksCluster, EksComponents, EksOptions
 from ..constructs.events import ClusterEvents
 from ..constructs.fleet import Fleet, FleetCapacity
+from ..constructs.hyperpod import HyperPodCluster, HyperPodGroup, HyperPodLedger
 from ..constructs.lustre import LustreFileSystem
 from ..constructs.network import ClusterNetwork
 from ..constructs.observability import Observability, ObservabilityOptions
@@ -92,11 +93,23 @@ class TrainingClusterStack(Stack):
             self.file_system.allow_clients(self.network)
 
         self.eks = self._eks_cluster()
-        self.compute_fleets: dict[str, Fleet] = {group.name: self._fleet(group) for group in config.instance_groups}
-        self.fleets: dict[str, Fleet] = {**self.compute_fleets, **self._slurm_fleets(), **self._eks_fleets()}
-        """Every fleet: the instance groups, Slurm's controller and login groups, and EKS's system group."""
-        self._join_eks()
+        self.hyperpod: HyperPodCluster | None = None
+        self.compute_fleets: dict[str, Fleet] = {}
+        self.fleets: dict[str, Fleet] = {}
+        """Every fleet: the instance groups, Slurm's controller and login groups, and EKS's system
+        group (none with ``backend: hyperpod``, whose nodes are HyperPod's)."""
+        if config.backend == "hyperpod":
+            self.hyperpod = self._hyperpod()
+        else:
+            self.compute_fleets = {group.name: self._fleet(group) for group in config.instance_groups}
+            self.fleets = {**self.compute_fleets, **self._slurm_fleets(), **self._eks_fleets()}
+            self._join_eks()
         self.auto_repair = self._auto_repair()
+        self.hyperpod_ledger: HyperPodLedger | None = None
+        if self.hyperpod is not None and config.auto_repair.enabled:  # HyperPod's repairs, recorded
+            self.hyperpod_ledger = HyperPodLedger(
+                self, "HyperPodLedger", cluster=self.hyperpod, topic=self.events_topic
+            )
         if self.auto_repair is not None and self.eks is not None:
             self.auto_repair.use_kubernetes(self.eks)
             self.network.allow_endpoints_from(self.auto_repair.function, "HTTPS from the repair function")
@@ -205,10 +218,57 @@ class TrainingClusterStack(Stack):
                 version=orchestrator.kubernetes_version,
                 endpoint_public_cidrs=orchestrator.endpoint_public_cidrs,
                 admin_role_arns=orchestrator.admin_role_arns,
-                kubectl=orchestrator.install_components,
-                taints=dict(orchestrator.taints),
+                # with HyperPod, its nodes take the taints and it installs its own components
+                kubectl=orchestrator.install_components and self.config.backend != "hyperpod",
+                taints=dict(orchestrator.taints) if self.config.backend != "hyperpod" else {},
                 service_ipv4_cidr=orchestrator.service_cidr,
             ),
+        )
+
+    def _hyperpod(self) -> HyperPodCluster:
+        """The same groups as HyperPod's: the instance groups, and the orchestrator's own (Slurm's
+        controller and login groups, EKS's system group) as CPU groups."""
+        config, orchestrator = self.config, self.config.orchestrator
+        partitions: dict[str, list[str]] = {}
+        for partition, names in (orchestrator.partitions or {}).items():
+            for name in names:
+                partitions.setdefault(name, []).append(partition)
+        groups = [
+            HyperPodGroup(
+                name=g.name,
+                instance_type=g.instance_type,
+                count=g.count,
+                threads_per_core=g.threads_per_core,
+                deep_health_checks=g.deep_health_checks,
+                training_plan_arn=g.training_plan_arn,
+                slurm_node_type="Compute" if orchestrator.enabled else None,
+                partitions=partitions.get(g.name, ()),
+                taints=orchestrator.taints.get(g.name, ()) if orchestrator.eks else (),
+            )
+            for g in config.instance_groups
+        ]
+        if orchestrator.enabled:
+            groups.append(
+                HyperPodGroup("controller", orchestrator.controller_instance_type, 1, slurm_node_type="Controller")
+            )
+            if orchestrator.login_nodes:
+                groups.append(
+                    HyperPodGroup(
+                        "login", orchestrator.login_instance_type, orchestrator.login_nodes, slurm_node_type="Login"
+                    )
+                )
+        if orchestrator.eks:
+            groups.append(HyperPodGroup(SYSTEM_GROUP, orchestrator.system_instance_type, orchestrator.system_nodes))
+        users = " ".join(f"{name}:{uid}" for name, uid in orchestrator.users.items()) if orchestrator.enabled else ""
+        return HyperPodCluster(
+            self,
+            "HyperPod",
+            cluster_name=config.name,
+            network=self.network,
+            groups=groups,
+            eks=self.eks,
+            file_system=self.file_system,
+            settings={"CLUSTER_USERS": users} if users else None,
         )
 
     def _eks_fleets(self) -> dict[str, Fleet]:
@@ -241,7 +301,7 @@ class TrainingClusterStack(Stack):
 
     def _slurm(self) -> Slurm | None:
         orchestrator = self.config.orchestrator
-        if not orchestrator.enabled:
+        if not orchestrator.enabled or self.hyperpod is not None:  # HyperPod runs its own Slurm
             return None
         assert self.file_system is not None  # validation requires one with Slurm
         slurm = Slurm(
@@ -339,12 +399,14 @@ class TrainingClusterStack(Stack):
             "Observability",
             topic=self.events_topic,
             topic_key=self.events_key,
+            cluster_name=self.config.name,
             file_system_id=self.file_system.file_system_id if self.file_system else None,
             options=ObservabilityOptions(grafana=settings.grafana, grafana_auth=settings.grafana_auth),
         )
-        observability.add_nodes(
-            fleets=list(self.fleets.values()), scrape_interval_seconds=settings.scrape_interval_seconds
-        )
+        if self.fleets:
+            observability.add_nodes(
+                fleets=list(self.fleets.values()), scrape_interval_seconds=settings.scrape_interval_seconds
+            )
         return observability
 
     def _subscribe(self) -> None:
@@ -355,7 +417,7 @@ class TrainingClusterStack(Stack):
 
     def _auto_repair(self) -> AutoRepair | None:
         repair = self.config.auto_repair
-        if not repair.enabled:
+        if not repair.enabled or not self.fleets:  # HyperPod repairs its own nodes
             return None
         policy = {k: v for k, v in repair.policy.model_dump().items() if v}
         return AutoRepair(
@@ -431,6 +493,17 @@ class TrainingClusterStack(Stack):
             CfnOutput(self, "PrometheusRemoteWriteUrl", value=self.observability.remote_write_url)
             if self.observability.grafana is not None:
                 CfnOutput(self, "GrafanaUrl", value=f"https://{self.observability.grafana.attr_endpoint}")
+        if self.hyperpod_ledger is not None:
+            CfnOutput(self, "RepairLedgerTableName", value=self.hyperpod_ledger.table.table_name)
+        if self.hyperpod is not None:
+            CfnOutput(self, "HyperPodClusterName", value=self.config.name)
+            CfnOutput(self, "HyperPodClusterArn", value=self.hyperpod.cluster_arn)
+            CfnOutput(
+                self,
+                "HyperPodLifecycleScripts",
+                value=f"s3://{self.hyperpod.bucket.bucket_name}/{self.hyperpod.lifecycle_prefix}",
+                description="What HyperPod runs on every new node (LifeCycleConfig.SourceS3Uri)",
+            )
         if self.eks is not None:
             CfnOutput(self, "EksClusterName", value=self.eks.cluster.cluster_name)
             CfnOutput(self, "EksClusterArn", value=self.eks.cluster.cluster_arn)

@@ -1,0 +1,125 @@
+"""SageMaker HyperPod as the cluster's backend: which types, regions and options it has.
+
+Keys are :class:`training_cluster.constructs.HyperPodCluster`'s props (``groups[i]``: its
+``instance_type``, ``count``, ``deep_health_checks``, ``training_plan_arn``); the config moves
+them to its fields, and names the self-managed options HyperPod has no use for with what takes
+their place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from functools import cache
+
+from .. import catalog
+from ..errors import Finding
+
+ML_PREFIX = "ml."
+DEEP_HEALTH_CHECKS = ("InstanceStress", "InstanceConnectivity")
+"""HyperPod's deep health checks on a new node (``OnStartDeepHealthChecks``)."""
+MAX_GROUPS = 100
+"""Instance groups per HyperPod cluster (``InstanceGroups``, 1 to 100)."""
+MAX_INSTANCES_PER_GROUP = 6758
+"""``InstanceCount``'s bound in the resource's schema."""
+REGIONS = (
+    # Where CloudFormation has AWS::SageMaker::Cluster, per cfn-lint 1.58's region schemas (a test
+    # compares them); AWS may be ahead of that list: a region outside it is refused.
+    "ap-northeast-1", "ap-northeast-2", "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2",
+    "ap-southeast-3", "ap-southeast-4", "ca-central-1", "eu-central-1", "eu-isoe-west-1", "eu-north-1",
+    "eu-south-2", "eu-west-1", "eu-west-2", "eusc-de-east-1", "sa-east-1", "us-east-1", "us-east-2",
+    "us-iso-east-1", "us-iso-west-1", "us-isob-east-1", "us-isob-west-1", "us-isof-east-1", "us-isof-south-1",
+    "us-west-1", "us-west-2",
+)  # fmt: skip
+TRAINING_PLAN_ARN = re.compile(
+    r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:[0-9]{12}:training-plan/[A-Za-z0-9](-*[A-Za-z0-9]){0,62}", re.ASCII
+)
+
+
+@cache
+def offered_types() -> frozenset[str]:
+    """The ``ml.`` instance types HyperPod clusters take, from botocore's SageMaker service model
+    (``ClusterInstanceType``), which ships with boto3: no network."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("ClusterInstanceType").enum)
+
+
+def ml_type(instance_type: str) -> str:
+    """HyperPod's name of an EC2 instance type: ``p5.48xlarge`` -> ``ml.p5.48xlarge``."""
+    return instance_type if instance_type.startswith(ML_PREFIX) else ML_PREFIX + instance_type
+
+
+def instance_type_problem(instance_type: str) -> str | None:
+    """Why HyperPod cannot run a group of ``instance_type`` (an EC2 name), or ``None``."""
+    wanted = ml_type(instance_type)
+    offered = offered_types()
+    if wanted in offered:
+        return None
+    family = wanted.split(".")[1] if wanted.count(".") >= 2 else ""
+    same_family = sorted(t[len(ML_PREFIX) :] for t in offered if t.split(".")[1] == family)
+    close = same_family or [t[len(ML_PREFIX) :] for t in difflib.get_close_matches(wanted, sorted(offered), n=5)]
+    hint = f"; of that family: {', '.join(close)}" if same_family else (f"; close: {', '.join(close)}" if close else "")
+    return f"SageMaker HyperPod does not offer {wanted} (botocore's ClusterInstanceType){hint}"
+
+
+def region_problem(region: str) -> str | None:
+    if region in REGIONS:
+        return None
+    return f"AWS::SageMaker::Cluster is not available in {region}; allowed: {', '.join(REGIONS)}"
+
+
+def deep_health_checks_problem(instance_type: str, checks: Sequence[str]) -> str | None:
+    """Deep health checks stress accelerators and their network: only accelerator groups have them."""
+    unknown = [c for c in checks if c not in DEEP_HEALTH_CHECKS]
+    if unknown:
+        return f"unknown deep health checks {', '.join(map(repr, unknown))}; allowed: {', '.join(DEEP_HEALTH_CHECKS)}"
+    if len(set(checks)) != len(checks):
+        return "a deep health check is listed twice"
+    info = catalog.get(instance_type)
+    if checks and info is not None and info.accelerator == "none":
+        return f"deep health checks run only on accelerator (GPU or Trainium) groups; {instance_type} has none: use []"
+    return None
+
+
+def default_deep_health_checks(instance_type: str) -> tuple[str, ...]:
+    """On by default for accelerator groups: a new node proves its accelerators and EFA first."""
+    info = catalog.get(instance_type)
+    return DEEP_HEALTH_CHECKS if info is not None and info.accelerator != "none" else ()
+
+
+def training_plan_problem(arn: str) -> str | None:
+    if TRAINING_PLAN_ARN.fullmatch(arn):
+        return None
+    return "must be a SageMaker training plan ARN, arn:aws:sagemaker:<region>:<account>:training-plan/<name>"
+
+
+def hyperpod_group_findings(
+    path: str,
+    *,
+    instance_type: str,
+    count: int,
+    deep_health_checks: Sequence[str] | None,
+    training_plan_arn: str | None,
+    region: str,
+) -> list[Finding]:
+    """The rules of one HyperPod instance group, at the config's ``path``."""
+    findings: list[Finding] = []
+    problem = instance_type_problem(instance_type)
+    if problem is not None:
+        findings.append(Finding(path=f"{path}.instance_type", message=problem))
+    if count > MAX_INSTANCES_PER_GROUP:
+        findings.append(Finding(path=f"{path}.count", message=f"at most {MAX_INSTANCES_PER_GROUP} in a HyperPod group"))
+    if deep_health_checks is not None:
+        problem = deep_health_checks_problem(instance_type, deep_health_checks)
+        if problem is not None:
+            findings.append(Finding(path=f"{path}.deep_health_checks", message=problem))
+    if training_plan_arn is not None:
+        problem = training_plan_problem(training_plan_arn)
+        if problem is None and training_plan_arn.split(":")[3] != region:
+            problem = f"the training plan is in {training_plan_arn.split(':')[3]}, not in the cluster's region {region}"
+        if problem is not None:
+            findings.append(Finding(path=f"{path}.training_plan_arn", message=problem))
+    return findings
