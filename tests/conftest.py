@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -235,6 +237,35 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki.make(tmp_path_factory.mktemp("kube-pki"))
 
 
+def cli_against(endpoint: str, *argv: str, env: dict[str, str] | None = None, stdin: str = "") -> tuple[int, str, str]:
+    """The installed ``training-cluster`` script run in a subprocess against an AWS stand-in at
+    ``endpoint`` (moto's server), with test credentials and nothing of the machine's AWS
+    configuration; ``env`` adds (or, with "", removes) variables. (code, stdout, stderr)."""
+    environment = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **(env or {}),
+    }
+    script = Path(sys.executable).parent / "training-cluster"
+    result = subprocess.run(
+        [str(script), *argv],
+        env={k: v for k, v in environment.items() if v},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
 def errors_of(data: dict[str, Any]) -> list[str]:
     """The problems ``data`` is refused with, each ``path: message``."""
     with pytest.raises(ConfigError) as info:
@@ -306,6 +337,7 @@ __all__ = [
     "GATED",
     "ROOT",
     "Synthesized",
+    "cli_against",
     "errors_of",
     "mask_asset_hashes",
     "minimal_config",

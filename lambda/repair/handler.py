@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -132,9 +133,11 @@ def _manual(r: Repairer, request: Any) -> list[Outcome]:
     if action not in ("reboot", "replace") or not isinstance(who, str):
         log.warning("dropped a repair request whose action is not reboot or replace")
         return []
-    return [r.manual(instance_id, action, who[:200] or "unknown")]
+    # who asked, as the ledger keeps it: the characters of an ARN, a person's name or an e-mail address
+    return [r.manual(instance_id, action, _NOT_IN_WHO.sub("?", who[:200]) or "unknown")]
 
 
+_NOT_IN_WHO = re.compile(r"[^A-Za-z0-9+=,.@_/: -]")
 MAX_STATE_NODES = 2000
 STATE_SECONDS = 20.0
 """How long ``scheduler_state`` may take: the repair function runs one invocation at a time."""

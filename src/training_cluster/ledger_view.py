@@ -114,16 +114,15 @@ class LedgerView:
                 return steps
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def evidence(self, location: str) -> list[str]:
-        """The objects under an evidence location (``s3://bucket/prefix``), as S3 URIs."""
+    def evidence(self, location: str, limit: int | None = None) -> list[str]:
+        """The objects under an evidence location (``s3://bucket/prefix``), as S3 URIs, in key
+        order; at most ``limit`` (a node may write any number under its own prefix)."""
         bucket, _, prefix = location.removeprefix("s3://").partition("/")
-        s3 = self.s3
-        keys = [
-            o["Key"]
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for o in page.get("Contents", [])
-        ]
-        return [f"s3://{bucket}/{k}" for k in sorted(keys)]
+        found: list[str] = []
+        params = {"Bucket": bucket, "Prefix": prefix, "PaginationConfig": {"MaxItems": limit} if limit else {}}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(**params):
+            found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
+        return found[:limit] if limit else found
 
 
 def _plain(value: Any) -> Any:

@@ -2,7 +2,8 @@
 ``nodes``, ``incidents``, ``incident``, ``repair`` and ``reset-breaker`` use.
 
 The cluster is found through its stack's CloudFormation outputs (the Auto Scaling groups, the
-repair function, the ledger table, the file system). Reads only, with one exception: the repair
+repair function, the ledger table, the file system; with ``backend: hyperpod``, the HyperPod
+cluster: :mod:`.operate_hyperpod`). Reads only, with one exception: the repair
 function is invoked with a payload it understands, so a person's repair goes through the same
 control plane as an automatic one (breaker, limits, drain, evidence, ledger); nothing here calls
 EC2 to reboot or terminate. boto3 is imported by this module alone, and only the commands that
@@ -21,11 +22,25 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ReadTimeoutError,
+)
 
+from . import operate_hyperpod
 from .contract import HEALTH_TAG, TAG_CLUSTER, TAG_GROUP, parse_health_tag
 from .ledger_view import LedgerView
 
+ACT_SECONDS = 330.0
+"""How long an Invoke that acts waits for its answer: the repair function's timeout (5 min) and more."""
+STATE_WAIT_SECONDS = 40.0
+"""How long the scheduler-state query waits (the function bounds it at 20 s)."""
+BUSY_SECONDS, BUSY_PAUSE_SECONDS = 60.0, 5.0
+"""How long, and how often, an Invoke is sent again while the function is busy (429)."""
 ASG_OUTPUT_SUFFIX = "AutoScalingGroupName"
 """The stack's output for each instance group's Auto Scaling group: ``<Group>AutoScalingGroupName``."""
 GROUP_OUTPUT = re.compile(r"Auto Scaling group of instance group (\S+)")
@@ -43,6 +58,7 @@ class GroupStatus:
     in_service: int
     healthy: int
     unhealthy: int
+    unknown: int  # in service with no health report yet, or an unreadable one
     being_repaired: int
     breaker: str  # open | closed
     breaker_reason: str
@@ -77,12 +93,21 @@ class Cluster:
     groups: dict[str, str]  # Auto Scaling group name -> instance group name
     session: Any = field(repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    hyperpod: str | None = None
+    """``backend: hyperpod``: the HyperPod cluster's name (its nodes are SageMaker's to list and repair)."""
 
-    def client(self, service: str) -> Any:
-        if service not in self._clients:
-            config = Config(retries={"mode": "standard"}, connect_timeout=10, read_timeout=90)
-            self._clients[service] = self.session.client(service, region_name=self.region, config=config)
-        return self._clients[service]
+    def client(self, service: str, *, once: float | None = None) -> Any:
+        """A client of ``service``; ``once``: sent once, waiting that many seconds for the answer
+        (an Invoke that acts must not be sent again because its answer was slow)."""
+        key = f"{service}:{once}"
+        if key not in self._clients:
+            config = (
+                Config(retries={"mode": "standard"}, connect_timeout=10, read_timeout=90)
+                if once is None
+                else Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=once)
+            )
+            self._clients[key] = self.session.client(service, region_name=self.region, config=config)
+        return self._clients[key]
 
     def output(self, name: str) -> str:
         value = self.outputs.get(name)
@@ -94,6 +119,8 @@ class Cluster:
 
     def status(self, nodes: list[Node] | None = None) -> list[GroupStatus]:
         nodes = self.nodes() if nodes is None else nodes
+        if self.hyperpod is not None:
+            return operate_hyperpod.status(self, nodes)
         groups = [f"group#{g}" for g in self.groups.values()]
         ledger = self.ledger.states(groups) if "RepairLedgerTableName" in self.outputs else {}
         asgs = self._auto_scaling_groups()
@@ -105,9 +132,11 @@ class Cluster:
             in_service = [
                 n for n in nodes if n.instance_id in members and members[n.instance_id]["LifecycleState"] == "InService"
             ]
-            unhealthy = [n for n in in_service if _unhealthy(n, members[n.instance_id])]
-            repairing = [n for n in nodes if n.group == group and n.incident and n.incident.get("status") == "open"]
             state = ledger.get(f"group#{group}", {})
+            marked = set(state.get("unhealthy", []))  # what the control plane holds unhealthy
+            unhealthy = [n for n in in_service if _unhealthy(n, members[n.instance_id]) or n.instance_id in marked]
+            unknown = [n for n in in_service if n not in unhealthy and n.health in ("no report", "unreadable")]
+            repairing = [n for n in nodes if n.group == group and n.incident and n.incident.get("status") == "open"]
             backoff = float(state.get("capacity_backoff_until", 0) or 0)
             result.append(
                 GroupStatus(
@@ -115,8 +144,9 @@ class Cluster:
                     auto_scaling_group=asg_name,
                     desired=int(asg.get("DesiredCapacity", 0)),
                     in_service=len(in_service),
-                    healthy=len(in_service) - len(unhealthy),
+                    healthy=len(in_service) - len(unhealthy) - len(unknown),
                     unhealthy=len(unhealthy),
+                    unknown=len(unknown),
                     # open incidents and replacements in flight, less the nodes the breaker holds
                     being_repaired=len(
                         ({n.instance_id for n in repairing} | set(state.get("replacing", [])))
@@ -152,7 +182,10 @@ class Cluster:
     # nodes -------------------------------------------------------------------------------------
 
     def nodes(self, *, include_terminated: bool = False) -> list[Node]:
-        """The instances of the cluster's Auto Scaling groups (and those that have just left them)."""
+        """The instances of the cluster's Auto Scaling groups (and those that have just left them);
+        with HyperPod, the nodes it lists."""
+        if self.hyperpod is not None:
+            return operate_hyperpod.nodes(self)
         states = ["pending", "running", "stopping", "stopped", "shutting-down"] + (
             ["terminated"] if include_terminated else []
         )
@@ -170,6 +203,9 @@ class Cluster:
             if names
             else []
         )
+        # an instance that only carries the tags (anyone who may tag instances can) is not a
+        # node: those outside the groups are shown only while they go (a replaced node)
+        others = [i for i in others if i["State"]["Name"] in ("shutting-down", "terminated")]
         instances = list({i["InstanceId"]: i for i in [*others, *members]}.values())
         ids = [i["InstanceId"] for i in instances]
         checks = self._status_checks(ids)
@@ -237,13 +273,28 @@ class Cluster:
         outcomes: list[dict[str, Any]] = self._answer(payload).get("outcomes", [])
         return outcomes
 
-    def _answer(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The repair function's answer to ``payload`` (a synchronous invoke)."""
-        response = self.client("lambda").invoke(
-            FunctionName=self.output("RepairFunctionName"),
-            InvocationType="RequestResponse",
-            Payload=json.dumps(payload).encode(),
-        )
+    def _answer(self, payload: dict[str, Any], *, wait: float = ACT_SECONDS) -> dict[str, Any]:
+        """The repair function's answer to ``payload`` (a synchronous invoke, sent once: botocore
+        would send it again after a slow answer, and a repair must not be asked for twice). The
+        function runs one invocation at a time: while it is busy (a sweep), asked again for up to
+        ``BUSY_SECONDS``."""
+        function = self.output("RepairFunctionName")
+        give_up = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                response = self.client("lambda", once=wait).invoke(
+                    FunctionName=function, InvocationType="RequestResponse", Payload=json.dumps(payload).encode()
+                )
+                break
+            except ClientError as error:
+                if _code(error) != "TooManyRequestsException" or time.monotonic() > give_up:
+                    raise
+                time.sleep(BUSY_PAUSE_SECONDS)  # busy with a sweep or another operator's request
+            except ReadTimeoutError:
+                raise OperateError(
+                    f"the repair function gave no answer within {wait:.0f} s: the request may have been carried "
+                    "out; see `training-cluster incidents`"
+                ) from None
         body = response["Payload"].read()
         if response.get("FunctionError"):
             raise OperateError(f"the repair function failed: {body.decode(errors='replace')[:1000]}")
@@ -257,9 +308,12 @@ class Cluster:
         if "RepairFunctionName" not in self.outputs or not instance_ids:
             return {}
         try:
-            states = self._answer({"scheduler_state": instance_ids}).get("scheduler", {})
-        except OperateError:
-            return {}
+            states = self._answer({"scheduler_state": instance_ids}, wait=STATE_WAIT_SECONDS).get("scheduler", {})
+        except ClientError as error:  # what ``nodes`` shows in the column, not a failure of the command
+            why = "not allowed to ask the repair function" if "AccessDenied" in _code(error) else _code(error)
+            return dict.fromkeys(instance_ids, f"unknown ({why})")
+        except (OperateError, BotoCoreError, ValueError) as error:
+            return dict.fromkeys(instance_ids, f"unknown ({type(error).__name__})")
         return {str(k): str(v) for k, v in states.items()} if isinstance(states, dict) else {}
 
     def caller(self) -> str:
@@ -303,6 +357,9 @@ def find(stack: str, region: str | None, profile: str | None = None) -> Cluster:
             raise
         outputs = stacks[0].get("Outputs", [])
         cluster.outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in outputs}
+        if cluster.outputs.get("HyperPodClusterName"):
+            cluster.hyperpod = cluster.outputs["HyperPodClusterName"]
+            return cluster
         # each group's Auto Scaling group: the output's description names the group (the stack's own words)
         named = {
             o.get("OutputValue", ""): (found.group(1) if found else "")
@@ -343,7 +400,10 @@ class aws_errors:
         if isinstance(error, NoRegionError):
             raise OperateError("no region: pass --region, or set AWS_REGION") from None
         if isinstance(error, EndpointConnectionError):
-            raise OperateError(f"cannot reach AWS in region {self.region!r}: is it a region? ({error})") from None
+            raise OperateError(
+                f"cannot reach AWS in region {self.region!r}: is it a region, and are the network and any "
+                f"AWS_ENDPOINT_URL right? ({error})"
+            ) from None
         if isinstance(error, ClientError):
             code = _code(error)
             if code in ("UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"):

@@ -130,7 +130,8 @@ def _group(config: ClusterConfig, path: str, group: InstanceGroupConfig) -> Iter
     props = {"instance_type", "count", "efa", "capacity", "create_placement_group", "placement_group_name"}
     yield from relocate(findings, {prop: f"{path}.{FLEET_FIELDS.get(prop, prop)}" for prop in props})
     info = catalog.get(group.instance_type)
-    if info is not None and info.offered_in and not info.is_offered_in(config.availability_zone):
+    known_region = bool(catalog.availability_zones(config.region))  # else one warning says it all
+    if known_region and info is not None and info.offered_in and not info.is_offered_in(config.availability_zone):
         yield Finding(
             path=f"{path}.instance_type",
             level="warning",

@@ -128,3 +128,14 @@ def test_a_malformed_repair_request_is_dropped(world: World, payload: dict[str, 
     assert world.state(node) == "running"
     tags = world.clients.ec2.describe_tags(Filters=[{"Name": "key", "Values": [HEALTH_TAG]}])["Tags"]
     assert tags == []
+
+
+def test_who_asked_is_kept_as_the_characters_of_a_name(world: World) -> None:
+    """Anyone who may invoke the function can send their own payload: what the ledger keeps (and
+    the command line shows) of ``requested_by`` has no control sequence in it."""
+    bad = world.instances()[1]
+    hostile = "arn:aws:iam::123456789012:user/ops\x1b[2J\x1b[H\x1b[32mall nodes healthy\x1b[0m\x1b[8m"
+    (outcome,) = handler.handler(request(bad, "reboot", who=hostile), use=world.repairer())["outcomes"]
+    (signal,) = [s for s in world.repairer().ledger.story(outcome["incident_id"]) if s["step"] == "signal"]
+    assert "\x1b" not in signal["signal"]
+    assert signal["signal"].startswith("manual reboot: requested by arn:aws:iam::123456789012:user/ops??2J??H")

@@ -228,3 +228,10 @@ def test_the_slurm_state_waits_no_longer_than_the_bound(slurm_world: World) -> N
         )
     assert list(states) == gpu and all(s.endswith(": InProgress)") for s in states.values())
     assert sum(slurm_world.clock.slept) <= handler.STATE_SECONDS + 1
+
+
+def test_a_reason_root_on_a_node_set_reaches_nobody_as_control_sequences() -> None:
+    """Root on any Slurm node may set its own drain reason: escapes and length are cut here."""
+    hostile = "i-0123456789abcdef0|drained|agent: xid 79\x1b]0;owned\x07\x1b[2J\x1b[32mALL GOOD\x1b[0m" + "x" * 5000
+    (state,) = parse_sinfo(hostile).values()
+    assert "\x1b" not in state and "\x07" not in state and len(state) <= len("drained ()") + 100

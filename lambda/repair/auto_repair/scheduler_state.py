@@ -11,6 +11,7 @@ when the operator's machine may not. Read only, and bounded in time.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +26,11 @@ SINFO = "sinfo --noheader --Node --format='%N|%T|%E'"
 WAIT_SECONDS = 20.0
 
 
+REASON_LIMIT = 100
+"""Characters of a Slurm reason kept (``slurm-drain.sh`` writes no longer ones)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def parse_sinfo(output: str) -> dict[str, str]:
     """``sinfo -N -o '%N|%T|%E'`` lines as node -> "state (reason)"; a node in several
     partitions is listed once per partition, with the same state."""
@@ -33,8 +39,11 @@ def parse_sinfo(output: str) -> dict[str, str]:
         name, _, rest = line.strip().partition("|")
         state, _, reason = rest.partition("|")
         if name and state:
-            reason = reason.strip()
-            states[name] = state.strip() + (f" ({reason})" if reason and reason != "none" else "")
+            # root on any Slurm node sets its own reason: no control characters, a bounded length
+            reason = _CONTROL.sub("?", reason.strip())[:REASON_LIMIT]
+            states[name] = _CONTROL.sub("?", state.strip())[:40] + (
+                f" ({reason})" if reason and reason != "none" else ""
+            )
     return states
 
 

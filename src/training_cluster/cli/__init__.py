@@ -7,16 +7,20 @@ aws-cdk-lib and no AWS call, and prints what the config will deploy. ``status``,
 directly); ``connect NODE`` opens a Session Manager session on a node. Every command takes
 ``--json`` for scripts. Only the commands that talk to AWS import boto3.
 
-Exit status: 0 done; 2 a config with errors (as ``app.py``); 1 anything else that stops a command
-(no credentials, no such stack, no AWS CLI or Session Manager plugin, a refused request, ...).
+Exit status: 0 done; 2 a config with errors (as ``app.py``) or a usage error; 3 a repair the
+control plane accepted but has not acted on (held by the breaker, deferred, already in hand); 130
+interrupted; 1 anything else that stops a command (no credentials, no such stack, no AWS CLI or
+Session Manager plugin, a refused request, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import TextIO
 
 from ..contract import INSTANCE_ID
@@ -32,16 +36,49 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     args = _parser().parse_args(argv)
     command: Callable[[argparse.Namespace, TextIO, TextIO], int] = args.command
     try:
-        return command(args, out, err)
+        code = command(args, out, err)
+        out.flush()  # here, where a reader that has gone (``| head``) is caught, not at exit
+        return code
     except CommandError as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}), file=out)
         print(f"error: {exc}", file=err)
+        return exc.code
+    except BrokenPipeError:  # the reader (``| head``) has gone: nothing more to say
+        _quiet(out)
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=err)
+        return 130
+    except Exception as exc:  # the last resort: a message, not a traceback (TRAINING_CLUSTER_DEBUG=1 shows it)
+        if os.environ.get("TRAINING_CLUSTER_DEBUG"):
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {str(exc)[:500]} (TRAINING_CLUSTER_DEBUG=1 shows where)", file=err
+        )
         return 1
+
+
+def _quiet(out: TextIO) -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+    except (OSError, ValueError):  # not a real file (a test's StringIO)
+        pass
+
+
+def _version() -> str:
+    try:
+        return version("cdk-training-cluster")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="training-cluster", description="Check and operate a training cluster.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts (before or after COMMAND)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     validate = commands.add_parser(
         "validate",
@@ -58,5 +95,6 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument("--login", action="store_true", help="a running login node of the cluster")
     connect.add_argument("--print", action="store_true", help="print the command instead of running it")
     for sub in (*subcommands, connect):
-        sub.add_argument("--json", action="store_true", help="print JSON for scripts")
+        # SUPPRESS: given after COMMAND it sets json; not given, the top level's value stands
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
     return parser

@@ -19,12 +19,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..contract import INSTANCE_ID
-from ._output import CommandError, styler, table
+from ._output import CommandError, printable, styler, table
 
 if TYPE_CHECKING:
     from ..operate import Cluster, Node
 
 Command = Callable[[argparse.Namespace, TextIO, TextIO], int]
+STORY_LIMIT = 300
+"""Characters of one value in an incident's story."""
+EVIDENCE_SHOWN = 50
+"""Evidence objects listed per location (a node may write any number under its own prefix)."""
+NOT_YET = ("deferred", "suppressed", "duplicate")
+"""Outcomes of a repair the control plane accepted and has not acted on: exit 3."""
 MEANING = {
     "rebooted": "rebooted",
     "replaced": "replaced: terminated through its Auto Scaling group, a new node is launching",
@@ -49,23 +55,44 @@ def command_parser(commands: Any, name: str, run: Command, summary: str) -> argp
     return sub
 
 
+def _positive(text: str) -> int:
+    """An argument that is a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1 (got {text!r})")
+    return value
+
+
 def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
     def command(name: str, run: Command, summary: str) -> argparse.ArgumentParser:
         return command_parser(commands, name, run, summary)
 
     status = command("status", _status, "is the cluster whole: groups, circuit breakers, file system, last incidents")
-    status.add_argument("--incidents", type=int, default=5, metavar="N", help="how many of the last incidents (5)")
+    status.add_argument(
+        "--incidents", type=_positive, default=5, metavar="N", help="how many of the last incidents (5)"
+    )
     nodes = command("nodes", _nodes, "one line per node: where, how long up, its health and last fault")
     nodes.add_argument("--all", action="store_true", help="terminated nodes too (EC2 keeps them about an hour)")
     incidents = command("incidents", _incidents, "what auto-repair did: the latest incidents in the ledger")
-    incidents.add_argument("--limit", type=int, default=20, metavar="N", help="how many, newest first (20)")
+    incidents.add_argument("--limit", type=_positive, default=20, metavar="N", help="how many, newest first (20)")
     incident = command("incident", _incident, "the story of one incident, step by step, with its evidence")
     incident.add_argument("incident_id", metavar="ID", help="the incident's id (from `incidents`)")
     repair = command("repair", _repair, "reboot or replace a node through the auto-repair control plane")
     repair.add_argument("node", metavar="NODE", help="the node's instance id (i-...)")
     action = repair.add_mutually_exclusive_group(required=True)
-    action.add_argument("--reboot", dest="action", action="store_const", const="reboot")
-    action.add_argument("--replace", dest="action", action="store_const", const="replace")
+    action.add_argument(
+        "--reboot", dest="action", action="store_const", const="reboot", help="reboot it (its drain first)"
+    )
+    action.add_argument(
+        "--replace",
+        dest="action",
+        action="store_const",
+        const="replace",
+        help="terminate it through its Auto Scaling group, which launches a new node (its drain first)",
+    )
     reset = command(
         "reset-breaker", _reset, "reset a group's circuit breaker: auto-repair resumes, held nodes repaired"
     )
@@ -86,7 +113,7 @@ def cluster_of(args: argparse.Namespace) -> Iterator[Cluster]:
         try:
             config = ClusterConfig.from_yaml(args.config)
         except ConfigError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(str(exc), code=2) from None
         stack, region = stack or f"{config.name}-training-cluster", region or config.region
     if not stack:
         raise CommandError("which cluster? pass --stack NAME (and --region), or --config FILE")
@@ -137,10 +164,11 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         return 0
     bold = styler(out.isatty())
-    header = ["GROUP", "DESIRED", "IN SERVICE", "HEALTHY", "UNHEALTHY", "REPAIRING", "BREAKER", "CAPACITY"]
+    header = ["GROUP", "DESIRED", "IN SERVICE", "HEALTHY", "UNHEALTHY", "UNKNOWN", "REPAIRING", "BREAKER", "CAPACITY"]
     rows = [
         [
-            g.group, str(g.desired), str(g.in_service), str(g.healthy), str(g.unhealthy), str(g.being_repaired),
+            g.group, str(g.desired), str(g.in_service), str(g.healthy), str(g.unhealthy), str(g.unknown),
+            str(g.being_repaired),
             g.breaker + (f" ({len(g.held)} held)" if g.held else ""),
             f"backing off until {_when(g.capacity_backoff_until)}" if g.capacity_backoff_until else "ok",
         ]
@@ -153,8 +181,11 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         why = f" ({fs['error']})" if fs.get("error") else ""
         lines.append(f"file system {fs['id']}: {fs['state']}{why}")
-    whole = all(g.in_service == g.desired and g.unhealthy == 0 and g.breaker == "closed" for g in groups)
-    lines.append("whole: every node in service and healthy" if whole else "not whole: see above")
+    whole = all(
+        g.in_service == g.desired and g.unhealthy == g.unknown == g.being_repaired == 0 and g.breaker != "open"
+        for g in groups
+    )
+    lines.append("whole: every node in service, healthy, none being repaired" if whole else "not whole: see above")
     if incidents:
         lines += ["", bold("last incidents"), *_incident_table(incidents, bold)]
     print("\n".join(lines), file=out)
@@ -222,19 +253,27 @@ def _incident(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         steps = cluster.ledger.story(args.incident_id)
         if not steps:
             raise CommandError(f"no incident {args.incident_id} in the ledger of {cluster.stack}")
-        evidence = {str(s["location"]): cluster.ledger.evidence(str(s["location"])) for s in steps if s.get("location")}
+        evidence = {
+            str(s["location"]): cluster.ledger.evidence(str(s["location"]), limit=EVIDENCE_SHOWN + 1)
+            for s in steps
+            if s.get("location")
+        }
     if args.json:
         _print_json({"incident_id": args.incident_id, "steps": steps, "evidence": evidence}, out)
         return 0
     bold = styler(out.isatty())
-    lines = [bold(f"incident {args.incident_id}")]
+    lines = [bold(f"incident {printable(args.incident_id)}")]
     for step in steps:
         details = {k: v for k, v in step.items() if k not in ("pk", "sk", "step", "at")}
-        text = ", ".join(f"{k}: {v}" for k, v in details.items())
-        lines.append(f"{_when(float(step.get('at', 0)))}  {step['step']:<9} {text}".rstrip())
+        text = ", ".join(f"{k}: {printable(v, STORY_LIMIT)}" for k, v in details.items())
+        lines.append(f"{_when(float(step.get('at', 0)))}  {printable(step['step'], 20):<9} {text}".rstrip())
     for location, objects in evidence.items():
-        lines += ["", bold(f"evidence {location}")]
-        lines += [f"  {o}" for o in objects] or ["  (no objects: the node did not write its evidence)"]
+        lines += ["", bold(f"evidence {printable(location, None)}")]
+        lines += [f"  {printable(o, None)}" for o in objects[:EVIDENCE_SHOWN]]
+        if len(objects) > EVIDENCE_SHOWN:
+            lines.append(f"  ... and more: aws s3 ls --recursive {printable(location, None)}")
+        if not objects:
+            lines.append("  (no objects: the node did not write its evidence)")
     print("\n".join(lines), file=out)
     return 0
 
@@ -256,9 +295,14 @@ def _repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not INSTANCE_ID.fullmatch(args.node):
         raise CommandError(f"NODE must be an instance id such as i-0123456789abcdef0 (got {args.node[:40]!r})")
     with cluster_of(args) as cluster:
+        if cluster.hyperpod is not None:
+            from .. import operate_hyperpod
+
+            raise CommandError(operate_hyperpod.repair_instead(cluster, args.action, args.node))
         node = next((n for n in cluster.nodes() if n.instance_id == args.node), None)
         if node is None:
             raise CommandError(f"{args.node} is not a node of {cluster.stack}'s instance groups in {cluster.region}")
+        cluster.output("RepairFunctionName")  # before asking: a cluster without auto-repair cannot act
         _confirm(f"{args.action} {node.instance_id} ({node.group}, {node.instance_type}) in {cluster.stack}", args, err)
         payload = {"repair": {"instance_id": node.instance_id, "action": args.action, "requested_by": cluster.caller()}}
         outcomes = cluster.invoke(payload)
@@ -267,9 +311,14 @@ def _repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _reset(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with cluster_of(args) as cluster:
+        if cluster.hyperpod is not None:
+            from .. import operate_hyperpod
+
+            raise CommandError(operate_hyperpod.repair_instead(cluster, None, None))
         if args.group not in cluster.groups.values():
             known = ", ".join(sorted(cluster.groups.values()))
             raise CommandError(f"{args.group!r} is not an instance group of {cluster.stack} (its groups: {known})")
+        cluster.output("RepairFunctionName")  # as above
         _confirm(f"reset the circuit breaker of {args.group} in {cluster.stack}", args, err)
         outcomes = cluster.invoke({"reset_circuit_breaker": args.group})
     return _report(outcomes, args, out, expected=0, done=f"circuit breaker of {args.group} reset")
@@ -281,14 +330,17 @@ def _report(
     if expected and not outcomes:
         raise CommandError("the repair function did nothing (an older version without manual repairs?)")
     refused = any(o.get("result") == "ignored" for o in outcomes)
+    waiting = any(o.get("result") in NOT_YET for o in outcomes)
+    code = 1 if refused else 3 if waiting else 0
     if args.json:
         _print_json({"outcomes": outcomes}, out)
-        return 1 if refused else 0
+        return code
     lines = [done] if done else []
     for o in outcomes:
-        incident = f" (incident {o['incident_id']})" if o.get("incident_id") else ""
-        lines.append(f"{o['instance_id']}: {MEANING.get(o['result'], o['result'])}{incident}")
+        incident = f" (incident {printable(o['incident_id'])})" if o.get("incident_id") else ""
+        result = str(o.get("result", "?"))
+        lines.append(f"{printable(o.get('instance_id', '?'))}: {MEANING.get(result, printable(result))}{incident}")
     if done and not outcomes:
         lines.append("no held nodes to repair")
     print("\n".join(lines), file=out)
-    return 1 if refused else 0
+    return code

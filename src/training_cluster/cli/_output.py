@@ -1,12 +1,34 @@
-"""What the commands share: their error, and tables (bold headers on a terminal, plain when piped)."""
+"""What the commands share: their error, and tables (bold headers on a terminal, plain when piped).
+
+Every cell and every line of a story is :func:`printable`: text from the ledger, the scheduler or
+S3 may come from a node (a Slurm drain reason, an evidence object's name), and a terminal must
+not take it for control sequences."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import Any
+
+CELL_LIMIT = 80
+"""Characters of one table cell (the rest is ``…``)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class CommandError(Exception):
-    """A command that cannot go on, in words for the operator (exit 1)."""
+    """A command that cannot go on, in words for the operator (exit ``code``: 1, 2 for a config
+    with errors)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def printable(value: Any, limit: int | None = CELL_LIMIT) -> str:
+    """``value`` as text a terminal shows as it is: control characters (escape sequences,
+    carriage returns, C1 codes) as ``?``, cut at ``limit`` characters with ``…``."""
+    text = _CONTROL.sub("?", str(value))
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def styler(styled: bool) -> Callable[[str], str]:
@@ -17,6 +39,7 @@ def styler(styled: bool) -> Callable[[str], str]:
 
 
 def table(header: list[str], rows: list[list[str]], bold: Callable[[str], str]) -> list[str]:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
 
     def line(cells: list[str]) -> str:

@@ -45,6 +45,11 @@ def _report(source: str, errors: list[Finding], warnings: list[Finding], the_pla
     }
 
 
+def _gbps(value: float) -> str:
+    """Gbps as a person reads them: whole above 100, one decimal below where it has one (12.5)."""
+    return f"{value:,.0f}" if value >= 100 or value == int(value) else f"{value:,.1f}"
+
+
 def _show_plan(the_plan: Plan, *, styled: bool) -> str:
     bold = styler(styled)
     rows = [
@@ -55,8 +60,8 @@ def _show_plan(the_plan: Plan, *, styled: bool) -> str:
             str(g.count),
             _accelerators(g.gpus_per_node, g.neuron_devices_per_node),
             str(g.efa_interfaces_per_node),
-            f"{g.network_gbps_per_node:,.0f}",
-            f"{g.network_gbps:,.0f}",
+            _gbps(g.network_gbps_per_node),
+            _gbps(g.network_gbps),
             g.capacity,
         ]
         for g in the_plan.groups
