@@ -502,3 +502,13 @@ def test_without_auto_repair_no_ledger_is_made(synth: Callable[..., Synthesized]
     data["auto_repair"] = {"enabled": False}
     s = synth(ClusterConfig.from_dict(data))
     assert s.stack.hyperpod_ledger is None and s.resources("AWS::DynamoDB::Table") == {}
+
+
+def test_the_dashboard_shows_what_hyperpod_found_per_group(hp_slurm: Synthesized) -> None:
+    (dashboard,) = hp_slurm.resources("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    assert "Nodes HyperPod found unhealthy" in body and "Nodes in service" not in body
+    for group in ("gpu", "controller", "login"):
+        assert f'\\"InstanceGroup\\",\\"{group}\\"' in body, group
+    with pytest.raises(ValueError, match="one of the cluster's groups"):
+        hp_slurm.stack.hyperpod_ledger.metric_incidents("nope")  # type: ignore[union-attr]

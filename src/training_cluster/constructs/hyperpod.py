@@ -32,6 +32,7 @@ from importlib.resources import files
 from typing import Literal, cast
 
 from aws_cdk import Acknowledgment, Aws, CfnElement, Duration, RemovalPolicy, Stack, Token, Validations
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -44,7 +45,7 @@ from constructs import Construct
 
 from .._lambda import python_function
 from .._nag import acknowledge
-from ..contract import HYPERPOD_EVENTS
+from ..contract import DIMENSION_CLUSTER, DIMENSION_GROUP, HYPERPOD_EVENTS, REPAIR_NAMESPACE
 from ..node_bootstrap import node_library
 from ..rules import hyperpod as rules
 from ..rules.eks import parse_taint
@@ -438,6 +439,7 @@ class HyperPodLedger(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, cluster: HyperPodCluster, topic: sns.ITopic) -> None:
         super().__init__(scope, construct_id)
+        self.cluster = cluster
         self.table = ledger_table(self, "Ledger")
         self.function = python_function(
             self,
@@ -490,4 +492,21 @@ class HyperPodLedger(Construct):
             "Sweep",
             schedule=events.Schedule.rate(Duration.minutes(5)),
             targets=[targets.LambdaFunction(self.function, retry_attempts=2)],
+        )
+
+    def metric_incidents(self, group_name: str, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Nodes of a group HyperPod found unhealthy (incidents the ledger opened; the sum over 5
+        minutes by default), as :meth:`AutoRepair.metric_incidents` counts ours."""
+        groups = [g.name for g in self.cluster.groups]
+        if group_name not in groups:
+            raise ValueError(
+                f"group_name must be one of the cluster's groups: {', '.join(groups)} (got {group_name!r})"
+            )
+        return cloudwatch.Metric(
+            namespace=REPAIR_NAMESPACE,
+            metric_name="Incidents",
+            dimensions_map={DIMENSION_CLUSTER: self.cluster.cluster_name, DIMENSION_GROUP: group_name},
+            statistic="Sum",
+            period=period or Duration.minutes(5),
+            label=group_name,
         )

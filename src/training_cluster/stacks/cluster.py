@@ -444,8 +444,15 @@ class TrainingClusterStack(Stack):
         """A CloudWatch dashboard of the fleets and the file system (auto-repair has its own)."""
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{self.config.name}-cluster")
         fleets = list(self.fleets.values())
-        in_service: list[cloudwatch.IMetric] = [fleet.metric_in_service_instances() for fleet in fleets]
-        dashboard.add_widgets(cloudwatch.GraphWidget(title="Nodes in service", left=in_service, width=24))
+        if fleets:
+            in_service: list[cloudwatch.IMetric] = [fleet.metric_in_service_instances() for fleet in fleets]
+            dashboard.add_widgets(cloudwatch.GraphWidget(title="Nodes in service", left=in_service, width=24))
+        if self.hyperpod_ledger is not None:  # HyperPod's nodes: what its health agent found, as the ledger counts
+            ledger = self.hyperpod_ledger
+            found: list[cloudwatch.IMetric] = [ledger.metric_incidents(g.name) for g in ledger.cluster.groups]
+            dashboard.add_widgets(
+                cloudwatch.GraphWidget(title="Nodes HyperPod found unhealthy (per 5 min)", left=found, width=24)
+            )
         if self.auto_repair is not None:  # the health agent reports
             healthy = [fleet.metric_healthy_nodes() for fleet in fleets]
             dashboard.add_widgets(
