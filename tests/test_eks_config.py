@@ -353,3 +353,22 @@ def test_an_overlap_suggests_only_free_ranges_and_an_unknowable_one_warns() -> N
     own["network"]["control_plane_subnet_ids"] = ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0bbbbbbbbbbbbbbb2"]
     warnings = [str(w) for w in ClusterConfig.from_dict(own).warnings() if w.path == "orchestrator.service_cidr"]
     assert len(warnings) == 1 and "without network.subnet_cidr" in warnings[0]
+
+
+def test_the_subnet_check_counts_each_nodes_pod_addresses_at_a_thousand_nodes() -> None:
+    """The VPC CNI gives pods addresses of the compute subnet: 1,024 p5 nodes and two system nodes
+    at 16 + 2 each, with the 25% headroom, need 24,380 of a /17's 32,768, more than a /18 has."""
+    data = with_eks({"pod_addresses_per_node": 16})
+    data["instance_groups"] = [{"name": "gpu", "instance_type": "p5.48xlarge", "count": 1024}]
+    data["network"] = {"compute_subnet_prefix_length": 18}
+    assert [e for e in errors_of(data) if e.startswith("network.")] == [
+        "network.compute_subnet_prefix_length: the compute subnet has 16384 addresses but the cluster needs 24,380 "
+        "(fleet and its pods (orchestrator.pod_addresses_per_node) with 25% headroom for replacements, "
+        "file system, endpoints, 5 AWS reserves); use /17 or larger"
+    ]
+    data["network"] = {"compute_subnet_prefix_length": 17}
+    ClusterConfig.from_dict(data)  # fits
+    data["orchestrator"]["pod_addresses_per_node"] = 3
+    assert errors_of(data) == [
+        "orchestrator.pod_addresses_per_node: must be between 4 and 250 addresses per node (got 3)"
+    ]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from . import catalog, ip_ranges
 from .errors import Finding
+from .rules import eks as eks_rules
 from .rules import lustre as lustre_rules
 from .rules.network import DATABASE_SUBNET_PREFIX_LENGTH, PUBLIC_SUBNET_PREFIX_LENGTH
 
@@ -118,6 +119,9 @@ def compute_subnet_addresses_needed(config: ClusterConfig) -> int:
         fleet += 1 + config.orchestrator.login_nodes  # the controller and login nodes: one ENA interface each
     if config.orchestrator.eks:
         fleet += config.orchestrator.system_nodes  # the system group: one ENA interface each
+        nodes = sum(g.count for g in config.instance_groups) + config.orchestrator.system_nodes
+        # and every node's pods, their addresses from the same subnet (the VPC CNI)
+        fleet += nodes * eks_rules.pod_addresses_per_node(config.orchestrator.pod_addresses_per_node)
     lustre = lustre_ip_addresses(config.storage.lustre) if config.storage.lustre else 0
     endpoints = (
         INTERFACE_ENDPOINTS if config.network.interface_endpoints and not config.network.uses_existing_vpc else 0
@@ -144,7 +148,8 @@ def subnet_capacity(config: ClusterConfig) -> Iterator[Finding]:
         advice = f"use /{fits} or larger" if fits >= 16 else "more than a /16 subnet holds: split the cluster"
         yield Finding(
             path=path,
-            message=f"the compute subnet has {size} addresses but the cluster needs {needed:,} (fleet with "
-            f"{int(REPLACEMENT_HEADROOM * 100)}% headroom for replacements, file system, endpoints, 5 AWS reserves); "
-            f"{advice}",
+            message=f"the compute subnet has {size} addresses but the cluster needs {needed:,} (fleet"
+            + (" and its pods (orchestrator.pod_addresses_per_node)" if config.orchestrator.eks else "")
+            + f" with {int(REPLACEMENT_HEADROOM * 100)}% headroom for replacements, file system, endpoints, 5 AWS "
+            f"reserves); {advice}",
         )

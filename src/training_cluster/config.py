@@ -368,6 +368,11 @@ class OrchestratorConfig(_Section):
     """EKS: nodes in the system group."""
     service_cidr: str = eks_rules.DEFAULT_SERVICE_CIDR
     """EKS: the Kubernetes service range (RFC 1918, /12 to /24), outside the VPC's range."""
+    pod_addresses_per_node: Annotated[StrictInt, _rule(eks_rules.pod_addresses_problem)] = (
+        eks_rules.DEFAULT_POD_ADDRESSES
+    )
+    """EKS: compute subnet addresses the VPC CNI keeps on each node for pods (4 to 250; 2 more are
+    kept ready). The subnet check counts them."""
     taints: dict[str, list[str]] = {}
     """EKS: instance group name -> taints its nodes register with, ``key[=value]:Effect``, e.g.
     ``{gpu: ["dedicated=gpu:NoSchedule"]}``."""

@@ -213,6 +213,7 @@ EKS_FIELDS = frozenset(
         "system_instance_type",
         "system_nodes",
         "service_cidr",
+        "pod_addresses_per_node",
         "taints",
         "components",
         "install_components",

@@ -577,3 +577,12 @@ def test_the_example_synthesizes_without_a_warning(eks: Synthesized) -> None:
     metadata = json.loads((eks.outdir / f"{eks.stack.artifact_id}.metadata.json").read_text())
     warnings = [e["data"] for entries in metadata.values() for e in entries if e["type"] == "aws:cdk:warning"]
     assert warnings == []
+
+
+def test_the_cni_keeps_the_configs_pod_addresses_not_a_spare_interface(eks: Synthesized) -> None:
+    (cni,) = [a for a in eks.resources("AWS::EKS::Addon").values() if a["Properties"]["AddonName"] == "vpc-cni"]
+    assert json.loads(cni["Properties"]["ConfigurationValues"]) == {
+        "env": {"MINIMUM_IP_TARGET": "16", "WARM_IP_TARGET": "2"}
+    }
+    others = [a for a in eks.resources("AWS::EKS::Addon").values() if a["Properties"]["AddonName"] != "vpc-cni"]
+    assert not [a for a in others if "ConfigurationValues" in a["Properties"]]

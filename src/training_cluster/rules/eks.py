@@ -35,6 +35,27 @@ SYSTEM_GROUP = "system"
 """The group name of the CPU nodes for cluster add-ons and operators."""
 RESERVED_GROUP_NAMES = (SYSTEM_GROUP,)
 SYSTEM_TYPE_EXAMPLE = "m7i.xlarge"
+DEFAULT_POD_ADDRESSES = 16
+"""Subnet addresses the VPC CNI keeps on each node for pods (``MINIMUM_IP_TARGET``): a training
+node runs a worker or two and the daemon sets that are not on the host network."""
+CNI_WARM_ADDRESSES = 2
+"""Addresses the CNI keeps ready beyond those in use (``WARM_IP_TARGET``)."""
+POD_ADDRESSES_RANGE = (4, 250)
+
+
+def pod_addresses_problem(count: int) -> str | None:
+    low, high = POD_ADDRESSES_RANGE
+    if low <= count <= high:
+        return None
+    return f"must be between {low} and {high} addresses per node"
+
+
+def pod_addresses_per_node(pod_addresses: int) -> int:
+    """What one EKS node takes of the compute subnet for its pods, at most (the CNI's floor and
+    its warm addresses)."""
+    return pod_addresses + CNI_WARM_ADDRESSES
+
+
 DEFAULT_SERVICE_CIDR = "172.20.0.0/16"
 """Kubernetes service addresses: set on the cluster and written into every node's ``NodeConfig``
 (CloudFormation cannot read the IPv4 service range back from a cluster)."""

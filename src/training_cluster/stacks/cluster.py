@@ -222,6 +222,7 @@ class TrainingClusterStack(Stack):
                 kubectl=orchestrator.install_components and self.config.backend != "hyperpod",
                 taints=dict(orchestrator.taints) if self.config.backend != "hyperpod" else {},
                 service_ipv4_cidr=orchestrator.service_cidr,
+                pod_addresses_per_node=orchestrator.pod_addresses_per_node,
             ),
         )
 
