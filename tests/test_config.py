@@ -549,3 +549,14 @@ def test_warnings_do_not_stop_synthesis(data: dict[str, Any], path: str, words: 
 
 def test_valid_config_has_no_warnings() -> None:
     assert ClusterConfig.from_dict(minimal_config()).warnings() == []
+
+
+def test_the_repair_caps_reach_the_function_and_a_cluster_cap_below_a_group_cap_warns() -> None:
+    config = ClusterConfig.from_dict(
+        minimal_config(auto_repair={"max_unhealthy_per_group": 20, "max_unhealthy_in_cluster": 10})
+    )
+    assert [(w.path, w.level) for w in config.warnings()] == [("auto_repair.max_unhealthy_in_cluster", "warning")]
+    assert "the cluster's limit is the one that holds" in str(config.warnings()[0])
+    assert errors_of(minimal_config(auto_repair={"max_unhealthy_per_group": 0})) == [
+        "auto_repair.max_unhealthy_per_group: input should be greater than or equal to 1 (got 0)"
+    ]

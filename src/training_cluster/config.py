@@ -30,6 +30,7 @@ from .contract import HealthCheck as HealthCheck  # re-exported
 from .errors import ConfigError, Finding, show
 from .ip_ranges import cidr_problem
 from .repair_policy import Action
+from .rules import auto_repair as repair_rules
 from .rules import eks as eks_rules
 from .rules import fleet as fleet_rules
 from .rules import lustre as lustre_rules
@@ -275,6 +276,10 @@ class AutoRepairConfig(_Section):
     """Replacements in flight at once in one instance group."""
     unhealthy_threshold_percent: Annotated[StrictInt, Field(ge=1, le=100)] = 20
     """Above this share of a group unhealthy at once (and more than one node), stop acting and notify."""
+    max_unhealthy_per_group: Annotated[StrictInt, Field(ge=1, le=1000)] = repair_rules.DEFAULT_MAX_UNHEALTHY_PER_GROUP
+    """Above this many nodes of one group unhealthy at once, whatever its size, stop acting and notify."""
+    max_unhealthy_in_cluster: Annotated[StrictInt, Field(ge=1, le=1000)] = repair_rules.DEFAULT_MAX_UNHEALTHY_IN_CLUSTER
+    """Above this many nodes of the whole cluster unhealthy at once, stop acting and notify."""
     reboot_before_replace: StrictBool = True
     """Reboot for faults a reboot can clear; replace only if the fault comes back within an hour."""
     notification_email: Annotated[str, Field(max_length=254, pattern=patterns.EMAIL_PATTERN)] | None = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from . import addresses, catalog
 from .errors import Finding, show
 from .rules import relocate
+from .rules.auto_repair import RepairFleet, auto_repair_findings
 from .rules.eks import EksFleet, eks_findings, service_cidr_problem
 from .rules.fleet import fleet_findings, lifecycle_script_findings
 from .rules.hyperpod import MAX_GROUPS, hyperpod_group_findings, instance_type_problem
@@ -45,6 +46,7 @@ def check(config: ClusterConfig) -> list[Finding]:
         *addresses.subnet_capacity(config),
         *_orchestrator(config),
         *_backend(config),
+        *_repair_limits(config),
         *_node_settings(config),
     ]
     return list(dict.fromkeys(findings))  # a rule the config and a construct both state is said once
@@ -61,6 +63,19 @@ def _node_settings(config: ClusterConfig) -> Iterator[Finding]:
         problem = setting_value_problem(value)
         if problem is not None:
             yield Finding(path=path, message=f"{problem} (got {show(value)})")
+
+
+def _repair_limits(config: ClusterConfig) -> Iterator[Finding]:
+    """The repair caps, with the rule the construct states (``options.`` moved to ``auto_repair.``)."""
+    repair = config.auto_repair
+    findings = auto_repair_findings(
+        fleets=[RepairFleet(cluster_name=config.name, group_name=g.name) for g in config.instance_groups],
+        max_unhealthy_per_group=repair.max_unhealthy_per_group,
+        max_unhealthy_in_cluster=repair.max_unhealthy_in_cluster,
+    )
+    for finding in findings:
+        if finding.path == "options.max_unhealthy_in_cluster" and finding.level == "warning":
+            yield Finding(path="auto_repair.max_unhealthy_in_cluster", level="warning", message=finding.message)
 
 
 def _observability(config: ClusterConfig) -> Iterator[Finding]:

@@ -31,6 +31,8 @@ def tuned(synth: Callable[..., Synthesized]) -> Synthesized:
                     "dry_run": True,
                     "max_parallel_replacements": 2,
                     "unhealthy_threshold_percent": 30,
+                    "max_unhealthy_per_group": 8,
+                    "max_unhealthy_in_cluster": 24,
                     "reboot_before_replace": False,
                     "notification_email": "ops@example.com",
                     "policy": {"xid": {"79": "observe"}, "checks": {"lustre": "observe"}},
@@ -76,6 +78,7 @@ def test_function(default_cluster: Synthesized) -> None:
         "20",
         "true",
     )
+    assert (env["MAX_UNHEALTHY_PER_GROUP"], env["MAX_UNHEALTHY_IN_CLUSTER"]) == ("16", "32")
     asg = default_cluster.stack.resolve(default_cluster.stack.fleets["gpu"].auto_scaling_group.auto_scaling_group_name)
     parts = env["AUTO_SCALING_GROUPS"]["Fn::Join"][1]
     assert parts[parts.index(asg) + 1].startswith('":"gpu"')  # ASG name -> instance group
@@ -94,6 +97,7 @@ def test_settings_from_the_config_reach_the_function_and_agent(tuned: Synthesize
         env["UNHEALTHY_THRESHOLD_PERCENT"],
         env["REBOOT_BEFORE_REPLACE"],
     ) == ("true", "2", "30", "false")
+    assert (env["MAX_UNHEALTHY_PER_GROUP"], env["MAX_UNHEALTHY_IN_CLUSTER"]) == ("8", "24")
     assert json.loads(env["POLICY"]) == {"checks": {"lustre": "observe"}, "xid": {"79": "observe"}}
     settings = agent_settings(tuned, "gpu")
     assert settings["interval_seconds"] == 60 and settings["deep_checks"] is True

@@ -405,3 +405,53 @@ def test_signals_from_events() -> None:
         detail=signal.detail,
         claim=True,
     )
+
+
+def test_a_large_group_stops_at_an_absolute_number_of_unhealthy_nodes(aws: None) -> None:
+    """At 20% a 40-node group would act on eight nodes at once; with at most three, the fourth
+    unhealthy node opens the breaker, whatever the share."""
+    world = make_world({"gpu": 40})
+    bad = world.instances()[:4]
+    repairer = world.repairer(max_unhealthy_per_group=3, max_parallel_replacements=25)
+    with (
+        mock.patch.object(world.clients.autoscaling, "terminate_instance_in_auto_scaling_group") as terminate,
+        mock.patch.object(world.clients.ec2, "describe_instance_status", side_effect=impaired(bad)),
+    ):
+        outcomes = repairer.sweep()
+    assert terminate.call_count == 0 and {o.result for o in outcomes} == {"suppressed"}
+    state = repairer.ledger.group("gpu")
+    assert state["breaker"] == "open" and state["breaker_reason"] == "4 nodes unhealthy at once (limit 3 a group)"
+    assert world.notifications().count("[demo] Auto-repair stopped for instance group gpu") == 1
+
+
+def test_the_cluster_stops_at_an_absolute_number_of_unhealthy_nodes_across_groups(aws: None) -> None:
+    """Two faults in each of two groups, each well under its group's limits: the cluster's limit
+    of three holds the second group's, while the first group's replacements go on."""
+    world = make_world({"gpu": 10, "cpu": 10})
+    repairer = world.repairer(max_unhealthy_in_cluster=3, max_parallel_replacements=25)
+    gpu_bad, cpu_bad = world.instances("gpu")[:2], world.instances("cpu")[:2]
+    first = [repairer.handle(from_event(world.agent(i, xid(79))))[0] for i in gpu_bad]
+    assert [o.result for o in first] == ["replaced", "replaced"]
+    second = [repairer.handle(from_event(world.agent(i, xid(79))))[0] for i in cpu_bad]
+    assert [o.result for o in second] == ["replaced", "suppressed"]
+    cpu = repairer.ledger.group("cpu")
+    assert cpu["breaker_reason"] == "4 nodes of the cluster unhealthy at once (limit 3)"
+    assert repairer.ledger.group("gpu").get("breaker") != "open"
+    assert world.state(cpu_bad[1]) == "running"
+
+
+def test_the_caps_come_from_the_functions_environment() -> None:
+    from auto_repair.settings import Settings
+
+    base = {
+        "CLUSTER_NAME": "demo",
+        "LEDGER_TABLE": "ledger",
+        "TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:t",
+        "EVIDENCE_BUCKET": "evidence",
+        "AUTO_SCALING_GROUPS": "{}",
+        "INSTANCE_ARN_PREFIX": "arn:aws:ec2:us-east-1:123456789012:instance/",
+    }
+    defaults = Settings.from_env(base)
+    assert (defaults.max_unhealthy_per_group, defaults.max_unhealthy_in_cluster) == (16, 32)
+    given = Settings.from_env({**base, "MAX_UNHEALTHY_PER_GROUP": "8", "MAX_UNHEALTHY_IN_CLUSTER": "24"})
+    assert (given.max_unhealthy_per_group, given.max_unhealthy_in_cluster) == (8, 24)

@@ -7,8 +7,9 @@ fault within the recurrence window, seen from a *new* boot, is replaced instead 
 boot that was rebooted are the same incident). An incident opens with a conditional write
 (duplicates and concurrent copies of an event act once). Before acting: the
 group's circuit breaker (more than the threshold of the group unhealthy at once, and more than
-one node: hold the nodes and notify until someone resets it; the reset repairs the held nodes
-that still fail), the capacity backoff after an insufficient-capacity launch failure, and at
+one node; or, whatever the group's size, more than an absolute number of its nodes, or of the
+whole cluster's: hold the nodes and notify until someone resets it; the reset repairs the held
+nodes that still fail), the capacity backoff after an insufficient-capacity launch failure, and at
 most N replacements in flight per group. A replacement drains the node (orchestrator hook),
 captures evidence through SSM Run Command with a bounded wait, then terminates the instance
 through its Auto Scaling group without lowering the desired capacity, so the new node comes up
@@ -325,10 +326,8 @@ class Repairer:
             self.orchestrator.unschedulable(instance_id, incident_id, self._reason(incident_id))
             return Outcome(instance_id, "suppressed", action, incident_id)
         unhealthy = set(state.get("unhealthy", set()))
-        size = self.fleet.group_size(group)
-        if len(unhealthy) > 1 and len(unhealthy) * 100 > self.settings.unhealthy_threshold_percent * size:
-            limit = self.settings.unhealthy_threshold_percent
-            reason = f"{len(unhealthy)} of {size} nodes unhealthy at once (limit {limit:g}%)"
+        reason = self._too_many(group, unhealthy)
+        if reason is not None:
             if self.ledger.open_breaker(group, reason):
                 self.report.notify(
                     f"Auto-repair stopped for instance group {group}",
@@ -350,6 +349,22 @@ class Repairer:
         if action == "reboot":
             return self._reboot(instance_id, group, incident_id)
         return self._replace(instance_id, group, incident_id)
+
+    def _too_many(self, group: str, unhealthy: set[str]) -> str | None:
+        """Why the group's breaker opens, or None: more than the threshold of the group unhealthy at
+        once (two nodes at least), more than ``max_unhealthy_per_group`` whatever its size, or more
+        than ``max_unhealthy_in_cluster`` across every group of the cluster."""
+        count, size = len(unhealthy), self.fleet.group_size(group)
+        percent = self.settings.unhealthy_threshold_percent
+        if count > 1 and count * 100 > percent * size:
+            return f"{count} of {size} nodes unhealthy at once (limit {percent:g}%)"
+        if count > self.settings.max_unhealthy_per_group:
+            return f"{count} nodes unhealthy at once (limit {self.settings.max_unhealthy_per_group} a group)"
+        others = sorted(set(self.settings.groups.values()) - {group})
+        total = count + sum(len(self.ledger.group(other).get("unhealthy", set())) for other in others)
+        if total > self.settings.max_unhealthy_in_cluster:
+            return f"{total} nodes of the cluster unhealthy at once (limit {self.settings.max_unhealthy_in_cluster})"
+        return None
 
     def _reboot(self, instance_id: str, group: str, incident_id: str) -> Outcome:
         self.orchestrator.start_drain(instance_id, incident_id, "reboot", self._reason(incident_id) or "auto-repair")()

@@ -28,6 +28,10 @@ class Settings:
     dry_run: bool = False
     max_parallel_replacements: int = 1
     unhealthy_threshold_percent: float = 20.0
+    # absolute caps on nodes unhealthy at once (being rebooted, replaced, or held): beyond them the
+    # breaker opens, however large the group (20% of 1,024 nodes is 204)
+    max_unhealthy_per_group: int = 16
+    max_unhealthy_in_cluster: int = 32
     reboot_before_replace: bool = True
     recurrence_window_seconds: int = 3600
     capacity_backoff_seconds: int = 600
@@ -68,6 +72,8 @@ class Settings:
             dry_run=env.get("DRY_RUN", "false") == "true",
             max_parallel_replacements=int(env.get("MAX_PARALLEL_REPLACEMENTS", "1")),
             unhealthy_threshold_percent=float(env.get("UNHEALTHY_THRESHOLD_PERCENT", "20")),
+            max_unhealthy_per_group=int(env.get("MAX_UNHEALTHY_PER_GROUP", "16")),
+            max_unhealthy_in_cluster=int(env.get("MAX_UNHEALTHY_IN_CLUSTER", "32")),
             reboot_before_replace=env.get("REBOOT_BEFORE_REPLACE", "true") == "true",
             recurrence_window_seconds=int(env.get("RECURRENCE_WINDOW_SECONDS", "3600")),
             capacity_backoff_seconds=int(env.get("CAPACITY_BACKOFF_SECONDS", "600")),

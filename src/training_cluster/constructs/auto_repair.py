@@ -24,7 +24,12 @@ from .._nag import acknowledge
 from ..errors import Finding
 from ..repair_policy import Policy
 from ..rules import PropsError
-from ..rules.auto_repair import RepairFleet, auto_repair_findings
+from ..rules.auto_repair import (
+    DEFAULT_MAX_UNHEALTHY_IN_CLUSTER,
+    DEFAULT_MAX_UNHEALTHY_PER_GROUP,
+    RepairFleet,
+    auto_repair_findings,
+)
 from ._health_agent import agent_asset, install_health_agent
 from ._props import check_props
 from ._repair_control import repair_permissions, repair_rules
@@ -65,6 +70,10 @@ class AutoRepairOptions:
     """Replacements in flight at once in one group (1 to 25)."""
     unhealthy_threshold_percent: int = 20
     """Above this share of a group unhealthy at once (and more than one node), stop and notify."""
+    max_unhealthy_per_group: int = DEFAULT_MAX_UNHEALTHY_PER_GROUP
+    """Above this many nodes of one group unhealthy at once, whatever its size, stop and notify (1 to 1,000)."""
+    max_unhealthy_in_cluster: int = DEFAULT_MAX_UNHEALTHY_IN_CLUSTER
+    """Above this many nodes of the cluster unhealthy at once, stop each group that acts, and notify (1 to 1,000)."""
     reboot_before_replace: bool = True
     """Reboot for faults a reboot can clear; replace only if the fault comes back within an hour."""
     check_interval_seconds: int = 30
@@ -127,6 +136,8 @@ class AutoRepair(Construct):
                 fleets=[RepairFleet(cluster_name=f.cluster_name, group_name=f.group_name) for f in fleets],
                 max_parallel_replacements=options.max_parallel_replacements,
                 unhealthy_threshold_percent=options.unhealthy_threshold_percent,
+                max_unhealthy_per_group=options.max_unhealthy_per_group,
+                max_unhealthy_in_cluster=options.max_unhealthy_in_cluster,
                 check_interval_seconds=options.check_interval_seconds,
                 policy=options.policy,
                 lustre_mount_path=lustre_mount_path,
@@ -324,6 +335,8 @@ class AutoRepair(Construct):
             "DRY_RUN": str(options.dry_run).lower(),
             "MAX_PARALLEL_REPLACEMENTS": str(options.max_parallel_replacements),
             "UNHEALTHY_THRESHOLD_PERCENT": str(options.unhealthy_threshold_percent),
+            "MAX_UNHEALTHY_PER_GROUP": str(options.max_unhealthy_per_group),
+            "MAX_UNHEALTHY_IN_CLUSTER": str(options.max_unhealthy_in_cluster),
             "REBOOT_BEFORE_REPLACE": str(options.reboot_before_replace).lower(),
         }
         return python_function(

@@ -35,11 +35,23 @@ def _between(prop: str, value: int, low: int, high: int, unit: str = "") -> list
     return got(prop, problem, value)
 
 
+DEFAULT_MAX_UNHEALTHY_PER_GROUP = 16
+"""Nodes of one group unhealthy at once before the breaker opens, whatever the group's size: at
+1,024 nodes and 3.8 failures per 1,000 node-days a node fails every six hours or so; sixteen at
+once is a fault of the fleet (a driver, a network event), not of nodes, and repairing them one by
+one would not fix it."""
+DEFAULT_MAX_UNHEALTHY_IN_CLUSTER = 32
+"""The same across the cluster: a spine or a bad image touches several groups at once."""
+MAX_UNHEALTHY = 1000
+
+
 def auto_repair_findings(
     *,
     fleets: Sequence[RepairFleet],
     max_parallel_replacements: int = 1,
     unhealthy_threshold_percent: int = 20,
+    max_unhealthy_per_group: int = DEFAULT_MAX_UNHEALTHY_PER_GROUP,
+    max_unhealthy_in_cluster: int = DEFAULT_MAX_UNHEALTHY_IN_CLUSTER,
     check_interval_seconds: int = 30,
     policy: Mapping[str, Mapping[str, str]] | None = None,
     lustre_mount_path: str | None = None,
@@ -68,6 +80,17 @@ def auto_repair_findings(
             )
     out += _between("options.max_parallel_replacements", max_parallel_replacements, 1, MAX_PARALLEL_REPLACEMENTS)
     out += _between("options.unhealthy_threshold_percent", unhealthy_threshold_percent, 1, 100, " percent")
+    out += _between("options.max_unhealthy_per_group", max_unhealthy_per_group, 1, MAX_UNHEALTHY, " nodes")
+    out += _between("options.max_unhealthy_in_cluster", max_unhealthy_in_cluster, 1, MAX_UNHEALTHY, " nodes")
+    if 1 <= max_unhealthy_in_cluster < max_unhealthy_per_group <= MAX_UNHEALTHY:
+        out.append(
+            Finding(
+                path="options.max_unhealthy_in_cluster",
+                level="warning",
+                message=f"{max_unhealthy_in_cluster} is below max_unhealthy_per_group ({max_unhealthy_per_group}): "
+                "the cluster's limit is the one that holds",
+            )
+        )
     out += _between("options.check_interval_seconds", check_interval_seconds, *CHECK_INTERVAL_SECONDS, " seconds")
     for where, problem in policy_problems(policy or {}):
         out.append(Finding(path=f"options.policy.{where}", message=problem))

@@ -434,6 +434,8 @@ class TrainingClusterStack(Stack):
                 dry_run=repair.dry_run,
                 max_parallel_replacements=repair.max_parallel_replacements,
                 unhealthy_threshold_percent=repair.unhealthy_threshold_percent,
+                max_unhealthy_per_group=repair.max_unhealthy_per_group,
+                max_unhealthy_in_cluster=repair.max_unhealthy_in_cluster,
                 reboot_before_replace=repair.reboot_before_replace,
                 check_interval_seconds=repair.check_interval_seconds,
                 deep_checks=repair.deep_checks,
