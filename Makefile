@@ -65,6 +65,7 @@ bench: setup
 	$(BIN)/python benchmarks/repair_latency.py
 	$(BIN)/python benchmarks/goodput.py
 	$(BIN)/python benchmarks/cli_startup.py
+	$(BIN)/python benchmarks/control_plane_scale.py
 
 catalog: setup
 	$(BIN)/python scripts/generate_catalog.py
