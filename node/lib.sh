@@ -70,3 +70,28 @@ create_users() {
     fi
   done
 }
+
+# restrict_instance_metadata SYSTEMD_DIR "UNIT ...": only root reaches the instance metadata
+# service, and so the node role's credentials: a unit that puts the rule in place at every boot,
+# before the UNITs start (users' jobs must not act as the node).
+restrict_instance_metadata() {
+  local systemd_dir=$1 before=$2 rule="OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT"
+  command -v iptables >/dev/null || retry apt-get install -y -q iptables
+  cat >"$systemd_dir/training-cluster-imds.service" <<UNIT
+[Unit]
+Description=Only root reaches the instance metadata service (the node role's credentials)
+DefaultDependencies=no
+After=local-fs.target
+Before=network-pre.target $before
+Wants=network-pre.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'iptables -C $rule 2>/dev/null || iptables -I $rule'
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable training-cluster-imds.service
+  systemctl start training-cluster-imds.service
+}

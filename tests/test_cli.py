@@ -286,7 +286,10 @@ def test_text_from_the_cluster_reaches_the_terminal_without_control_sequences() 
 
     hostile = "drained (\x1b]0;owned\x07\x1b[2J\x1b[H\x1b[32mALL GOOD\x1b[0m\r\x9b)" + "x" * 5000
     shown = printable(hostile)
-    assert len(shown) == 80 and shown.endswith("…") and not any(c in shown for c in "\x1b\x07\r\x9b")
+    assert len(shown) == 80 and shown.endswith("...") and not any(c in shown for c in "\x1b\x07\r\x9b")
+    shown.encode("latin-1")  # a terminal of any encoding can print a cut cell
+    trojan = "agent: xid 79 \u202eKO ,yhtlaeh\u202c\u200b"  # shown reversed by a bidi terminal
+    assert printable(trojan) == "agent: xid 79 ?KO ,yhtlaeh??"
     lines = table(["NODE", "SCHEDULER"], [["i-0123456789abcdef0", hostile]], lambda t: t)
     assert max(len(line) for line in lines) < 120 and "\x1b" not in "".join(lines)
 
@@ -394,7 +397,9 @@ def test_a_busy_function_is_asked_again_and_a_refusal_is_not(monkeypatch: pytest
 
     monkeypatch.setattr(operate.time, "sleep", lambda seconds: None)
     busy = _Lambda(_client_error("TooManyRequestsException"), _client_error("TooManyRequestsException"))
-    assert _operated(busy).invoke({"repair": {}}) == [] and busy.calls == 3
+    told: list[str] = []
+    assert _operated(busy).invoke({"repair": {}}, said=told.append) == [] and busy.calls == 3
+    assert told == ["the repair function is busy (a sweep is running): asking again for up to 60 s"]
     denied = _Lambda(_client_error("AccessDeniedException"))
     with pytest.raises(Exception, match="AccessDenied"):
         _operated(denied).invoke({"repair": {}})
@@ -406,3 +411,23 @@ def test_nodes_do_without_the_scheduler_when_it_cannot_be_asked() -> None:
     denied = _operated(_Lambda(_client_error("AccessDeniedException")))
     assert denied.scheduler_states(ids) == dict.fromkeys(ids, "unknown (not allowed to ask the repair function)")
     assert _operated(_Lambda()).scheduler_states(ids[:1]) == {"i-0123456789abcdef0": "idle"}
+
+
+def test_a_function_that_stays_busy_says_nothing_was_done_and_the_scheduler_column_gives_up_sooner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import training_cluster.operate as operate
+    from training_cluster.operate import OperateError
+
+    now = [0.0]
+    monkeypatch.setattr(operate.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(operate.time, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    always = _Lambda(*[_client_error("TooManyRequestsException")] * 100)
+    with pytest.raises(OperateError, match=r"stayed busy for 60 s \(a sweep, or another request\): nothing was done"):
+        _operated(always).invoke({"repair": {}})
+    assert always.calls == 13  # at 0, 5, ..., 60 s
+    now[0] = 0.0
+    column = _Lambda(*[_client_error("TooManyRequestsException")] * 100)
+    ids = ["i-0123456789abcdef0"]
+    assert _operated(column).scheduler_states(ids) == {ids[0]: "unknown (busy: the repair function is running a sweep)"}
+    assert column.calls == 3  # at 0, 5 and 10 s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, readme_library_example
+from training_cluster.cli import main
 
 
 @pytest.mark.slow
@@ -42,3 +44,11 @@ def test_readme_config_reference_is_a_valid_config() -> None:
     assert config.auto_repair.policy.xid == {"79": "replace", "13": "observe"}
     # every top-level key of the config appears in the reference
     assert set(ClusterConfig.model_fields) == set(yaml.safe_load(block))
+
+
+def test_the_readmes_validate_sample_is_what_validate_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    (sample,) = re.findall(r"```\n\$ training-cluster validate examples/default.yaml\n(.*?)```", readme, re.S)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["validate", str(ROOT / "examples" / "default.yaml")], out=out, err=err) == 0
+    assert out.getvalue() == sample

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from conftest import ROOT, Synthesized
+from conftest import ROOT, Synthesized, mask_asset_hashes
 from training_cluster import ClusterConfig
 from training_cluster.build import CLOUDFORMATION_MAX_RESOURCES, CLOUDFORMATION_MAX_TEMPLATE_BYTES
 
@@ -33,8 +33,8 @@ def test_a_thousand_nodes_in_one_group_is_the_same_template_as_two(
     big = synth(ClusterConfig.from_dict(base))
     assert set(big.template_json["Resources"]) == set(default_cluster.template_json["Resources"])
     sizes = re.compile(r'"(MinSize|MaxSize|DesiredCapacity)": "(2|1024)"')
-    small_text = sizes.sub(r'"\1": "N"', json.dumps(default_cluster.template_json, sort_keys=True))
-    big_text = sizes.sub(r'"\1": "N"', json.dumps(big.template_json, sort_keys=True))
+    small_text = sizes.sub(r'"\1": "N"', json.dumps(mask_asset_hashes(default_cluster.template_json), sort_keys=True))
+    big_text = sizes.sub(r'"\1": "N"', json.dumps(mask_asset_hashes(big.template_json), sort_keys=True))
     assert big_text == small_text
 
 

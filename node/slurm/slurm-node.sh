@@ -95,34 +95,6 @@ install_munge_key() {
   systemctl restart munge
 }
 
-restrict_instance_metadata() {
-  # The nodes' role can read the munge key, with which anyone is root on every node: only root
-  # reaches the instance metadata service, and so the role's credentials, unless the cluster
-  # lets users' jobs use the role (orchestrator.users_can_use_node_role).
-  if [[ ${SLURM_USERS_USE_NODE_ROLE:-false} == true ]]; then
-    return
-  fi
-  command -v iptables >/dev/null || retry apt-get install -y -q iptables
-  local rule="OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT"
-  cat >"$SYSTEMD_DIR/training-cluster-imds.service" <<UNIT
-[Unit]
-Description=Only root reaches the instance metadata service (the node role's credentials)
-DefaultDependencies=no
-After=local-fs.target
-Before=network-pre.target munge.service slurmd.service slurmctld.service
-Wants=network-pre.target
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'iptables -C $rule 2>/dev/null || iptables -I $rule'
-[Install]
-WantedBy=multi-user.target
-UNIT
-  systemctl daemon-reload
-  systemctl enable training-cluster-imds.service
-  systemctl start training-cluster-imds.service
-}
-
 controller() {
   local host address layout
   host=$(hostname -s)
@@ -297,7 +269,10 @@ login() {
 
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-$(imds placement/region)}
 install_packages
-restrict_instance_metadata
+if [[ ${SLURM_USERS_USE_NODE_ROLE:-false} != true ]]; then
+  # the nodes' role can read the munge key, with which anyone is root on every node
+  restrict_instance_metadata "$SYSTEMD_DIR" "munge.service slurmd.service slurmctld.service"
+fi
 install_munge_key
 create_users "$HOMES" "${SLURM_USERS:-}"
 "$SLURM_ROLE"

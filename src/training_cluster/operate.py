@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,9 @@ ACT_SECONDS = 330.0
 STATE_WAIT_SECONDS = 40.0
 """How long the scheduler-state query waits (the function bounds it at 20 s)."""
 BUSY_SECONDS, BUSY_PAUSE_SECONDS = 60.0, 5.0
-"""How long, and how often, an Invoke is sent again while the function is busy (429)."""
+"""How long, and how often, an Invoke that acts is sent again while the function is busy (429)."""
+STATE_BUSY_SECONDS = 10.0
+"""The same for the scheduler query (``nodes`` shows ``unknown (busy...)`` after it)."""
 ASG_OUTPUT_SUFFIX = "AutoScalingGroupName"
 """The stack's output for each instance group's Auto Scaling group: ``<Group>AutoScalingGroupName``."""
 GROUP_OUTPUT = re.compile(r"Auto Scaling group of instance group (\S+)")
@@ -268,18 +271,26 @@ class Cluster:
 
     # acting through the control plane ----------------------------------------------------------
 
-    def invoke(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
-        """Invoke the repair function and wait for what it did (its outcomes)."""
-        outcomes: list[dict[str, Any]] = self._answer(payload).get("outcomes", [])
+    def invoke(self, payload: dict[str, Any], said: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+        """Invoke the repair function and wait for what it did (its outcomes); ``said`` hears
+        when it is busy and asked again."""
+        outcomes: list[dict[str, Any]] = self._answer(payload, said=said).get("outcomes", [])
         return outcomes
 
-    def _answer(self, payload: dict[str, Any], *, wait: float = ACT_SECONDS) -> dict[str, Any]:
+    def _answer(
+        self,
+        payload: dict[str, Any],
+        *,
+        wait: float = ACT_SECONDS,
+        busy_seconds: float = BUSY_SECONDS,
+        said: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
         """The repair function's answer to ``payload`` (a synchronous invoke, sent once: botocore
         would send it again after a slow answer, and a repair must not be asked for twice). The
         function runs one invocation at a time: while it is busy (a sweep), asked again for up to
-        ``BUSY_SECONDS``."""
+        ``busy_seconds``, telling ``said`` once."""
         function = self.output("RepairFunctionName")
-        give_up = time.monotonic() + BUSY_SECONDS
+        give_up = time.monotonic() + busy_seconds
         while True:
             try:
                 response = self.client("lambda", once=wait).invoke(
@@ -287,9 +298,19 @@ class Cluster:
                 )
                 break
             except ClientError as error:
-                if _code(error) != "TooManyRequestsException" or time.monotonic() > give_up:
+                if _code(error) != "TooManyRequestsException":
                     raise
-                time.sleep(BUSY_PAUSE_SECONDS)  # busy with a sweep or another operator's request
+                if time.monotonic() + BUSY_PAUSE_SECONDS > give_up:
+                    raise OperateError(
+                        f"the repair function stayed busy for {busy_seconds:.0f} s (a sweep, or another request): "
+                        "nothing was done; try again"
+                    ) from None
+                if said is not None:
+                    said(
+                        f"the repair function is busy (a sweep is running): asking again for up to {busy_seconds:.0f} s"
+                    )
+                    said = None
+                time.sleep(BUSY_PAUSE_SECONDS)
             except ReadTimeoutError:
                 raise OperateError(
                     f"the repair function gave no answer within {wait:.0f} s: the request may have been carried "
@@ -297,8 +318,17 @@ class Cluster:
                 ) from None
         body = response["Payload"].read()
         if response.get("FunctionError"):
-            raise OperateError(f"the repair function failed: {body.decode(errors='replace')[:1000]}")
-        answer = json.loads(body or b"{}")
+            raise OperateError(
+                f"the repair function failed (part of the request may have been carried out; see `training-cluster "
+                f"incidents`): {body.decode(errors='replace')[:1000]}"
+            )
+        try:
+            answer = json.loads(body or b"{}")
+        except ValueError:
+            raise OperateError(
+                "the repair function's answer is not JSON (the request may have been carried out; see "
+                "`training-cluster incidents`)"
+            ) from None
         return answer if isinstance(answer, dict) else {}
 
     def scheduler_states(self, instance_ids: list[str]) -> dict[str, str]:
@@ -308,11 +338,16 @@ class Cluster:
         if "RepairFunctionName" not in self.outputs or not instance_ids:
             return {}
         try:
-            states = self._answer({"scheduler_state": instance_ids}, wait=STATE_WAIT_SECONDS).get("scheduler", {})
+            states = self._answer(
+                {"scheduler_state": instance_ids}, wait=STATE_WAIT_SECONDS, busy_seconds=STATE_BUSY_SECONDS
+            ).get("scheduler", {})
         except ClientError as error:  # what ``nodes`` shows in the column, not a failure of the command
             why = "not allowed to ask the repair function" if "AccessDenied" in _code(error) else _code(error)
             return dict.fromkeys(instance_ids, f"unknown ({why})")
-        except (OperateError, BotoCoreError, ValueError) as error:
+        except OperateError as error:
+            why = "busy: the repair function is running a sweep" if "busy" in str(error) else "no answer"
+            return dict.fromkeys(instance_ids, f"unknown ({why})")
+        except (BotoCoreError, ValueError) as error:
             return dict.fromkeys(instance_ids, f"unknown ({type(error).__name__})")
         return {str(k): str(v) for k, v in states.items()} if isinstance(states, dict) else {}
 

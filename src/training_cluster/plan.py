@@ -57,6 +57,8 @@ class Plan:
     region: str
     availability_zone: str
     groups: tuple[GroupPlan, ...]
+    backend: str
+    """``self-managed`` or ``hyperpod``."""
     subnet_addresses_needed: int
     """Addresses the compute subnet must hold (nodes with 25% headroom for replacements, file
     servers, endpoints, AWS's 5 reserved): what the subnet check compares."""
@@ -100,7 +102,9 @@ def plan(config: ClusterConfig) -> Plan:
             if group.efa_enabled
             else 0,
             network_gbps_per_node=group.instance_info.network_gbps,
-            capacity=" ".join(filter(None, (group.capacity.type, group.capacity.reservation_id))),
+            capacity="training plan"
+            if group.training_plan_arn
+            else " ".join(filter(None, (group.capacity.type, group.capacity.reservation_id))),
             addresses_per_node=addresses.group_ip_addresses(group),
         )
         for group in config.instance_groups
@@ -152,6 +156,7 @@ def plan(config: ClusterConfig) -> Plan:
         region=config.region,
         availability_zone=config.availability_zone,
         groups=tuple(groups),
+        backend=config.backend,
         subnet_addresses_needed=addresses.compute_subnet_addresses_needed(config),
         subnet_addresses=size,
         file_system=file_system,

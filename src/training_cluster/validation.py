@@ -9,6 +9,7 @@ warning annotations on the stack. It imports no aws-cdk-lib, so a CLI gives the 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -268,7 +269,7 @@ def _backend(config: ClusterConfig) -> Iterator[Finding]:
         )
     for i, group in enumerate(groups):
         path = f"instance_groups[{i}]"
-        yield from hyperpod_group_findings(
+        findings = hyperpod_group_findings(
             path,
             instance_type=group.instance_type,
             count=group.count,
@@ -276,6 +277,11 @@ def _backend(config: ClusterConfig) -> Iterator[Finding]:
             training_plan_arn=group.training_plan_arn,
             region=config.region,
         )
+        if catalog.get(group.instance_type) is None:  # the catalog's error names the field once
+            findings = [
+                f for f in findings if f.path != f"{path}.instance_type" or f.message.startswith("write the EC2")
+            ]
+        yield from findings
         for field, message in _hyperpod_refusals(group, eks=orchestrator.eks):
             yield Finding(path=f"{path}.{field}", message=message)
         if group.placement_group:
@@ -295,14 +301,52 @@ def _backend(config: ClusterConfig) -> Iterator[Finding]:
     if orchestrator.enabled and orchestrator.accounting == "rds":
         yield Finding(
             path="orchestrator.accounting",
-            message="HyperPod runs its own Slurm: no accounting database of ours; use local or off",
+            message="HyperPod runs its own Slurm, with no accounting database of ours (HyperPod's own needs "
+            "continuous provisioning); remove it",
         )
     for field, what in (
+        ("accounting", "HyperPod runs its own Slurm, with no accounting database of ours"),
         ("containers", "HyperPod's images bring their own container runtime; ours is not installed"),
         ("ssh_key_name", "HyperPod's nodes are reached through Session Manager; the key pair is not used"),
     ):
-        if orchestrator.enabled and field in orchestrator.model_fields_set:
+        set_here = field in orchestrator.model_fields_set and (
+            field != "accounting" or orchestrator.accounting != "rds"
+        )
+        if orchestrator.enabled and set_here:
             yield Finding(path=f"orchestrator.{field}", level="warning", message=f"{what}; remove it")
+    for i, names in _partitions_of(config).items():
+        if len(names) > 1 or any(not _HYPERPOD_NAME.fullmatch(n) for n in names):
+            yield Finding(
+                path="orchestrator.partitions",
+                message=f"HyperPod puts a group in one partition at most, named with letters, digits and hyphens: "
+                f"{groups[i].name} is in {', '.join(sorted(names))}",
+            )
+    repair = config.auto_repair
+    ignored = sorted(
+        repair.model_fields_set
+        & {
+            "max_parallel_replacements",
+            "unhealthy_threshold_percent",
+            "max_unhealthy_per_group",
+            "max_unhealthy_in_cluster",
+            "reboot_before_replace",
+            "check_interval_seconds",
+            "policy",
+        }
+    )
+    for field in ignored:
+        yield Finding(
+            path=f"auto_repair.{field}",
+            level="warning",
+            message="HyperPod repairs its own nodes, by its own rules: not used (dry_run is: HyperPod then labels "
+            "faulty nodes and acts on none); remove it",
+        )
+    if "scrape_interval_seconds" in config.observability.model_fields_set:
+        yield Finding(
+            path="observability.scrape_interval_seconds",
+            level="warning",
+            message="no collector of ours runs on HyperPod's nodes yet: the workspaces get no node metrics; remove it",
+        )
     if config.auto_repair.deep_checks:
         yield Finding(
             path="auto_repair.deep_checks",
@@ -319,6 +363,20 @@ def _backend(config: ClusterConfig) -> Iterator[Finding]:
             )
 
 
+_HYPERPOD_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+
+def _partitions_of(config: ClusterConfig) -> dict[int, list[str]]:
+    """Instance group index -> the partitions the config puts it in."""
+    found: dict[int, list[str]] = {}
+    index = {g.name: i for i, g in enumerate(config.instance_groups)}
+    for partition, names in (config.orchestrator.partitions or {}).items():
+        for name in names:
+            if name in index:
+                found.setdefault(index[name], []).append(partition)
+    return found
+
+
 def _hyperpod_refusals(group: InstanceGroupConfig, *, eks: bool) -> Iterator[tuple[str, str]]:
     """(field, message) for a group's self-managed options HyperPod has no counterpart for, each
     naming what takes its place."""
@@ -333,7 +391,7 @@ def _hyperpod_refusals(group: InstanceGroupConfig, *, eks: bool) -> Iterator[tup
     if group.efa == "off":
         yield "efa", "HyperPod sets up every EFA interface of the type itself; remove it"
     if group.image_id is not None and not eks:
-        yield "image_id", "HyperPod on Slurm runs its own image: put what you need in lifecycle_script"
+        yield "image_id", "HyperPod's Slurm runs its own image: put what you need in lifecycle_script"
 
 
 def _eks(config: ClusterConfig) -> list[Finding]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -173,21 +174,46 @@ def test_an_unhealthy_node_opens_a_hyperpod_incident_the_cli_lists(recorded: Rec
     recorded.stub.assert_no_pending_responses()
 
 
-def test_copies_of_the_event_record_once_and_a_healthy_event_closes_the_incident(recorded: Recorded) -> None:
+def later(event: dict[str, Any], seconds: int) -> dict[str, Any]:
+    """``event`` as sent ``seconds`` after it (another event id, a later time)."""
+    out = copy.deepcopy(event)
+    sent = datetime.fromisoformat(event["time"].replace("Z", "+00:00")) + timedelta(seconds=seconds)
+    out["time"], out["id"] = sent.strftime("%Y-%m-%dT%H:%M:%SZ"), f"{event['id']}-{seconds}"
+    return out
+
+
+def test_copies_and_late_events_change_nothing_and_a_healthy_event_closes_the_incident(recorded: Recorded) -> None:
     recorded.node_group(INSTANCE)
     opened = recorded.recorder(NODE_UNHEALTHY)
-    again = recorded.recorder(NODE_UNHEALTHY)  # SageMaker may send several events per change
+    assert recorded.recorder(NODE_UNHEALTHY) == {"result": "late", "instance_id": INSTANCE}  # a copy
+    again = recorded.recorder(later(NODE_UNHEALTHY, 30))  # SageMaker may send several events per change
     assert again == {"result": "recorded", "instance_id": INSTANCE, "incident_id": opened["incident_id"]}
-    closed = recorded.recorder(healthy())
+    closed = recorded.recorder(healthy(later(NODE_UNHEALTHY, 60)))
     assert closed["result"] == "closed" and recorded.ledger.instance(INSTANCE)["outcome"] == "recovered (HyperPod)"
-    assert [s["step"] for s in recorded.ledger.story(opened["incident_id"])] == [
-        "signal",
-        "decision",
-        "hyperpod",
-        "closed",
-    ]
-    assert recorded.recorder(healthy())["result"] == "ignored"  # nothing open
+    steps = [s["step"] for s in recorded.ledger.story(opened["incident_id"])]
+    assert steps == ["signal", "decision", "hyperpod", "closed"]
+    # the first copy of the fault, delivered after the node was healthy again: no new incident, no notice
+    assert recorded.recorder(later(NODE_UNHEALTHY, 45))["result"] == "late"
+    assert recorded.ledger.instance(INSTANCE)["status"] == "closed"
+    assert recorded.recorder(healthy(later(NODE_UNHEALTHY, 90)))["result"] == "ignored"  # nothing open
     assert len(recorded.notices()) == 1
+
+
+def test_a_healthy_event_before_an_older_fault_leaves_no_incident_open(recorded: Recorded) -> None:
+    assert recorded.recorder(healthy(later(NODE_UNHEALTHY, 60)))["result"] == "ignored"
+    assert recorded.recorder(NODE_UNHEALTHY)["result"] == "late"
+    assert recorded.ledger.instance(INSTANCE).get("status") is None and recorded.notices() == []
+
+
+def test_a_fault_long_after_an_incident_that_never_closed_is_a_new_incident(recorded: Recorded) -> None:
+    recorded.node_group(INSTANCE)
+    first = recorded.recorder(NODE_UNHEALTHY)
+    recorded.world.clock.now += 7 * 86400  # a week, no healthy event (a reboot HyperPod did not tell of)
+    recorded.node_group(INSTANCE)
+    second = recorded.recorder(later(NODE_UNHEALTHY, 7 * 86400))
+    assert second["result"] == "opened" and second["incident_id"] != first["incident_id"]
+    assert recorded.ledger.story(first["incident_id"])[-1]["outcome"] == "superseded by a later fault"
+    assert len(recorded.notices()) == 2
 
 
 def test_a_repair_action_hyperpod_names_is_the_incidents_action(recorded: Recorded) -> None:
@@ -260,6 +286,10 @@ def test_the_sweep_closes_incidents_of_nodes_hyperpod_replaced(recorded: Recorde
         (lambda e: e["detail"].update(InstanceId=["i-0aaaaaaaaaaaaaaa1"]), "is not one"),
         (lambda e: e["detail"].pop("HealthSummary"), "without an instance or a health summary"),
         (lambda e: e.update(detail="x"), "no detail"),
+        (  # review 13, L2: our cluster's name nested where a node health event has no fields
+            lambda e: e["detail"].update(ClusterName="another-cluster", EventDetails={"ClusterName": CLUSTER}),
+            "'another-cluster' is not 'sample-cluster'",
+        ),
     ],
 )
 def test_events_of_another_kind_or_cluster_are_refused_and_write_nothing(
@@ -279,7 +309,7 @@ def test_hostile_text_is_bounded_and_printable_and_an_unknown_status_records_not
     opened = recorded.recorder(event)
     (signal, _) = recorded.ledger.story(opened["incident_id"])
     assert len(signal["signal"]) == 500 and "\x1b" not in signal["signal"]
-    odd = copy.deepcopy(NODE_UNHEALTHY)
+    odd = later(NODE_UNHEALTHY, 5)
     odd["detail"]["InstanceId"] = "i-0ccccccccccccccc3"
     odd["detail"]["HealthSummary"]["HealthStatus"] = "Sideways"
     assert recorded.recorder(odd)["result"] == "unknown-status"

@@ -84,14 +84,21 @@ def test_the_nodes_use_the_clusters_network_and_file_system(hp_eks: Synthesized)
     cluster = _cluster(hp_eks)
     subnet = hp_eks.stack.network.compute_subnet.node.default_child
     group = hp_eks.stack.network.security_group.node.default_child
+    eks_id = _logical_id(hp_eks, "AWS::EKS::Cluster")
     assert cluster["VpcConfig"] == {
-        "SecurityGroupIds": [{"Fn::GetAtt": [hp_eks.stack.get_logical_id(group), "GroupId"]}],
+        # the EFA group, and the EKS cluster's: the nodes reach the private API endpoint, the
+        # control plane their kubelets (review 13, H1)
+        "SecurityGroupIds": [
+            {"Fn::GetAtt": [hp_eks.stack.get_logical_id(group), "GroupId"]},
+            {"Fn::GetAtt": [eks_id, "ClusterSecurityGroupId"]},
+        ],
         "Subnets": [{"Ref": hp_eks.stack.get_logical_id(subnet)}],
     }
     fsx = _logical_id(hp_eks, "AWS::FSx::FileSystem")
-    for group_spec in _groups(hp_eks).values():
+    for name, group_spec in _groups(hp_eks).items():
         storage = group_spec["InstanceStorageConfigs"]
-        assert storage[0] == {"EbsVolumeConfig": {"VolumeSizeInGB": 500}}
+        # the group's root_volume_gib (500 by default), 100 GiB for the system group as self-managed
+        assert storage[0] == {"EbsVolumeConfig": {"VolumeSizeInGB": 100 if name == "system" else 500}}
         assert storage[1] == {
             "FsxLustreConfig": {
                 "DnsName": hp_eks.stack.resolve(hp_eks.stack.file_system.dns_name),  # type: ignore[union-attr]
@@ -99,8 +106,6 @@ def test_the_nodes_use_the_clusters_network_and_file_system(hp_eks: Synthesized)
                 "MountPath": "/fsx",
             }
         }
-    # the EFA group admits the file system's ports (the file system's own rules, as self-managed)
-    assert hp_eks.stack.file_system is not None
 
 
 def test_eks_orchestrator_names_the_cluster_and_adds_no_access_entry_of_its_own(hp_eks: Synthesized) -> None:
@@ -159,24 +164,28 @@ def test_the_execution_role_has_the_instance_policy_and_exactly_what_nodes_need(
     assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
         "Service": "sagemaker.amazonaws.com"
     }
-    (managed,) = role["Properties"]["ManagedPolicyArns"]
-    assert "AmazonSageMakerClusterInstanceRolePolicy" in json.dumps(managed)
+    managed = json.dumps(role["Properties"]["ManagedPolicyArns"])
+    for policy in (
+        "AmazonSageMakerClusterInstanceRolePolicy",
+        "AmazonEC2ContainerRegistryPullOnly",
+        "AmazonEKSWorkerNodePolicy",
+    ):
+        assert policy in managed, policy  # HyperPod's, image pulls, kubelet's and Pod Identity's (review 13, H3)
     statements = _statements(hp_eks)
     assert set(statements) == {
         "NetworkInterfacesInTheClusterSubnet",
         "NewNetworkInterfaces",
         "TagsOnlyWhenCreated",
-        "NetworkInterfacesInTheVpc",
+        "NetworkInterfacesInTheSubnet",
         "DescribeTheNetwork",
-        "PullImagesToken",
         "ListLifecycleScripts",
         "ReadLifecycleScripts",
     }
     assert statements["TagsOnlyWhenCreated"]["Condition"] == {
         "StringEquals": {"ec2:CreateAction": "CreateNetworkInterface"}
     }
-    vpc = statements["NetworkInterfacesInTheVpc"]
-    assert "ec2:Vpc" in vpc["Condition"]["ArnEquals"] and "ec2:DeleteNetworkInterface" in vpc["Action"]
+    subnet = statements["NetworkInterfacesInTheSubnet"]
+    assert "ec2:Subnet" in subnet["Condition"]["ArnEquals"] and "ec2:DeleteNetworkInterface" in subnet["Action"]
     prefix = hp_eks.stack.hyperpod.lifecycle_prefix  # type: ignore[union-attr]
     assert statements["ListLifecycleScripts"]["Condition"] == {"StringLike": {"s3:prefix": [prefix, f"{prefix}*"]}}
     assert statements["ReadLifecycleScripts"]["Action"] == "s3:GetObject"
@@ -193,10 +202,11 @@ def test_the_lifecycle_scripts_are_under_a_prefix_named_by_their_content(
     assert prefix.startswith("lifecycle/") and prefix.endswith("/") and len(prefix) == len("lifecycle/") + 17
     source = {json.dumps(g["LifeCycleConfig"], sort_keys=True) for g in _groups(hp_slurm).values()}
     (config,) = (json.loads(c) for c in source)
-    assert config["OnCreate"] == "on_create.sh" and prefix in json.dumps(config["SourceS3Uri"])
+    # after HyperPod's own setup (OnInitComplete; OnCreate would leave the node's setup to us: review 13, H4)
+    assert config["OnInitComplete"] == "on_create.sh" and prefix in json.dumps(config["SourceS3Uri"])
     (deployment,) = hp_slurm.resources("Custom::CDKBucketDeployment").values()
     assert deployment["Properties"]["DestinationBucketKeyPrefix"] == prefix
-    assert deployment["Properties"]["Prune"] is False
+    assert deployment["Properties"]["Prune"] is False and deployment["Properties"]["RetainOnDelete"] is True
     # another user: other settings, so another prefix (nodes made from the old set keep theirs)
     data = hp_slurm.config.model_dump(exclude_unset=True, mode="json")
     data["orchestrator"]["users"] = {"researcher": 2001, "guest": 2002}
@@ -226,6 +236,10 @@ def _stand_ins(tmp_path: Path, mounted: bool) -> tuple[Path, Path]:
         "useradd": f'echo "useradd $*" >> {calls}',
         "id": 'case "$2" in researcher) echo 2001;; guest) echo 2002;; esac',
         "chown": f'echo "chown $*" >> {calls}',
+        "iptables": f'echo "iptables $*" >> {calls}',
+        "systemctl": f'echo "systemctl $*" >> {calls}',
+        "apt-get": f'echo "apt-get $*" >> {calls}; exit 1',
+        "sleep": "true",
     }
     for name, body in scripts.items():
         path = bin_dir / name
@@ -240,7 +254,10 @@ def _run(tmp_path: Path, folder: Path, bin_dir: Path) -> subprocess.CompletedPro
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "TRAINING_CLUSTER_ETC": str(tmp_path / "etc"),
         "TRAINING_CLUSTER_LOG": str(tmp_path / "lifecycle.log"),
+        "TRAINING_CLUSTER_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "MOUNT_WAIT_SECONDS": "10",
     }
+    (tmp_path / "systemd").mkdir(exist_ok=True)
     return subprocess.run(["bash", str(folder / "on_create.sh")], env=env, capture_output=True, text=True)
 
 
@@ -259,13 +276,34 @@ def test_on_create_checks_the_mount_and_makes_the_users_with_homes_on_the_file_s
     assert (Path(homes) / "guest").is_dir() and oct((Path(homes) / "guest").stat().st_mode)[-3:] == "750"
     assert (tmp_path / "etc" / "cluster.env").read_text() == (folder / "settings.env").read_text()
     assert "done" in (tmp_path / "lifecycle.log").read_text()
+    # only root reaches the instance metadata service (the execution role), as on our Slurm nodes
+    unit = (tmp_path / "systemd" / "training-cluster-imds.service").read_text()
+    assert "OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT" in unit
+    assert "systemctl start training-cluster-imds.service" in calls
+
+
+def test_on_create_lets_users_reach_the_role_only_when_the_config_says_so(tmp_path: Path) -> None:
+    folder, bin_dir = _stand_ins(tmp_path, mounted=True)
+    with (folder / "settings.env").open("a") as settings:
+        settings.write("USERS_CAN_USE_NODE_ROLE=true\n")
+    assert _run(tmp_path, folder, bin_dir).returncode == 0
+    assert not (tmp_path / "systemd" / "training-cluster-imds.service").exists()
+
+
+def test_on_create_waits_for_the_mount_hyperpod_is_still_making(tmp_path: Path) -> None:
+    folder, bin_dir = _stand_ins(tmp_path, mounted=True)
+    tries = tmp_path / "tries"
+    (bin_dir / "mountpoint").write_text(f"#!/bin/bash\necho x >> {tries}\n[ $(wc -l < {tries}) -ge 3 ]\n")
+    assert _run(tmp_path, folder, bin_dir).returncode == 0
+    assert len(tries.read_text().split()) == 3  # not mounted twice, then mounted
 
 
 def test_on_create_fails_the_node_when_the_file_system_is_not_mounted(tmp_path: Path) -> None:
     folder, bin_dir = _stand_ins(tmp_path, mounted=False)
     result = _run(tmp_path, folder, bin_dir)
     assert result.returncode == 1
-    assert "not mounted" in result.stdout and "useradd" not in (tmp_path / "calls").read_text()
+    assert "not mounted at" in result.stdout and "after 10 s" in result.stdout
+    assert "useradd" not in (tmp_path / "calls").read_text()
 
 
 def test_on_create_passes_shellcheck() -> None:
@@ -287,7 +325,8 @@ def test_one_line_switches_the_backend_and_only_the_compute_differs(
     data = yaml.safe_load((ROOT / "examples" / "default.yaml").read_text())
     data["backend"] = "hyperpod"
     config = ClusterConfig.from_dict(data)
-    assert [f.path for f in config.warnings()] == ["instance_groups[0].placement_group"]
+    # what the default config writes out and HyperPod does its own way is said, not lost
+    assert [f.path for f in config.warnings()] == ["instance_groups[0].placement_group", "orchestrator.accounting"]
     hyperpod = synthesize(config, tmp_path_factory.mktemp("default-hyperpod"))
     for type_name in COMPARED:
         mine, theirs = default_cluster.resources(type_name), hyperpod.resources(type_name)
@@ -305,7 +344,13 @@ def _alone(tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
     network = ClusterNetwork(stack, "Network", availability_zone="us-east-1a")
     file_system = LustreFileSystem(stack, "Fsx", vpc=network.vpc, subnet=network.compute_subnet)
     file_system.allow_clients(network)
-    groups = kwargs.pop("groups", [HyperPodGroup("gpu", "p5.48xlarge", 2, slurm_node_type="Compute")])
+    groups = kwargs.pop(
+        "groups",
+        [
+            HyperPodGroup("gpu", "p5.48xlarge", 2, slurm_node_type="Compute"),
+            HyperPodGroup("controller", "m7i.4xlarge", 1, slurm_node_type="Controller"),
+        ],
+    )
     HyperPodCluster(
         stack, "HyperPod", cluster_name="alone", network=network, groups=groups, file_system=file_system, **kwargs
     )
@@ -340,8 +385,9 @@ def test_the_construct_stands_alone_and_lints_clean(tmp_path: Path) -> None:
     ],
 )
 def test_the_construct_refuses_groups_hyperpod_cannot_run(tmp_path: Path, group: HyperPodGroup, error: str) -> None:
+    controller = HyperPodGroup("controller", "m7i.4xlarge", 1, slurm_node_type="Controller")
     with pytest.raises(ValueError, match="Alone/HyperPod: .*" + re.escape(error)):
-        _alone(tmp_path, groups=[group])
+        _alone(tmp_path, groups=[group, controller])
 
 
 def test_settings_must_be_literal_and_named_as_shell_variables(tmp_path: Path) -> None:
@@ -376,7 +422,10 @@ def _hyperpod(**overrides: Any) -> dict[str, Any]:
             "instance_groups[0].placement_group_name: HyperPod places a group's instances itself; remove it",
         ),
         ({"instance_groups.0.efa": "off"}, "instance_groups[0].efa: HyperPod sets up every EFA interface"),
-        ({"instance_groups.0.image_id": "ami-0123456789abcdef0"}, "instance_groups[0].image_id: HyperPod on Slurm"),
+        (
+            {"instance_groups.0.image_id": "ami-0123456789abcdef0"},
+            "instance_groups[0].image_id: HyperPod's Slurm runs its own image",
+        ),
         (
             {"region": "af-south-1", "availability_zone": "af-south-1a"},
             "region: AWS::SageMaker::Cluster is not available in af-south-1",
@@ -474,12 +523,13 @@ def test_hyperpods_events_of_this_cluster_reach_the_ledger_function_which_acts_o
     patterns = [r["Properties"].get("EventPattern") for r in rules.values() if r["Type"] == "AWS::Events::Rule"]
     assert {
         "source": ["aws.sagemaker"],
-        "detail-type": [
-            "SageMaker HyperPod Cluster Node Health Event",
-            "SageMaker HyperPod Cluster State Change",
-            "SageMaker HyperPod Cluster Event",
-        ],
-        "resources": [{"Fn::GetAtt": [hyperpod, "ClusterArn"]}],
+        "detail-type": ["SageMaker HyperPod Cluster Node Health Event", "SageMaker HyperPod Cluster State Change"],
+        "detail": {"ClusterName": ["demo-hyperpod-eks"]},
+    } in patterns
+    assert {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker HyperPod Cluster Event"],
+        "detail": {"EventDetails": {"ClusterName": ["demo-hyperpod-eks"]}},
     } in patterns
     schedules = [r["Properties"].get("ScheduleExpression") for r in rules.values() if r["Type"] == "AWS::Events::Rule"]
     assert "rate(5 minutes)" in schedules
@@ -512,3 +562,115 @@ def test_the_dashboard_shows_what_hyperpod_found_per_group(hp_slurm: Synthesized
         assert f'\\"InstanceGroup\\",\\"{group}\\"' in body, group
     with pytest.raises(ValueError, match="one of the cluster's groups"):
         hp_slurm.stack.hyperpod_ledger.metric_incidents("nope")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("groups", "settings", "error"),
+    [
+        (
+            [HyperPodGroup("gpu", "p5.48xlarge", 1, slurm_node_type="Compute")] * 2
+            + [HyperPodGroup("controller", "m7i.4xlarge", 1, slurm_node_type="Controller")],
+            {},
+            "'gpu' is given twice",
+        ),
+        (
+            [HyperPodGroup("gpu", "p5.48xlarge", 1, slurm_node_type="Compute")],
+            {},
+            "exactly one group of slurm_node_type Controller",
+        ),
+        (
+            [
+                HyperPodGroup("gpu", "p5.48xlarge", 1, slurm_node_type="Compute", taints=["a=b:NoSchedule"]),
+                HyperPodGroup("controller", "m7i.4xlarge", 1, slurm_node_type="Controller"),
+            ],
+            {},
+            "labels and taints are EKS's",
+        ),
+        (
+            [
+                HyperPodGroup("gpu", "p5.48xlarge", 1, slurm_node_type="Compute", partitions=["a", "b"]),
+                HyperPodGroup("controller", "m7i.4xlarge", 1, slurm_node_type="Controller"),
+            ],
+            {},
+            "one partition at most",
+        ),
+        (
+            [
+                HyperPodGroup("gpu", "p5.48xlarge", 1, slurm_node_type="Compute", image_id="ami-0123456789abcdef0"),
+                HyperPodGroup("controller", "m7i.4xlarge", 1, slurm_node_type="Controller"),
+            ],
+            {},
+            "a custom image only with EKS",
+        ),
+        (None, {"PATH": "/tmp"}, "PATH would change how the lifecycle script runs"),
+    ],
+)
+def test_the_construct_refuses_shapes_hyperpod_would_refuse_at_deploy_time(
+    tmp_path: Path, groups: list[HyperPodGroup] | None, settings: dict[str, str], error: str
+) -> None:
+    """Review 13, L1: said at synthesis, with the construct's path."""
+    extra: dict[str, Any] = {"settings": settings}
+    if groups is not None:
+        extra["groups"] = groups
+    with pytest.raises(ValueError, match="Alone/HyperPod: .*" + re.escape(error)):
+        _alone(tmp_path, **extra)
+
+
+def test_a_users_lifecycle_script_runs_after_ours_on_its_group(
+    synth: Callable[..., Synthesized], tmp_path: Path
+) -> None:
+    script = tmp_path / "mine.sh"
+    script.write_text("#!/bin/bash\necho mine\n")
+    data = yaml.safe_load((ROOT / "examples" / "hyperpod-slurm.yaml").read_text())
+    data["instance_groups"][0]["lifecycle_script"] = str(script)
+    s = synth(ClusterConfig.from_dict(data))
+    groups = _groups(s)
+    assert groups["gpu"]["LifeCycleConfig"]["OnInitComplete"] == "start-gpu.sh"
+    assert groups["controller"]["LifeCycleConfig"]["OnInitComplete"] == "on_create.sh"
+    (deployment,) = s.resources("Custom::CDKBucketDeployment").values()
+    # on_create.sh, lib.sh, contract.sh, settings.env, and the group's user-gpu.sh and start-gpu.sh
+    assert len(deployment["Properties"]["SourceObjectKeys"]) == 6
+
+
+def test_review_13s_config_cases() -> None:
+    """Partitions HyperPod refuses, the ml. prefix, a plan of another partition: errors naming the
+    field; repair and scrape settings HyperPod does its own way: warnings, not silence."""
+    two = _hyperpod(**{"orchestrator.partitions": {"gpu": ["gpu"], "all": ["gpu"]}})
+    assert [e for e in errors_of(two) if e.startswith("orchestrator.partitions")] == [
+        "orchestrator.partitions: HyperPod puts a group in one partition at most, named with letters, digits and "
+        "hyphens: gpu is in all, gpu"
+    ]
+    underscore = _hyperpod(**{"orchestrator.partitions": {"big_gpu": ["gpu"]}})
+    assert [e for e in errors_of(underscore) if e.startswith("orchestrator.partitions")]
+    ml = _hyperpod(**{"instance_groups.0.instance_type": "ml.p5.48xlarge"})
+    assert (
+        "instance_groups[0].instance_type: write the EC2 type's name (p5.48xlarge): ml. is added for HyperPod"
+        in errors_of(ml)
+    )
+    plan = _hyperpod(
+        **{"instance_groups.0.training_plan_arn": "arn:aws-cn:sagemaker:us-east-1:111122223333:training-plan/p"}
+    )
+    assert (
+        "instance_groups[0].training_plan_arn: the training plan's partition is aws-cn, not aws, the region's"
+        in errors_of(plan)
+    )
+    tuned = ClusterConfig.from_dict(
+        _hyperpod(
+            auto_repair={"max_parallel_replacements": 3, "dry_run": True}, observability={"scrape_interval_seconds": 30}
+        )
+    )
+    assert [w.path for w in tuned.warnings()] == [
+        "auto_repair.max_parallel_replacements",
+        "observability.scrape_interval_seconds",
+    ]
+
+
+def test_dry_run_lets_hyperpod_label_and_act_on_nothing(synth: Callable[..., Synthesized]) -> None:
+    s = synth(ClusterConfig.from_dict(_hyperpod(auto_repair={"dry_run": True})))
+    assert _cluster(s)["NodeRecovery"] == "None"
+
+
+def test_connectivity_checks_only_where_the_type_has_efa() -> None:
+    assert rules.default_deep_health_checks("g5.xlarge") == ("InstanceStress",)
+    assert rules.default_deep_health_checks("p5.48xlarge") == ("InstanceStress", "InstanceConnectivity")
+    assert rules.default_deep_health_checks("m7i.xlarge") == ()

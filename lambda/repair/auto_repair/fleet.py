@@ -27,11 +27,13 @@ class Fleet:
         self.sizes: dict[str, int] = {}  # desired capacity per group, read once per invocation
         self.in_groups: set[str] = set()
         """Of the instances :meth:`memberships` was last asked about, those in one of the cluster's
-        Auto Scaling groups now (the others' groups are the ledger's memory)."""
+        Auto Scaling groups now and not leaving it (terminating, detaching); the others' groups
+        are the ledger's memory."""
 
     def memberships(self, instance_ids: list[str]) -> dict[str, str]:
         """instance id -> instance group, for the cluster's instances only."""
         found: dict[str, str] = {}
+        in_service: set[str] = set()
         instance_ids = sorted(set(instance_ids))
         for start in range(0, len(instance_ids), 50):
             chunk = instance_ids[start : start + 50]
@@ -41,7 +43,9 @@ class Fleet:
                 group = self.settings.groups.get(item["AutoScalingGroupName"])
                 if group is not None:
                     found[item["InstanceId"]] = group
-        self.in_groups = set(found)
+                    if not str(item.get("LifecycleState", "")).startswith(("Terminat", "Detach")):
+                        in_service.add(item["InstanceId"])
+        self.in_groups = in_service
         # Terminated instances have left their group: the ledger still knows where they were.
         for instance_id in set(instance_ids) - set(found):
             known = self.ledger.instance(instance_id).get("instance_group")

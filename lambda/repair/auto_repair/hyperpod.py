@@ -18,9 +18,10 @@ repairs, so that the command line, the metrics and the notifications tell both t
 
 **Who can put these events on the bus.** Only AWS: EventBridge refuses ``PutEvents`` entries
 whose source starts with ``aws.``, and the rule matches ``aws.sagemaker`` events of this
-cluster's ARN only. Each event is still checked (source, type, cluster name, instance id), its
-free text cut to a bounded, printable length, and copies of one event record once (an incident
-opens once, conditionally).
+cluster's ARN only. Each event is still checked (source, type, cluster name, instance id: the
+fields it is used by), its free text cut to a bounded, printable length; a node health event no
+later than one already applied to that node (a copy, a late delivery) changes nothing, and an
+incident opens once (conditionally).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -49,6 +51,9 @@ INCIDENT_SOURCE = "hyperpod"
 UNHEALTHY = frozenset({"unhealthy", "unschedulable", "unschedulablependingreboot", "unschedulablependingreplacement"})
 HEALTHY = frozenset({"healthy", "schedulable"})
 TEXT_LIMIT = 500
+SUPERSEDE_SECONDS = 6 * 3600
+"""An incident open this long (no healthy event came) is closed by the node's next fault, which
+opens a new one: a week-old fault must not hide today's."""
 UNKNOWN_GROUP = "unknown"
 # AWS's own example ids are not all hex (i-12345678abcdefghi): lower-case letters and digits
 _INSTANCE_ID = re.compile(r"i-[0-9a-z]{8,17}", re.ASCII)
@@ -65,6 +70,20 @@ class HyperPodSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HyperPodSettings:
         return cls(cluster=env["CLUSTER_NAME"], table_name=env["LEDGER_TABLE"], topic_arn=env["TOPIC_ARN"])
+
+
+def _fields(event: dict[str, Any]) -> Any:
+    """Where an event's fields are: a Cluster Event nests them one level down (``EventDetails``)."""
+    detail = event["detail"]
+    return detail.get("EventDetails") if event["detail-type"] == CLUSTER_EVENT else detail
+
+
+def _when(value: Any) -> float | None:
+    """An event's ``time`` (ISO 8601) as seconds since the epoch; None when it has none."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def text(value: Any, limit: int = TEXT_LIMIT) -> str:
@@ -92,9 +111,9 @@ class HyperPodRecorder:
         if problem is not None:
             log.warning("not a HyperPod event of cluster %s: %s", self.settings.cluster, problem)
             return {"result": "refused", "reason": problem}
-        detail, kind = event["detail"], event["detail-type"]
+        detail, kind = _fields(event), event["detail-type"]
         if kind == NODE_HEALTH:
-            return self._health(detail, str(event.get("id", "")))
+            return self._health(detail, str(event.get("id", "")), _when(event.get("time")))
         if kind == STATE_CHANGE:
             return self._state(detail)
         return self._cluster_event(detail)
@@ -104,11 +123,11 @@ class HyperPodRecorder:
             return f"source is not {SOURCE}"
         if event.get("detail-type") not in HYPERPOD_EVENTS.detail_types:
             return f"detail-type {text(event.get('detail-type'), 80)!r} is not one of HyperPod's"
-        detail = event.get("detail")
-        if not isinstance(detail, dict):
+        if not isinstance(event.get("detail"), dict):
             return "no detail"
-        if isinstance(detail.get("EventDetails"), dict):  # a Cluster Event nests its fields one level down
-            detail = detail["EventDetails"]
+        detail = _fields(event)  # what is checked is what is used
+        if not isinstance(detail, dict):
+            return "no event details"
         if detail.get("ClusterName") != self.settings.cluster:
             return f"cluster {text(detail.get('ClusterName'), 80)!r} is not {self.settings.cluster!r}"
         instance_id = detail.get("InstanceId")
@@ -122,28 +141,39 @@ class HyperPodRecorder:
 
     # node health ---------------------------------------------------------------------------------
 
-    def _health(self, detail: dict[str, Any], event_id: str) -> dict[str, str]:
+    def _health(self, detail: dict[str, Any], event_id: str, at: float | None) -> dict[str, str]:
         instance_id, summary = str(detail["InstanceId"]), detail["HealthSummary"]
         status = text(summary.get("HealthStatus"), 60)
+        state = self.ledger.instance(instance_id)
+        last = float(state.get("hyperpod_event_at", "0") or 0)
+        if at is not None and at <= last:
+            # a copy, or an event older than one already applied (EventBridge delivers at least
+            # once, in no set order): what the node is now is what the later event said
+            return {"result": "late", "instance_id": instance_id}
+        if status.lower() not in HEALTHY | UNHEALTHY:
+            log.warning(
+                "HyperPod health status %r of %s is not one this release knows: not recorded", status, instance_id
+            )
+            return {"result": "unknown-status", "instance_id": instance_id}
+        if at is not None:
+            self.ledger.set_instance(instance_id, hyperpod_event_at=str(at))
         if status.lower() in HEALTHY:
             incident_id = self.ledger.close_incident(instance_id, "recovered (HyperPod)")
             if incident_id is None:
                 return {"result": "ignored", "instance_id": instance_id}
             self.ledger.record(incident_id, "closed", outcome="recovered (HyperPod)", health=status)
             return {"result": "closed", "instance_id": instance_id, "incident_id": incident_id}
-        if status.lower() not in UNHEALTHY:
-            log.warning(
-                "HyperPod health status %r of %s is not one this release knows: not recorded", status, instance_id
-            )
-            return {"result": "unknown-status", "instance_id": instance_id}
         repair = text(summary.get("RepairAction"), 60)
         reason = text(summary.get("HealthStatusReason"))
         recommendation = text(summary.get("Recommendation"), 300)
-        state = self.ledger.instance(instance_id)
         if state.get("status") == "open":
             incident_id = str(state.get("incident_id", ""))
-            self.ledger.record(incident_id, "hyperpod", health=status, reason=reason, repair_action=repair)
-            return {"result": "recorded", "instance_id": instance_id, "incident_id": incident_id}
+            if self.clock() - float(state.get("opened_at", "0") or 0) < SUPERSEDE_SECONDS:
+                self.ledger.record(incident_id, "hyperpod", health=status, reason=reason, repair_action=repair)
+                return {"result": "recorded", "instance_id": instance_id, "incident_id": incident_id}
+            # open for long with no word of recovery: this fault is a new incident, told anew
+            if self.ledger.close_incident(instance_id, "superseded by a later fault") is not None:
+                self.ledger.record(incident_id, "closed", outcome="superseded by a later fault")
         group = self._group(instance_id, state)
         action = repair.lower() if repair.lower() in ("reboot", "replace") else INCIDENT_SOURCE
         incident_id = uuid.uuid4().hex
@@ -214,8 +244,7 @@ class HyperPodRecorder:
             written.append(name)
         return {"result": "state", "groups": ",".join(written)}
 
-    def _cluster_event(self, detail: dict[str, Any]) -> dict[str, str]:
-        details = detail["EventDetails"] if isinstance(detail.get("EventDetails"), dict) else detail
+    def _cluster_event(self, details: dict[str, Any]) -> dict[str, str]:
         instance_id = details.get("InstanceId")
         if not isinstance(instance_id, str):
             return {"result": "ignored"}

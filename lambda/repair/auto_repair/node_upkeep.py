@@ -218,6 +218,9 @@ class NodeUpkeep:
                     report.errors.append(f"revalidate {name}: {str(error)[:200]}")
                     continue
                 (report.unprotected if written else report.retry).append(name)
+            if not budget.open:  # no next page is asked for once the writes or the time are spent
+                report.more = True
+                return
 
     def _protect(
         self, members: Mapping[str, str], healthy: Collection[str], budget: _Budget, report: UpkeepReport

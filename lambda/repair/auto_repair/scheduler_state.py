@@ -11,7 +11,6 @@ when the operator's machine may not. Read only, and bounded in time.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +27,11 @@ WAIT_SECONDS = 20.0
 
 REASON_LIMIT = 100
 """Characters of a Slurm reason kept (``slurm-drain.sh`` writes no longer ones)."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """No control or format characters (escapes, bidirectional overrides, zero-width ones)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def parse_sinfo(output: str) -> dict[str, str]:
@@ -40,10 +43,8 @@ def parse_sinfo(output: str) -> dict[str, str]:
         state, _, reason = rest.partition("|")
         if name and state:
             # root on any Slurm node sets its own reason: no control characters, a bounded length
-            reason = _CONTROL.sub("?", reason.strip())[:REASON_LIMIT]
-            states[name] = _CONTROL.sub("?", state.strip())[:40] + (
-                f" ({reason})" if reason and reason != "none" else ""
-            )
+            reason = _printable(reason.strip())[:REASON_LIMIT]
+            states[name] = _printable(state.strip())[:40] + (f" ({reason})" if reason and reason != "none" else "")
     return states
 
 

@@ -26,7 +26,7 @@ from typing import TextIO
 from ..contract import INSTANCE_ID
 from . import _connect, _operate, _validate
 from ._connect import connect_command
-from ._output import CommandError
+from ._output import CommandError, printable
 
 __all__ = ["INSTANCE_ID", "CommandError", "connect_command", "main"]
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except CommandError as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}), file=out)
-        print(f"error: {exc}", file=err)
+        print("error: " + "\n".join(printable(line, None) for line in str(exc).splitlines()), file=err)
         return exc.code
     except BrokenPipeError:  # the reader (``| head``) has gone: nothing more to say
         _quiet(out)

@@ -29,7 +29,7 @@ STORY_LIMIT = 300
 """Characters of one value in an incident's story."""
 EVIDENCE_SHOWN = 50
 """Evidence objects listed per location (a node may write any number under its own prefix)."""
-NOT_YET = ("deferred", "suppressed", "duplicate")
+NOT_YET = ("deferred", "suppressed", "duplicate", "dry-run")
 """Outcomes of a repair the control plane accepted and has not acted on: exit 3."""
 MEANING = {
     "rebooted": "rebooted",
@@ -305,7 +305,7 @@ def _repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         cluster.output("RepairFunctionName")  # before asking: a cluster without auto-repair cannot act
         _confirm(f"{args.action} {node.instance_id} ({node.group}, {node.instance_type}) in {cluster.stack}", args, err)
         payload = {"repair": {"instance_id": node.instance_id, "action": args.action, "requested_by": cluster.caller()}}
-        outcomes = cluster.invoke(payload)
+        outcomes = cluster.invoke(payload, said=lambda text: print(text, file=err))
     return _report(outcomes, args, out, expected=1)
 
 
@@ -320,7 +320,7 @@ def _reset(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise CommandError(f"{args.group!r} is not an instance group of {cluster.stack} (its groups: {known})")
         cluster.output("RepairFunctionName")  # as above
         _confirm(f"reset the circuit breaker of {args.group} in {cluster.stack}", args, err)
-        outcomes = cluster.invoke({"reset_circuit_breaker": args.group})
+        outcomes = cluster.invoke({"reset_circuit_breaker": args.group}, said=lambda text: print(text, file=err))
     return _report(outcomes, args, out, expected=0, done=f"circuit breaker of {args.group} reset")
 
 

@@ -6,13 +6,11 @@ not take it for control sequences."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 CELL_LIMIT = 80
-"""Characters of one table cell (the rest is ``…``)."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Characters of one table cell (the rest is ``...``: ASCII, for any terminal's encoding)."""
 
 
 class CommandError(Exception):
@@ -25,10 +23,11 @@ class CommandError(Exception):
 
 
 def printable(value: Any, limit: int | None = CELL_LIMIT) -> str:
-    """``value`` as text a terminal shows as it is: control characters (escape sequences,
-    carriage returns, C1 codes) as ``?``, cut at ``limit`` characters with ``…``."""
-    text = _CONTROL.sub("?", str(value))
-    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+    """``value`` as text a terminal shows as it is: what is not printable (escape sequences,
+    carriage returns, C1 codes, bidirectional overrides, zero-width characters) as ``?``, cut at
+    ``limit`` characters with ``...``."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def styler(styled: bool) -> Callable[[str], str]:

@@ -68,7 +68,10 @@ def _show_plan(the_plan: Plan, *, styled: bool) -> str:
     ]
     header = ["GROUP", "ROLE", "TYPE", "NODES", "ACCEL/NODE", "EFA/NODE", "GBPS/NODE", "GBPS", "CAPACITY"]
     lines = [
-        bold(f"{the_plan.cluster}: {the_plan.region}, {the_plan.availability_zone}"),
+        bold(
+            f"{the_plan.cluster}: {the_plan.region}, {the_plan.availability_zone}"
+            + (", on SageMaker HyperPod (ml. types)" if the_plan.backend == "hyperpod" else "")
+        ),
         "",
         *table(header, rows, bold),
         "",

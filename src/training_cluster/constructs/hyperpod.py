@@ -2,22 +2,25 @@
 
 The nodes are HyperPod's: its health agent, deep health checks and automatic node recovery run
 them, so this library's repair control plane never acts on them. What stays ours: the VPC and
-compute subnet, the EFA security group (all traffic to and from itself, the FSx ports), the FSx
-for Lustre file system (mounted by HyperPod through ``InstanceStorageConfigs``), observability,
-and the lifecycle scripts, which HyperPod runs on every new node.
+compute subnet, the EFA security group (all traffic to and from itself, the FSx ports; with EKS
+the cluster security group too, for the private API endpoint), the FSx for Lustre file system
+(mounted by HyperPod through ``InstanceStorageConfigs``), and the lifecycle scripts, which
+HyperPod runs on every new node once its own setup is done (``OnInitComplete``).
 
-**Lifecycle scripts.** HyperPod downloads ``SourceS3Uri`` (a prefix) whole and runs ``OnCreate``
-from it. The scripts go into a bucket of this construct's, under ``lifecycle/<digest>/``, where the
-digest is the SHA-256 of the scripts and of every literal setting, so that a changed script is a
-new URI (a new node of an updated cluster runs the new scripts, and one being created runs the
-set it started with). They are copied there on deploy by aws-cdk-lib's ``BucketDeployment`` (a
-Lambda custom resource; the only one here). The bucket's name is CloudFormation's, not
-``sagemaker-*``: the execution role is granted read on that prefix alone instead.
+**Lifecycle scripts.** HyperPod downloads ``SourceS3Uri`` (a prefix) whole and runs the group's
+script from it. The scripts go into a bucket of this construct's, under ``lifecycle/<digest>/``,
+where the digest is the SHA-256 of the scripts and of every (literal) setting, so that a changed
+script is a new URI; copied there on deploy by aws-cdk-lib's ``BucketDeployment`` (a Lambda
+custom resource; the only one here), which keeps the old prefix (nodes HyperPod replaces during
+an update still find it); old versions expire after 30 days. The bucket's name is
+CloudFormation's, not ``sagemaker-*``: the execution role is granted read on that prefix alone.
 
-**The execution role** has AWS's ``AmazonSageMakerClusterInstanceRolePolicy`` and exactly what
-the nodes need beyond it: network interfaces in the cluster's VPC (HyperPod attaches them to the
-nodes), read of its own lifecycle prefix, and, where given, remote write to one Prometheus
-workspace. With EKS, HyperPod makes its own access entry for it (none is made here).
+**The execution role** has AWS's ``AmazonSageMakerClusterInstanceRolePolicy``,
+``AmazonEC2ContainerRegistryPullOnly`` (image pulls), with EKS ``AmazonEKSWorkerNodePolicy``
+(kubelet's needs, Pod Identity's credentials), and what the nodes need beyond them: network
+interfaces in the cluster's compute subnet (HyperPod attaches them to the nodes; tags only when
+created) and read of its own lifecycle prefix. With EKS, HyperPod makes its own access entry for
+it (none is made here).
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ class HyperPodGroup:
     """EKS: labels HyperPod gives the group's Nodes."""
     taints: Sequence[str] = ()
     """EKS: taints (``key=value:Effect``) HyperPod gives the group's Nodes."""
+    image_id: str | None = None
+    """EKS: a custom AMI (HyperPod's ``ImageId``); default HyperPod's own."""
+    lifecycle_script: str | None = None
+    """The user's own script (its text), run as root after ``on_create.sh`` on the group's nodes."""
 
 
 class HyperPodCluster(Construct):
@@ -96,8 +103,12 @@ class HyperPodCluster(Construct):
     :param eks: run the groups as nodes of this EKS cluster; otherwise HyperPod's Slurm.
     :param file_system: mounted on every node by HyperPod at its ``mount_path``.
     :param settings: literal settings the lifecycle scripts read (``settings.env``): ``CLUSTER_NAME``
-        (default ``cluster_name``), ``FSX_MOUNT_PATH`` (default the file system's), and
-        ``CLUSTER_USERS`` (``"alice:2001 bob:2002"``, made on every node, homes on the file system).
+        (default ``cluster_name``), ``FSX_MOUNT_PATH`` (default the file system's),
+        ``CLUSTER_USERS`` (``"alice:2001 bob:2002"``, made on every node, homes on the file system)
+        and ``USERS_CAN_USE_NODE_ROLE`` (``true``: users reach the instance metadata service, so the
+        execution role; default only root does).
+    :param node_recovery: HyperPod reboots or replaces faulty nodes itself (``Automatic``);
+        ``False``: it only labels them (``None``), as a dry run.
     """
 
     def __init__(
@@ -111,6 +122,7 @@ class HyperPodCluster(Construct):
         eks: EksCluster | None = None,
         file_system: LustreFileSystem | None = None,
         settings: Mapping[str, str] | None = None,
+        node_recovery: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         region = Stack.of(self).region
@@ -129,6 +141,7 @@ class HyperPodCluster(Construct):
         ]
         if not groups:
             problems.append("groups: at least one instance group")
+        problems += _shape_problems(groups, eks is not None, file_system is not None, settings or {})
         if len(groups) > rules.MAX_GROUPS:
             problems.append(f"groups: at most {rules.MAX_GROUPS}, got {len(groups)}")
         if problems:
@@ -142,8 +155,14 @@ class HyperPodCluster(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             versioned=True,
-            removal_policy=RemovalPolicy.DESTROY,
-            auto_delete_objects=False,
+            # old prefixes stay while nodes made from them may still be replaced; a month later they go
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    prefix=f"{LIFECYCLE_PREFIX}/",
+                    noncurrent_version_expiration=Duration.days(30),
+                )
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
         )
         acknowledge(
             self.bucket,
@@ -163,6 +182,13 @@ class HyperPodCluster(Construct):
             **node_library(),
             SETTINGS: "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(values.items())),
         }
+        self._entries: dict[str, str] = {}  # group -> the script HyperPod runs on its nodes
+        for group in groups:
+            if group.lifecycle_script is None:
+                continue
+            scripts[f"user-{group.name}.sh"] = group.lifecycle_script
+            scripts[f"start-{group.name}.sh"] = _USER_SCRIPT_WRAPPER.format(group=group.name)
+            self._entries[group.name] = f"start-{group.name}.sh"
         digest = hashlib.sha256(json.dumps(scripts, sort_keys=True).encode()).hexdigest()[:16]
         self.lifecycle_prefix = f"{LIFECYCLE_PREFIX}/{digest}/"
         deployment = s3_deployment.BucketDeployment(
@@ -172,9 +198,9 @@ class HyperPodCluster(Construct):
             destination_key_prefix=self.lifecycle_prefix,
             sources=[s3_deployment.Source.data(name, text) for name, text in sorted(scripts.items())],
             prune=False,  # a node being created may still be downloading the previous set
-            retain_on_delete=False,
+            retain_on_delete=True,  # and an update must not empty the old prefix before the cluster moves on
         )
-        self.role = self._execution_role(network)
+        self.role = self._execution_role(network, eks)
         self._grant_lifecycle_read()
         self._acknowledge_deployment()
         source = f"s3://{self.bucket.bucket_name}/{self.lifecycle_prefix}"
@@ -182,9 +208,12 @@ class HyperPodCluster(Construct):
             self,
             "Resource",
             cluster_name=cluster_name,
-            node_recovery="Automatic",
+            node_recovery="Automatic" if node_recovery else "None",
             vpc_config=sagemaker.CfnCluster.VpcConfigProperty(
-                security_group_ids=[network.security_group.security_group_id],
+                # with EKS, the cluster security group too: it admits the nodes to the private
+                # API endpoint and the control plane to the kubelets, as on self-managed nodes
+                security_group_ids=[network.security_group.security_group_id]
+                + ([eks.cluster_security_group.security_group_id] if eks is not None else []),
                 subnets=[network.compute_subnet.subnet_id],
             ),
             orchestrator=sagemaker.CfnCluster.OrchestratorProperty(
@@ -214,16 +243,28 @@ class HyperPodCluster(Construct):
     def cluster_arn(self) -> str:
         return self.resource.attr_cluster_arn
 
-    def _execution_role(self, network: ClusterNetwork) -> iam.Role:
+    def _execution_role(self, network: ClusterNetwork, eks: EksCluster | None) -> iam.Role:
+        managed = ["AmazonSageMakerClusterInstanceRolePolicy", "AmazonEC2ContainerRegistryPullOnly"]
+        if eks is not None:  # kubelet's needs, Pod Identity's AssumeRoleForPodIdentity among them
+            managed.append("AmazonEKSWorkerNodePolicy")
         role = iam.Role(
             self,
             "ExecutionRole",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description=f"HyperPod nodes of cluster {self.cluster_name}",
-            managed_policies=[
-                iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSageMakerClusterInstanceRolePolicy")
-            ],
+            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(name) for name in managed],
         )
+        acknowledge(
+            role,
+            "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly]",
+            "nodes pull container images (EKS add-ons, jobs' images) with the read actions AWS keeps in this policy",
+        )
+        if eks is not None:
+            acknowledge(
+                role,
+                "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonEKSWorkerNodePolicy]",
+                "EKS nodes need what AWS keeps current in its worker node policy, Pod Identity's credentials among it",
+            )
         acknowledge(
             role,
             "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSageMakerClusterInstanceRolePolicy]",
@@ -233,8 +274,8 @@ class HyperPodCluster(Construct):
         def arn(resource: str) -> str:
             return f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource}"
 
-        in_vpc = {"ArnEquals": {"ec2:Vpc": arn(f"vpc/{network.vpc.vpc_id}")}}
         subnet_arn = arn(f"subnet/{network.compute_subnet.subnet_id}")
+        in_subnet = {"ArnEquals": {"ec2:Subnet": subnet_arn}}
         group_arn = arn(f"security-group/{network.security_group.security_group_id}")
         interfaces = arn("network-interface/*")
         role.add_to_principal_policy(
@@ -259,7 +300,7 @@ class HyperPodCluster(Construct):
         )
         role.add_to_principal_policy(
             iam.PolicyStatement(
-                sid="NetworkInterfacesInTheVpc",
+                sid="NetworkInterfacesInTheSubnet",
                 actions=[
                     "ec2:CreateNetworkInterfacePermission",
                     "ec2:DeleteNetworkInterface",
@@ -269,7 +310,7 @@ class HyperPodCluster(Construct):
                     "ec2:UnassignPrivateIpAddresses",
                 ],
                 resources=[interfaces],
-                conditions=in_vpc,
+                conditions=in_subnet,
             )
         )
         role.add_to_principal_policy(
@@ -285,19 +326,14 @@ class HyperPodCluster(Construct):
                 resources=["*"],  # Describe* calls take no resource
             )
         )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(sid="PullImagesToken", actions=["ecr:GetAuthorizationToken"], resources=["*"])
-        )
         acknowledge(
-            role,
-            "IAM5[Resource::*]",
-            "EC2 Describe* calls and ECR's GetAuthorizationToken take no resource ARN",
+            role, "IAM5[Resource::*]", "the EC2 Describe* calls HyperPod makes for the network take no resource ARN"
         )
         acknowledge(
             role,
             "IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*]",
             "HyperPod creates and attaches the nodes' network interfaces; their ids are not known before, and "
-            "every other action on them is limited to the cluster's VPC",
+            "every other action on them is limited to the cluster's compute subnet",
         )
         return role
 
@@ -341,7 +377,13 @@ class HyperPodCluster(Construct):
                 )
             for rule in (
                 f"IAM5[Resource::<{stack.get_logical_id(cast(CfnElement, self.bucket.node.default_child))}.Arn>/*]",
-                f"IAM5[Resource::arn:{stack.partition}:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.region}/*]",
+                *(
+                    [
+                        f"IAM5[Resource::arn:{stack.partition}:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.region}/*]"
+                    ]
+                    if not Token.is_unresolved(stack.region) and not Token.is_unresolved(stack.partition)
+                    else []
+                ),
                 "IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]",
             ):
                 acknowledge(
@@ -405,8 +447,9 @@ class HyperPodCluster(Construct):
             instance_count=group.count,
             execution_role=self.role.role_arn,
             life_cycle_config=sagemaker.CfnCluster.ClusterLifeCycleConfigProperty(
-                source_s3_uri=source, on_create=ON_CREATE
+                source_s3_uri=source, on_init_complete=self._entries.get(group.name, ON_CREATE)
             ),
+            image_id=group.image_id if eks else None,
             threads_per_core=group.threads_per_core,
             instance_storage_configs=storage,
             on_start_deep_health_checks=list(checks) or None,
@@ -414,6 +457,55 @@ class HyperPodCluster(Construct):
             kubernetes_config=kubernetes,
             slurm_config=slurm,
         )
+
+
+_USER_SCRIPT_WRAPPER = """#!/bin/bash
+# Group {group}: the cluster's lifecycle script, then the user's own (lifecycle_script).
+set -euo pipefail
+here="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+bash "$here/on_create.sh"
+bash "$here/user-{group}.sh"
+"""
+_RESERVED_SETTINGS = frozenset({"PATH", "IFS", "BASH_ENV", "ENV", "HOME", "SHELL", "LD_PRELOAD", "LD_LIBRARY_PATH"})
+_GROUP_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+
+def _shape_problems(
+    groups: Sequence[HyperPodGroup], eks: bool, file_system: bool, settings: Mapping[str, str]
+) -> list[str]:
+    """What HyperPod would refuse at deploy time (or a node at boot), said at synthesis."""
+    problems = []
+    names = [g.name for g in groups]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"groups: {name!r} is given twice; group names are unique")
+    for i, group in enumerate(groups):
+        if not _GROUP_NAME.fullmatch(group.name):
+            problems.append(f"groups[{i}].name: letters, digits and single hyphens, at most 63 (got {group.name!r})")
+        if not 1 <= group.ebs_volume_gib <= 16384:
+            problems.append(f"groups[{i}].ebs_volume_gib: 1 to 16384 GiB (got {group.ebs_volume_gib})")
+        if eks and (group.slurm_node_type is not None or group.partitions):
+            problems.append(f"groups[{i}]: slurm_node_type and partitions are Slurm's; this cluster runs EKS")
+        if not eks and group.image_id is not None:
+            problems.append(f"groups[{i}].image_id: a custom image only with EKS; HyperPod's Slurm runs its own")
+        if not eks and (group.labels or group.taints):
+            problems.append(f"groups[{i}]: labels and taints are EKS's; this cluster runs Slurm")
+        if not eks and group.slurm_node_type is None:
+            problems.append(
+                f"groups[{i}].slurm_node_type: every group of a Slurm cluster has one (Controller, Login, Compute)"
+            )
+        if len(group.partitions) > 1 or any(not _GROUP_NAME.fullmatch(p) for p in group.partitions):
+            problems.append(
+                f"groups[{i}].partitions: HyperPod puts a group in one partition at most, named with letters, digits "
+                f"and hyphens (got {list(group.partitions)})"
+            )
+    if not eks and groups and [g.slurm_node_type for g in groups].count("Controller") != 1:
+        problems.append("groups: a Slurm cluster has exactly one group of slurm_node_type Controller")
+    reserved = sorted(_RESERVED_SETTINGS & set(settings))
+    if reserved:
+        problems.append(f"settings: {', '.join(reserved)} would change how the lifecycle script runs; use other names")
+    if settings.get("CLUSTER_USERS") and not file_system:
+        problems.append("settings: CLUSTER_USERS need the file system for their homes; give file_system")
+    return problems
 
 
 def _plan_region(arn: str | None) -> str:
@@ -463,7 +555,9 @@ class HyperPodLedger(Construct):
         )
         role = self.function.role
         assert role is not None
-        self.table.grant_read_write_data(role)
+        self.table.grant(  # reads and writes items; deletes none
+            role, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:Scan"
+        )
         topic.grant_publish(role)
         acknowledge(
             role,
@@ -477,15 +571,28 @@ class HyperPodLedger(Construct):
                 resources=[cluster.cluster_arn],
             )
         )
+        target = targets.LambdaFunction(self.function, retry_attempts=4, max_event_age=Duration.hours(1))
+        # by the cluster's name, as every event carries it (AWS's examples show an ARN of the name in
+        # ``resources``, the resource's attribute one of an id: the name is the field both agree on)
         events.Rule(
             self,
             "HyperPodEvents",
             event_pattern=events.EventPattern(
                 source=[HYPERPOD_EVENTS.source],
-                detail_type=list(HYPERPOD_EVENTS.detail_types),
-                resources=[cluster.cluster_arn],
+                detail_type=[HYPERPOD_EVENTS.node_health, HYPERPOD_EVENTS.state_change],
+                detail={"ClusterName": [cluster.cluster_name]},
             ),
-            targets=[targets.LambdaFunction(self.function, retry_attempts=4, max_event_age=Duration.hours(1))],
+            targets=[target],
+        )
+        events.Rule(
+            self,
+            "HyperPodClusterEvents",
+            event_pattern=events.EventPattern(
+                source=[HYPERPOD_EVENTS.source],
+                detail_type=[HYPERPOD_EVENTS.cluster_event],
+                detail={"EventDetails": {"ClusterName": [cluster.cluster_name]}},
+            ),
+            targets=[target],
         )
         events.Rule(
             self,

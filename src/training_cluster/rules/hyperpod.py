@@ -54,13 +54,16 @@ def ml_type(instance_type: str) -> str:
 
 def instance_type_problem(instance_type: str) -> str | None:
     """Why HyperPod cannot run a group of ``instance_type`` (an EC2 name), or ``None``."""
+    if instance_type.startswith(ML_PREFIX):
+        return f"write the EC2 type's name ({instance_type[len(ML_PREFIX) :]}): ml. is added for HyperPod"
     wanted = ml_type(instance_type)
     offered = offered_types()
     if wanted in offered:
         return None
     family = wanted.split(".")[1] if wanted.count(".") >= 2 else ""
-    same_family = sorted(t[len(ML_PREFIX) :] for t in offered if t.split(".")[1] == family)
-    close = same_family or [t[len(ML_PREFIX) :] for t in difflib.get_close_matches(wanted, sorted(offered), n=5)]
+    known = sorted(t for t in offered if catalog.get(t[len(ML_PREFIX) :]) is not None)  # what the config takes
+    same_family = sorted(t[len(ML_PREFIX) :] for t in known if t.split(".")[1] == family)
+    close = same_family or [t[len(ML_PREFIX) :] for t in difflib.get_close_matches(wanted, known, n=5)]
     hint = f"; of that family: {', '.join(close)}" if same_family else (f"; close: {', '.join(close)}" if close else "")
     return f"SageMaker HyperPod does not offer {wanted} (botocore's ClusterInstanceType){hint}"
 
@@ -85,9 +88,22 @@ def deep_health_checks_problem(instance_type: str, checks: Sequence[str]) -> str
 
 
 def default_deep_health_checks(instance_type: str) -> tuple[str, ...]:
-    """On by default for accelerator groups: a new node proves its accelerators and EFA first."""
+    """On by default for accelerator groups: a new node proves its accelerators first, and its
+    EFA (``InstanceConnectivity``: EFA and NCCL tests) where the type has EFA."""
     info = catalog.get(instance_type)
-    return DEEP_HEALTH_CHECKS if info is not None and info.accelerator != "none" else ()
+    if info is None or info.accelerator == "none":
+        return ()
+    return DEEP_HEALTH_CHECKS if info.efa_supported else ("InstanceStress",)
+
+
+def partition_of(region: str) -> str:
+    """The AWS partition a region is in."""
+    for prefix, partition in (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"), ("us-isob-", "aws-iso-b"),
+                              ("us-isof-", "aws-iso-f"), ("eu-isoe-", "aws-iso-e"), ("us-iso-", "aws-iso"),
+                              ("eusc-", "aws-eusc")):  # fmt: skip
+        if region.startswith(prefix):
+            return partition
+    return "aws"
 
 
 def training_plan_problem(arn: str) -> str | None:
@@ -118,8 +134,11 @@ def hyperpod_group_findings(
             findings.append(Finding(path=f"{path}.deep_health_checks", message=problem))
     if training_plan_arn is not None:
         problem = training_plan_problem(training_plan_arn)
-        if problem is None and training_plan_arn.split(":")[3] != region:
-            problem = f"the training plan is in {training_plan_arn.split(':')[3]}, not in the cluster's region {region}"
+        parts = training_plan_arn.split(":")
+        if problem is None and parts[3] != region:
+            problem = f"the training plan is in {parts[3]}, not in the cluster's region {region}"
+        elif problem is None and region and parts[1] != partition_of(region):
+            problem = f"the training plan's partition is {parts[1]}, not {partition_of(region)}, the region's"
         if problem is not None:
             findings.append(Finding(path=f"{path}.training_plan_arn", message=problem))
     return findings

@@ -240,27 +240,47 @@ class TrainingClusterStack(Stack):
                 instance_type=g.instance_type,
                 count=g.count,
                 threads_per_core=g.threads_per_core,
+                ebs_volume_gib=g.root_volume_gib,  # the node's disk for containers and caches
                 deep_health_checks=g.deep_health_checks,
                 training_plan_arn=g.training_plan_arn,
                 slurm_node_type="Compute" if orchestrator.enabled else None,
                 partitions=partitions.get(g.name, ()),
                 taints=orchestrator.taints.get(g.name, ()) if orchestrator.eks else (),
+                image_id=g.image_id if orchestrator.eks else None,
+                lifecycle_script=g.lifecycle_script.read_text(encoding="utf-8") if g.lifecycle_script else None,
             )
             for g in config.instance_groups
         ]
+        small = 100  # GiB, as the self-managed controller, login and system nodes have
         if orchestrator.enabled:
             groups.append(
-                HyperPodGroup("controller", orchestrator.controller_instance_type, 1, slurm_node_type="Controller")
+                HyperPodGroup(
+                    "controller",
+                    orchestrator.controller_instance_type,
+                    1,
+                    ebs_volume_gib=small,
+                    slurm_node_type="Controller",
+                )
             )
             if orchestrator.login_nodes:
                 groups.append(
                     HyperPodGroup(
-                        "login", orchestrator.login_instance_type, orchestrator.login_nodes, slurm_node_type="Login"
+                        "login",
+                        orchestrator.login_instance_type,
+                        orchestrator.login_nodes,
+                        ebs_volume_gib=small,
+                        slurm_node_type="Login",
                     )
                 )
         if orchestrator.eks:
-            groups.append(HyperPodGroup(SYSTEM_GROUP, orchestrator.system_instance_type, orchestrator.system_nodes))
-        users = " ".join(f"{name}:{uid}" for name, uid in orchestrator.users.items()) if orchestrator.enabled else ""
+            groups.append(
+                HyperPodGroup(
+                    SYSTEM_GROUP, orchestrator.system_instance_type, orchestrator.system_nodes, ebs_volume_gib=small
+                )
+            )
+        settings = {"USERS_CAN_USE_NODE_ROLE": str(orchestrator.users_can_use_node_role).lower()}
+        if orchestrator.enabled and orchestrator.users:
+            settings["CLUSTER_USERS"] = " ".join(f"{name}:{uid}" for name, uid in orchestrator.users.items())
         return HyperPodCluster(
             self,
             "HyperPod",
@@ -269,7 +289,9 @@ class TrainingClusterStack(Stack):
             groups=groups,
             eks=self.eks,
             file_system=self.file_system,
-            settings={"CLUSTER_USERS": users} if users else None,
+            settings=settings,
+            # auto_repair.dry_run: HyperPod labels faulty nodes and acts on none
+            node_recovery=not (config.auto_repair.enabled and config.auto_repair.dry_run),
         )
 
     def _eks_fleets(self) -> dict[str, Fleet]:
