@@ -431,3 +431,23 @@ def test_a_function_that_stays_busy_says_nothing_was_done_and_the_scheduler_colu
     ids = ["i-0123456789abcdef0"]
     assert _operated(column).scheduler_states(ids) == {ids[0]: "unknown (busy: the repair function is running a sweep)"}
     assert column.calls == 3  # at 0, 5 and 10 s
+
+
+def test_a_usage_error_is_json_too_when_json_is_asked_for() -> None:
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as usage:
+        main(["--json", "incidents", "--limit", "0", "--stack", "s"], out=out, err=io.StringIO())
+    assert usage.value.code == 2
+    assert "a whole number of at least 1" in json.loads(out.getvalue())["error"]
+
+
+def test_a_terminal_gets_health_and_state_in_colour_and_a_pipe_plain_text() -> None:
+    from training_cluster.cli._output import styler, table
+
+    header = ["NODE", "HEALTH", "UNHEALTHY", "BREAKER"]
+    rows = [["i-1", "unhealthy xid:79", "2", "open (1 held)"], ["i-2", "healthy", "0", "closed"]]
+    coloured = table(header, rows, styler(True))
+    assert "\033[31munhealthy xid:79\033[0m" in coloured[1] and "\033[31m2        \033[0m" in coloured[1]
+    assert "\033[32mhealthy" in coloured[2] and "\033[31mopen (1 held)\033[0m" in coloured[1]
+    assert "0        " in coloured[2] and "\033[31m0" not in coloured[2]
+    assert not any("\033[" in line for line in table(header, rows, styler(False)))

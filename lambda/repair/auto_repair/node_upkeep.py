@@ -68,7 +68,7 @@ log = logging.getLogger("training-cluster.repair")
 
 MAX_WRITES = 100
 """Per sweep: Nodes whose stale labels are removed, Nodes labelled, and Nodes made Schedulable,
-each its own count (each write a merge patch, after a read)."""
+each its own count (each write a merge patch on condition of the version listed or read)."""
 BUDGET_SECONDS = 20.0
 """The upkeep's share of a sweep, from its first request; no request (to the Kubernetes API or
 to EC2) starts after it."""
@@ -106,7 +106,8 @@ class UpkeepReport:
     left: int = 0
     """Nodes left for the next sweep by the bound (writes or time)."""
     more: bool = False
-    """The list of Nodes without the protected labels was not read to its end (the bound)."""
+    """A list of Nodes was not read to its end, or its Nodes not all written: the writes or the
+    time ran out (the next sweep lists them again)."""
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -251,13 +252,13 @@ class NodeUpkeep:
                 assert instance_id is not None  # candidates are members
                 name = node["metadata"]["name"]
                 if names.get(instance_id) != name:
-                    (report.mismatched if instance_id in names else report.unnamed).append(name)
-                    log.warning(
-                        "node %s claims %s, whose node is %s: left unlabelled",
-                        name,
-                        instance_id,
-                        names.get(instance_id),
-                    )
+                    if instance_id in names:
+                        report.mismatched.append(name)
+                        why = f"whose node is {names[instance_id]}"
+                    else:
+                        report.unnamed.append(name)
+                        why = "which EC2 gave no name for this time"
+                    log.warning("node %s claims %s, %s: left unlabelled", name, instance_id, why)
                     continue
                 if not budget.spend():
                     report.left += 1

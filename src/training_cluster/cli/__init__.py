@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from ..contract import INSTANCE_ID
 from . import _connect, _operate, _validate
@@ -33,7 +33,9 @@ __all__ = ["INSTANCE_ID", "CommandError", "connect_command", "main"]
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_out = out if "--json" in words else None
+    args = _parser().parse_args(words)
     command: Callable[[argparse.Namespace, TextIO, TextIO], int] = args.command
     try:
         code = command(args, out, err)
@@ -75,8 +77,19 @@ def _version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's, but a usage error is also JSON on ``json_out`` when ``--json`` is given (exit 2)."""
+
+    json_out: TextIO | None = None  # set by main for the one parse it makes
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_out is not None:
+            print(json.dumps({"error": f"{self.prog}: {message}"}), file=_Parser.json_out)
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="training-cluster", description="Check and operate a training cluster.")
+    parser = _Parser(prog="training-cluster", description="Check and operate a training cluster.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts (before or after COMMAND)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

@@ -37,11 +37,36 @@ def styler(styled: bool) -> Callable[[str], str]:
     return bold
 
 
+RED, YELLOW, GREEN = "31", "33", "32"
+WORD_COLOURS = {
+    **dict.fromkeys(("unhealthy", "impaired", "open", "failed", "failure", "refused"), RED),
+    **dict.fromkeys(
+        ("unknown", "no", "unreadable", "initializing", "insufficient-data", "pending", "deferred"), YELLOW
+    ),
+    **dict.fromkeys(("healthy", "ok", "closed", "running", "inservice"), GREEN),
+}
+"""A cell's colour on a terminal, by its first word (a health, a state, a breaker)."""
+COUNT_COLOURS = {"UNHEALTHY": RED, "UNKNOWN": YELLOW, "REPAIRING": YELLOW}
+"""Columns of counts coloured when not 0."""
+
+
 def table(header: list[str], rows: list[list[str]], bold: Callable[[str], str]) -> list[str]:
+    """Rows under a bold header, columns aligned; on a terminal (``bold`` styles), health, state
+    and breaker words coloured, and counts of unhealthy, unknown and repairing nodes when not 0."""
     rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    styled = bold("x") != "x"
 
-    def line(cells: list[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+    def paint(cell: str, padded: str, column: str) -> str:
+        colour = COUNT_COLOURS.get(column) if cell.isdigit() and cell != "0" else None
+        colour = colour or WORD_COLOURS.get(cell.split(" ", 1)[0].lower()) if cell else None
+        return f"\033[{colour}m{padded}\033[0m" if styled and colour else padded
 
-    return [bold(line(header)), *(line(row) for row in rows)]
+    def line(cells: list[str], colour: bool = True) -> str:
+        padded = [
+            paint(cell, cell.ljust(width), column) if colour else cell.ljust(width)
+            for cell, width, column in zip(cells, widths, header, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    return [bold(line(header, colour=False)), *(line(row) for row in rows)]
