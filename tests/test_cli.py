@@ -451,3 +451,9 @@ def test_a_terminal_gets_health_and_state_in_colour_and_a_pipe_plain_text() -> N
     assert "\033[32mhealthy" in coloured[2] and "\033[31mopen (1 held)\033[0m" in coloured[1]
     assert "0        " in coloured[2] and "\033[31m0" not in coloured[2]
     assert not any("\033[" in line for line in table(header, rows, styler(False)))
+
+
+def test_one_ledger_item_with_a_bad_time_does_not_hide_the_others() -> None:
+    from training_cluster.ledger_view import ledger_seconds
+
+    assert (ledger_seconds("1800000000.5"), ledger_seconds("soon"), ledger_seconds(None)) == (1800000000.5, 0.0, 0.0)

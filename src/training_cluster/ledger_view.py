@@ -89,7 +89,7 @@ class LedgerView:
                     incident_id=incident_id,
                     instance_id=str(head.get("instance_id", "")),
                     group=str(head.get("instance_group", "")),
-                    opened_at=float(head.get("at", 0)),
+                    opened_at=ledger_seconds(head.get("at")),
                     source=str(head.get("source", "")),
                     signal=str(head.get("signal", "")),
                     action="observe" if observed else str(state.get("action", "")),
@@ -123,6 +123,15 @@ class LedgerView:
         for page in self.s3.get_paginator("list_objects_v2").paginate(**params):
             found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
         return found[:limit] if limit else found
+
+
+def ledger_seconds(value: Any) -> float:
+    """A ledger time (seconds, as text); 0 for one that is not a number (one bad item must not
+    hide the others)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _plain(value: Any) -> Any:

@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # operate imports this module
 
 _FAULT_TYPE = re.compile(r"fault type (\w+)")
 RUNNING = "Running"
+FAILED = ("Failure", "NotFound")
+"""HyperPod's node states counted unhealthy."""
+BECOMING = ("Pending", "DeepHealthCheckInProgress", "SystemUpdating", "AttachInProgress")
+"""HyperPod's node states counted unknown: not yet, or not now, a node that takes work."""
 NO_BREAKER = "n/a"
 """HyperPod has no circuit breaker of ours: what ``status`` shows in its place."""
 
@@ -69,7 +73,8 @@ def status(cluster: Cluster, listed: list[Node]) -> list[GroupStatus]:
     for group in groups:
         members = [n for n in listed if n.group == group]
         running = [n for n in members if n.state == RUNNING]
-        unhealthy = [n for n in members if n.health == "unhealthy"]
+        unhealthy = [n for n in members if n.health == "unhealthy" or n.state in FAILED]
+        unknown = [n for n in members if n not in unhealthy and n.state in BECOMING]
         state = ledger.get(f"group#{group}", {})
         target = state.get("target_count")
         result.append(
@@ -80,7 +85,7 @@ def status(cluster: Cluster, listed: list[Node]) -> list[GroupStatus]:
                 in_service=len(running),
                 healthy=len([n for n in running if n.health != "unhealthy"]),
                 unhealthy=len(unhealthy),
-                unknown=0,  # HyperPod's agent reports on every running node
+                unknown=len(unknown),
                 being_repaired=len(unhealthy),
                 breaker=NO_BREAKER,
                 breaker_reason="",

@@ -314,3 +314,13 @@ def test_hostile_text_is_bounded_and_printable_and_an_unknown_status_records_not
     odd["detail"]["HealthSummary"]["HealthStatus"] = "Sideways"
     assert recorded.recorder(odd)["result"] == "unknown-status"
     assert recorded.ledger.instance("i-0ccccccccccccccc3") == {}
+
+
+def test_an_incident_whose_time_is_not_a_number_does_not_hide_the_others(recorded: Recorded) -> None:
+    recorded.node_group(INSTANCE)
+    recorded.recorder(NODE_UNHEALTHY)
+    recorded.world.clients.table("ledger").put_item(
+        Item={"pk": "incident#bad", "sk": "x", "step": "signal", "at": "soon", "instance_id": "i-0bad"}
+    )
+    incidents = recorded.view.incidents()
+    assert {i.instance_id for i in incidents} == {INSTANCE, "i-0bad"}

@@ -674,3 +674,20 @@ def test_connectivity_checks_only_where_the_type_has_efa() -> None:
     assert rules.default_deep_health_checks("g5.xlarge") == ("InstanceStress",)
     assert rules.default_deep_health_checks("p5.48xlarge") == ("InstanceStress", "InstanceConnectivity")
     assert rules.default_deep_health_checks("m7i.xlarge") == ()
+
+
+def test_plain_cfn_lint_passes_a_type_its_region_schema_lags_on_with_the_reason_on_the_resource(
+    synth: Callable[..., Synthesized],
+) -> None:
+    """Review 13, L6: trn2.48xlarge is HyperPod's in us-east-1 (botocore) but cfn-lint's schema
+    lists it in us-east-2 only: E3644 is acknowledged on the cluster resource, nowhere else."""
+    data = _hyperpod(**{"instance_groups.0.instance_type": "trn2.48xlarge"})
+    s = synth(ClusterConfig.from_dict(data))
+    ignored = yaml.safe_load((ROOT / ".cfnlintrc.yaml").read_text())["ignore_checks"]
+    matches = lint(s.template_path.read_text(), config=ManualArgs(regions=["us-east-1"], ignore_checks=ignored))
+    assert [f"{m.rule.id} {m.message}" for m in matches] == []
+    (cluster,) = s.resources("AWS::SageMaker::Cluster").values()
+    assert cluster["Metadata"]["cfn-lint"] == {"config": {"ignore_checks": ["E3644"]}}
+    assert "ml.trn2.48xlarge" in cluster["Metadata"]["training-cluster:cfn-lint-E3644"]
+    with_e3644 = [r for r in s.template_json["Resources"].values() if "cfn-lint" in r.get("Metadata", {})]
+    assert len(with_e3644) == 1

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..contract import INSTANCE_ID
+from ..ledger_view import ledger_seconds
 from ._output import CommandError, printable, styler, table
 
 if TYPE_CHECKING:
@@ -266,7 +267,7 @@ def _incident(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for step in steps:
         details = {k: v for k, v in step.items() if k not in ("pk", "sk", "step", "at")}
         text = ", ".join(f"{k}: {printable(v, STORY_LIMIT)}" for k, v in details.items())
-        lines.append(f"{_when(float(step.get('at', 0)))}  {printable(step['step'], 20):<9} {text}".rstrip())
+        lines.append(f"{_when(ledger_seconds(step.get('at')))}  {printable(step['step'], 20):<9} {text}".rstrip())
     for location, objects in evidence.items():
         lines += ["", bold(f"evidence {printable(location, None)}")]
         lines += [f"  {printable(o, None)}" for o in objects[:EVIDENCE_SHOWN]]
