@@ -8,7 +8,7 @@ export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 CONFIG ?= examples/default.yaml
 
-.PHONY: setup tools synth test test-fast lint bench catalog clean
+.PHONY: setup tools synth test test-fast lint bench deploy-local catalog clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -66,6 +66,9 @@ bench: setup
 	$(BIN)/python benchmarks/goodput.py
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/control_plane_scale.py
+
+deploy-local: setup
+	PATH=$(CURDIR)/node_modules/.bin:$(PATH) $(BIN)/python -m training_cluster.deploy_local $(if $(LOCAL_CONFIG),--config $(LOCAL_CONFIG))
 
 catalog: setup
 	$(BIN)/python scripts/generate_catalog.py

@@ -17,6 +17,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "examples" / "default.yaml"
 def main() -> int:
     app = cdk.App()
     path = app.node.try_get_context("config") or DEFAULT_CONFIG
+    if str(app.node.try_get_context("moto")).lower() == "true":  # make deploy-local only
+        from training_cluster.deploy_local import MotoCompatible
+
+        cdk.Aspects.of(app).add(MotoCompatible())
     try:
         build_cluster(app, path)  # synthesized into the app's output folder, for the CDK CLI
     except ConfigError as exc:

@@ -172,7 +172,7 @@ class Repairer:
                 m["InstanceId"]: group
                 for group, in_group in groups.values()
                 for m in in_group
-                if not m["LifecycleState"].startswith("Terminat")
+                if not m["LifecycleState"].startswith(("Terminat", "Detach"))  # leaving: not labelled
             }
             self.upkept = self.node_upkeep(members, {i for i, tag in tags.items() if tag.healthy})
         return outcomes

@@ -16,6 +16,7 @@ Session Manager plugin, a refused request, ...).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -32,6 +33,9 @@ __all__ = ["INSTANCE_ID", "CommandError", "connect_command", "main"]
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a terminal of any encoding shows what it cannot print as ?
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
     out, err = out or sys.stdout, err or sys.stderr
     words = list(sys.argv[1:] if argv is None else argv)
     _Parser.json_out = out if "--json" in words else None
