@@ -207,6 +207,14 @@ def parse_health_tag(value: object) -> tuple[bool, str, list[tuple[str, str | No
     return state == "healthy", boot_id, [] if state == "healthy" else failures
 
 
+def printable(value: object, limit: int | None = None, replacement: str = "?") -> str:
+    """``value`` as text a terminal or a log shows as it is: the first ``limit`` characters, each
+    that is not printable (control and format characters: escapes, bidirectional overrides,
+    zero-width ones) as ``replacement``."""
+    text = str(value)[:limit] if limit is not None else str(value)
+    return "".join(c if c.isprintable() else replacement for c in text)
+
+
 def shell() -> str:
     """``contract.sh``: this module's string and number constants as shell assignments."""
     lines = [

@@ -53,6 +53,10 @@ class OperateError(Exception):
     """The cluster cannot be read or acted on, in words for the operator."""
 
 
+class FunctionBusy(OperateError):
+    """The repair function stayed busy (a sweep, another request) for as long as it was asked."""
+
+
 @dataclass(frozen=True)
 class GroupStatus:
     group: str
@@ -301,7 +305,7 @@ class Cluster:
                 if _code(error) != "TooManyRequestsException":
                     raise
                 if time.monotonic() + BUSY_PAUSE_SECONDS > give_up:
-                    raise OperateError(
+                    raise FunctionBusy(
                         f"the repair function stayed busy for {busy_seconds:.0f} s (a sweep, or another request): "
                         "nothing was done; try again"
                     ) from None
@@ -344,9 +348,10 @@ class Cluster:
         except ClientError as error:  # what ``nodes`` shows in the column, not a failure of the command
             why = "not allowed to ask the repair function" if "AccessDenied" in _code(error) else _code(error)
             return dict.fromkeys(instance_ids, f"unknown ({why})")
-        except OperateError as error:
-            why = "busy: the repair function is running a sweep" if "busy" in str(error) else "no answer"
-            return dict.fromkeys(instance_ids, f"unknown ({why})")
+        except FunctionBusy:
+            return dict.fromkeys(instance_ids, "unknown (busy: the repair function is running a sweep)")
+        except OperateError:
+            return dict.fromkeys(instance_ids, "unknown (no answer)")
         except (BotoCoreError, ValueError) as error:
             return dict.fromkeys(instance_ids, f"unknown ({type(error).__name__})")
         return {str(k): str(v) for k, v in states.items()} if isinstance(states, dict) else {}

@@ -9,7 +9,6 @@ warning annotations on the stack. It imports no aws-cdk-lib, so a CLI gives the 
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -20,7 +19,7 @@ from .rules import relocate
 from .rules.auto_repair import RepairFleet, auto_repair_findings
 from .rules.eks import EksFleet, eks_findings, service_cidr_problem
 from .rules.fleet import fleet_findings, lifecycle_script_findings
-from .rules.hyperpod import MAX_GROUPS, hyperpod_group_findings, instance_type_problem
+from .rules.hyperpod import MAX_GROUPS, hyperpod_group_findings, instance_type_problem, partitions_problem
 from .rules.hyperpod import region_problem as hyperpod_region_problem
 from .rules.lustre import kms_key_region_problem, lustre_findings
 from .rules.network import zone_region_problem
@@ -315,11 +314,10 @@ def _backend(config: ClusterConfig) -> Iterator[Finding]:
         if orchestrator.enabled and set_here:
             yield Finding(path=f"orchestrator.{field}", level="warning", message=f"{what}; remove it")
     for i, names in _partitions_of(config).items():
-        if len(names) > 1 or any(not _HYPERPOD_NAME.fullmatch(n) for n in names):
+        problem = partitions_problem(names)
+        if problem is not None:
             yield Finding(
-                path="orchestrator.partitions",
-                message=f"HyperPod puts a group in one partition at most, named with letters, digits and hyphens: "
-                f"{groups[i].name} is in {', '.join(sorted(names))}",
+                path="orchestrator.partitions", message=f"{problem}: {groups[i].name} is in {', '.join(sorted(names))}"
             )
     repair = config.auto_repair
     ignored = sorted(
@@ -361,9 +359,6 @@ def _backend(config: ClusterConfig) -> Iterator[Finding]:
                 message="HyperPod on EKS installs its own health agent and device plugins; ours are not installed "
                 "beside them: remove it",
             )
-
-
-_HYPERPOD_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
 def _partitions_of(config: ClusterConfig) -> dict[int, list[str]]:

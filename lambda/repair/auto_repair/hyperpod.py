@@ -38,7 +38,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from training_cluster.contract import HYPERPOD_EVENTS
+from training_cluster.contract import HYPERPOD_EVENTS, printable
+from training_cluster.patterns import HYPERPOD_NAME_PATTERN
 
 from .aws import Clients, with_retries
 from .ledger import Ledger
@@ -57,7 +58,7 @@ opens a new one: a week-old fault must not hide today's."""
 UNKNOWN_GROUP = "unknown"
 # AWS's own example ids are not all hex (i-12345678abcdefghi): lower-case letters and digits
 _INSTANCE_ID = re.compile(r"i-[0-9a-z]{8,17}", re.ASCII)
-_GROUP_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", re.ASCII)
+_GROUP_NAME = re.compile(HYPERPOD_NAME_PATTERN, re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _when(value: Any) -> float | None:
 
 def text(value: Any, limit: int = TEXT_LIMIT) -> str:
     """Free text from an event, as the ledger keeps it: one line of printable characters, bounded."""
-    return "".join(c if c.isprintable() else " " for c in str(value or "")[:limit])
+    return printable(value or "", limit, " ")
 
 
 class HyperPodRecorder:

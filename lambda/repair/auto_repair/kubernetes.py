@@ -56,6 +56,7 @@ from training_cluster.contract import (
     PROTECTED_LABEL_ACCELERATOR,
     PROTECTED_LABEL_GROUP,
     NodeHealthStatus,
+    printable,
 )
 
 from .aws import Clients, with_retries
@@ -166,7 +167,7 @@ def label_value(text: str) -> str | None:
 
 def annotation_value(text: str) -> str:
     """Free text for an annotation: one line of printable characters, at most 1,024."""
-    return "".join(c if c.isprintable() else " " for c in text[:REASON_LIMIT])
+    return printable(text, REASON_LIMIT, " ")
 
 
 def health_patch(

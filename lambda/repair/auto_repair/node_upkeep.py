@@ -213,12 +213,8 @@ class NodeUpkeep:
                     report.left += 1
                     continue
                 log.warning("node %s (providerID %s): protected labels %s are stale: removed", name, instance_id, had)
-                try:
-                    written = self.labeler.write_labels(node, dict.fromkeys(had), timeout=budget.timeout())
-                except Exception as error:  # one node's failure never stops the others'
-                    report.errors.append(f"revalidate {name}: {str(error)[:200]}")
-                    continue
-                (report.unprotected if written else report.retry).append(name)
+                if self._write(node, dict.fromkeys(had), "revalidate", budget, report):
+                    report.unprotected.append(name)
             if not budget.open:  # no next page is asked for once the writes or the time are spent
                 report.more = True
                 return
@@ -266,16 +262,27 @@ class NodeUpkeep:
                     continue
                 labels = protected_labels(members[instance_id], self.accelerators)
                 assert labels is not None  # the group is listed
-                try:
-                    written = self.labeler.write_labels(node, labels, timeout=budget.timeout())
-                except Exception as error:  # one node's failure never stops the others'
-                    report.errors.append(f"protect {name}: {str(error)[:200]}")
-                    continue
-                (report.labelled if written else report.retry).append(instance_id if written else name)
+                if self._write(node, labels, "protect", budget, report):
+                    report.labelled.append(instance_id)
             if not budget.open:
                 break
         if report.foreign:
             log.warning("nodes that name no instance of this cluster, left unlabelled: %s", report.foreign[:SHOWN])
+
+    def _write(
+        self, node: dict[str, Any], labels: Mapping[str, str | None], step: str, budget: _Budget, report: UpkeepReport
+    ) -> bool:
+        """One conditional label write; a Node changed since it was listed goes to ``retry``, a
+        failure to ``errors`` (one node's failure never stops the others'). Whether it was written."""
+        name = str((node.get("metadata") or {}).get("name", ""))
+        try:
+            written = self.labeler.write_labels(node, labels, timeout=budget.timeout())
+        except Exception as error:
+            report.errors.append(f"{step} {name}: {str(error)[:200]}")
+            return False
+        if not written:
+            report.retry.append(name)
+        return written
 
     def _pages(
         self, selector: str, budget: _Budget, report: UpkeepReport

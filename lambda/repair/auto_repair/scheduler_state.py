@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from training_cluster.contract import LABEL_HEALTH
+from training_cluster.contract import LABEL_HEALTH, printable
 
 from .aws import Clients, with_retries
 from .drain import DONE, RunCommandDrain
@@ -29,11 +29,6 @@ REASON_LIMIT = 100
 """Characters of a Slurm reason kept (``slurm-drain.sh`` writes no longer ones)."""
 
 
-def _printable(text: str) -> str:
-    """No control or format characters (escapes, bidirectional overrides, zero-width ones)."""
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
 def parse_sinfo(output: str) -> dict[str, str]:
     """``sinfo -N -o '%N|%T|%E'`` lines as node -> "state (reason)"; a node in several
     partitions is listed once per partition, with the same state."""
@@ -43,8 +38,8 @@ def parse_sinfo(output: str) -> dict[str, str]:
         state, _, reason = rest.partition("|")
         if name and state:
             # root on any Slurm node sets its own reason: no control characters, a bounded length
-            reason = _printable(reason.strip())[:REASON_LIMIT]
-            states[name] = _printable(state.strip())[:40] + (f" ({reason})" if reason and reason != "none" else "")
+            reason = printable(reason.strip())[:REASON_LIMIT]
+            states[name] = printable(state.strip())[:40] + (f" ({reason})" if reason and reason != "none" else "")
     return states
 
 

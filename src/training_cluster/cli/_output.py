@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..contract import printable as contract_printable
+
 CELL_LIMIT = 80
 """Characters of one table cell (the rest is ``...``: ASCII, for any terminal's encoding)."""
 
@@ -26,7 +28,7 @@ def printable(value: Any, limit: int | None = CELL_LIMIT) -> str:
     """``value`` as text a terminal shows as it is: what is not printable (escape sequences,
     carriage returns, C1 codes, bidirectional overrides, zero-width characters) as ``?``, cut at
     ``limit`` characters with ``...``."""
-    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    text = contract_printable(value)
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -50,6 +50,7 @@ from .._lambda import python_function
 from .._nag import acknowledge
 from ..contract import DIMENSION_CLUSTER, DIMENSION_GROUP, HYPERPOD_EVENTS, REPAIR_NAMESPACE
 from ..node_bootstrap import node_library
+from ..patterns import HYPERPOD_NAME_PATTERN
 from ..rules import hyperpod as rules
 from ..rules.eks import parse_taint
 from .auto_repair import SHIPPED_MODULES, ledger_table
@@ -135,7 +136,7 @@ class HyperPodCluster(Construct):
                 count=group.count,
                 deep_health_checks=group.deep_health_checks,
                 training_plan_arn=group.training_plan_arn,
-                region=region if not Token.is_unresolved(region) else _plan_region(group.training_plan_arn),
+                region=None if Token.is_unresolved(region) else region,
             )
             if finding.level == "error"
         ]
@@ -164,6 +165,7 @@ class HyperPodCluster(Construct):
             ],
             removal_policy=RemovalPolicy.RETAIN,
         )
+        self._bucket_id = Stack.of(self).get_logical_id(cast(CfnElement, self.bucket.node.default_child))
         acknowledge(
             self.bucket,
             "S1",
@@ -355,10 +357,9 @@ class HyperPodCluster(Construct):
                 resources=[self.bucket.arn_for_objects(f"{self.lifecycle_prefix}*")],
             )
         )
-        bucket_id = Stack.of(self).get_logical_id(cast(CfnElement, self.bucket.node.default_child))
         acknowledge(
             self.role,
-            f"IAM5[Resource::<{bucket_id}.Arn>/{self.lifecycle_prefix}*]",
+            f"IAM5[Resource::<{self._bucket_id}.Arn>/{self.lifecycle_prefix}*]",
             "HyperPod downloads every object under the cluster's lifecycle prefix, whose names the scripts set",
         )
 
@@ -377,7 +378,7 @@ class HyperPodCluster(Construct):
                     "lifecycle bucket with the S3 actions its grants name",
                 )
             for rule in (
-                f"IAM5[Resource::<{stack.get_logical_id(cast(CfnElement, self.bucket.node.default_child))}.Arn>/*]",
+                f"IAM5[Resource::<{self._bucket_id}.Arn>/*]",
                 *(
                     [
                         f"IAM5[Resource::arn:{stack.partition}:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.region}/*]"
@@ -468,7 +469,6 @@ bash "$here/on_create.sh"
 bash "$here/user-{group}.sh"
 """
 _RESERVED_SETTINGS = frozenset({"PATH", "IFS", "BASH_ENV", "ENV", "HOME", "SHELL", "LD_PRELOAD", "LD_LIBRARY_PATH"})
-_GROUP_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
 def _shape_problems(
@@ -480,7 +480,7 @@ def _shape_problems(
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"groups: {name!r} is given twice; group names are unique")
     for i, group in enumerate(groups):
-        if not _GROUP_NAME.fullmatch(group.name):
+        if not re.fullmatch(HYPERPOD_NAME_PATTERN, group.name):
             problems.append(f"groups[{i}].name: letters, digits and single hyphens, at most 63 (got {group.name!r})")
         if not 1 <= group.ebs_volume_gib <= 16384:
             problems.append(f"groups[{i}].ebs_volume_gib: 1 to 16384 GiB (got {group.ebs_volume_gib})")
@@ -494,11 +494,9 @@ def _shape_problems(
             problems.append(
                 f"groups[{i}].slurm_node_type: every group of a Slurm cluster has one (Controller, Login, Compute)"
             )
-        if len(group.partitions) > 1 or any(not _GROUP_NAME.fullmatch(p) for p in group.partitions):
-            problems.append(
-                f"groups[{i}].partitions: HyperPod puts a group in one partition at most, named with letters, digits "
-                f"and hyphens (got {list(group.partitions)})"
-            )
+        problem = rules.partitions_problem(group.partitions)
+        if problem is not None:
+            problems.append(f"groups[{i}].partitions: {problem} (got {list(group.partitions)})")
     if not eks and groups and [g.slurm_node_type for g in groups].count("Controller") != 1:
         problems.append("groups: a Slurm cluster has exactly one group of slurm_node_type Controller")
     reserved = sorted(_RESERVED_SETTINGS & set(settings))
@@ -507,12 +505,6 @@ def _shape_problems(
     if settings.get("CLUSTER_USERS") and not file_system:
         problems.append("settings: CLUSTER_USERS need the file system for their homes; give file_system")
     return problems
-
-
-def _plan_region(arn: str | None) -> str:
-    """A training plan's own region (an environment-agnostic stack cannot compare it with its own)."""
-    parts = (arn or "").split(":")
-    return parts[3] if len(parts) > 3 else ""
 
 
 def _script(name: str) -> str:

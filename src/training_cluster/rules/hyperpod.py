@@ -15,6 +15,7 @@ from functools import cache
 
 from .. import catalog
 from ..errors import Finding
+from ..patterns import HYPERPOD_NAME_PATTERN
 
 ML_PREFIX = "ml."
 DEEP_HEALTH_CHECKS = ("InstanceStress", "InstanceConnectivity")
@@ -96,6 +97,14 @@ def default_deep_health_checks(instance_type: str) -> tuple[str, ...]:
     return DEEP_HEALTH_CHECKS if info.efa_supported else ("InstanceStress",)
 
 
+def partitions_problem(partitions: Sequence[str]) -> str | None:
+    """Why HyperPod cannot put a group in ``partitions``, or ``None``: one partition at most,
+    named as HyperPod names things."""
+    if len(partitions) > 1 or any(not re.fullmatch(HYPERPOD_NAME_PATTERN, p) for p in partitions):
+        return "HyperPod puts a group in one partition at most, named with letters, digits and hyphens"
+    return None
+
+
 def partition_of(region: str) -> str:
     """The AWS partition a region is in."""
     for prefix, partition in (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"), ("us-isob-", "aws-iso-b"),
@@ -119,9 +128,10 @@ def hyperpod_group_findings(
     count: int,
     deep_health_checks: Sequence[str] | None,
     training_plan_arn: str | None,
-    region: str,
+    region: str | None,
 ) -> list[Finding]:
-    """The rules of one HyperPod instance group, at the config's ``path``."""
+    """The rules of one HyperPod instance group, at the config's ``path``; a training plan is
+    compared with ``region`` when it is known (None: an environment-agnostic stack)."""
     findings: list[Finding] = []
     problem = instance_type_problem(instance_type)
     if problem is not None:
@@ -135,9 +145,9 @@ def hyperpod_group_findings(
     if training_plan_arn is not None:
         problem = training_plan_problem(training_plan_arn)
         parts = training_plan_arn.split(":")
-        if problem is None and parts[3] != region:
+        if problem is None and region is not None and parts[3] != region:
             problem = f"the training plan is in {parts[3]}, not in the cluster's region {region}"
-        elif problem is None and region and parts[1] != partition_of(region):
+        elif problem is None and region is not None and parts[1] != partition_of(region):
             problem = f"the training plan's partition is {parts[1]}, not {partition_of(region)}, the region's"
         if problem is not None:
             findings.append(Finding(path=f"{path}.training_plan_arn", message=problem))
