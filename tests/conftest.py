@@ -303,7 +303,7 @@ def slurm_rds() -> ClusterConfig:
         minimal_config(
             name="slurm-rds",
             instance_groups=[
-                {"name": "gpu", "instance_type": "p5.48xlarge", "count": 2},
+                {"name": "gpu", "instance_type": "p5.48xlarge", "count": 2, "spares": 1},
                 {"name": "l40s", "instance_type": "g6e.48xlarge", "count": 2},
             ],
             orchestrator={

@@ -410,6 +410,22 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "orchestrator.accounting",
         "rds needs a second availability zone and the catalog knows none for ap-future-9; use local or off",
     ),
+    "spares": (with_group(spares=65), "instance_groups[0].spares", "less than or equal to 64"),
+    "spares over the group limit": (
+        with_slurm({}, count=1990, spares=20),
+        "instance_groups[0].spares",
+        "count + spares must be at most 2000 instances; count is 1990 (got 20)",
+    ),
+    "spares without slurm": (
+        with_group(spares=1),
+        "instance_groups[0].spares",
+        "hot spares need orchestrator.type: slurm, which keeps them out of jobs; remove it",
+    ),
+    "spares on eks": (
+        {**with_group(spares=1), "orchestrator": {"type": "eks"}},
+        "instance_groups[0].spares",
+        "EKS clusters cannot have them yet",
+    ),
     "rds instance class": (
         with_slurm({"accounting": "rds", "accounting_instance_class": "t4g.medium"}),
         "orchestrator.accounting_instance_class",

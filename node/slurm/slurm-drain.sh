@@ -29,6 +29,15 @@ if ! scontrol show node "$node" >/dev/null 2>&1; then
 fi
 scontrol update nodename="$node" state=down reason="$prefix${reason:0:100}"
 echo "$node is down: its jobs are requeued"
+# A hot spare of its group takes its place now (and the node leaves the spares if it was one, so
+# that it can be deleted); the requeued job need not wait for the replacement.
+here=$(dirname "${BASH_SOURCE[0]}")
+if [[ -f ${SLURM_LAYOUT_FILE:-$here/layout.json} ]]; then
+  # (--failed: Slurm may show the node idle again a moment after it is set down, when its slurmd
+  # still answers; it is on its way out whatever Slurm shows.)
+  python3 "$here/slurm_spares.py" reconcile --layout "${SLURM_LAYOUT_FILE:-$here/layout.json}" --failed "$node" ||
+    echo "the spares could not be updated; their timer tries again within 30 s" >&2
+fi
 if [[ $action == replace ]]; then
   # A node is deleted once its jobs have left it; requeueing takes a moment.
   for _ in $(seq "${DELETE_ATTEMPTS:-20}"); do

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Slurm on a cluster node, by role (a bootstrap stage; safe to run again):
 #   controller  slurmctld (state on the file system), slurmdbd (and MariaDB) for accounting, its
-#               address in SSM, the ghost-node reaper; renders the configuration that compute
+#               address in SSM, the ghost-node reaper, the hot spares' keeper; renders the configuration that compute
 #               nodes fetch (configless) with slurm_config.py
 #   compute     slurmd as a dynamic node named after the instance id, with its group's feature,
 #               GPUs and memory; Slurm's health check and the health agent's drain hook
@@ -197,10 +197,29 @@ OnUnitActiveSec=5min
 [Install]
 WantedBy=timers.target
 UNIT
+  # Hot spares (slurm_spares.py): the groups' pools kept full, and one let go when a group is short.
+  cat >"$SYSTEMD_DIR/training-cluster-slurm-spares.service" <<UNIT
+[Unit]
+Description=Keep the instance groups' hot spares in their reservations
+[Service]
+Type=oneshot
+Environment=TEXTFILE_DIR=${TEXTFILE_DIR:-/var/lib/node_exporter/textfile}
+ExecStart=/usr/bin/python3 $SLURM_DIR/slurm_spares.py reconcile --layout $layout
+UNIT
+  cat >"$SYSTEMD_DIR/training-cluster-slurm-spares.timer" <<UNIT
+[Unit]
+Description=Keep the instance groups' hot spares, every 30 seconds
+[Timer]
+OnBootSec=2min
+OnUnitActiveSec=30s
+AccuracySec=5s
+[Install]
+WantedBy=timers.target
+UNIT
   systemctl daemon-reload
-  systemctl enable slurmctld training-cluster-slurm-reap.timer
+  systemctl enable slurmctld training-cluster-slurm-reap.timer training-cluster-slurm-spares.timer
   systemctl restart slurmctld
-  systemctl start training-cluster-slurm-reap.timer
+  systemctl start training-cluster-slurm-reap.timer training-cluster-slurm-spares.timer
   # Registered nodes (a replacement controller's predecessor had them) get the new configuration.
   retry scontrol ping >/dev/null
   scontrol reconfigure

@@ -114,12 +114,12 @@ def group_ip_addresses(group: InstanceGroupConfig) -> int:
 
 
 def compute_subnet_addresses_needed(config: ClusterConfig) -> int:
-    fleet = sum(group_ip_addresses(g) * g.count for g in config.instance_groups)
+    fleet = sum(group_ip_addresses(g) * (g.count + g.spares) for g in config.instance_groups)
     if config.orchestrator.enabled:
         fleet += 1 + config.orchestrator.login_nodes  # the controller and login nodes: one ENA interface each
     if config.orchestrator.eks:
         fleet += config.orchestrator.system_nodes  # the system group: one ENA interface each
-        nodes = sum(g.count for g in config.instance_groups) + config.orchestrator.system_nodes
+        nodes = sum(g.count + g.spares for g in config.instance_groups) + config.orchestrator.system_nodes
         # and every node's pods, their addresses from the same subnet (the VPC CNI)
         fleet += nodes * eks_rules.pod_addresses_per_node(config.orchestrator.pod_addresses_per_node)
     lustre = lustre_ip_addresses(config.storage.lustre) if config.storage.lustre else 0

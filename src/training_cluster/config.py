@@ -149,6 +149,10 @@ class InstanceGroupConfig(_Section):
     instance_type: str
     count: Annotated[StrictInt, _rule(fleet_rules.count_problem)]
     """Instances in the group (a fixed fleet): 1 to 2000."""
+    spares: Annotated[StrictInt, Field(ge=0, le=fleet_rules.MAX_SPARES)] = 0
+    """Hot spares (Slurm): this many more instances, booted, checked and held out of the partitions
+    in a reservation of their own; one is let into the partition the moment a node of the group
+    fails, and the failed node's replacement becomes the next spare. Default none."""
     efa: EfaMode = "auto"
     """``auto``: EFA on every EFA card where the type supports it; ``on``: the same, and an error
     where it does not; ``off``: one ENA interface."""

@@ -136,13 +136,14 @@ def _group(config: ClusterConfig, path: str, group: InstanceGroupConfig) -> Iter
     findings = fleet_findings(
         instance_type=group.instance_type,
         count=group.count,
+        spares=group.spares,
         efa=EFA_PROP[group.efa],
         capacity_type=group.capacity.type,
         reservation_id=group.capacity.reservation_id,
         create_placement_group=group.placement_group,
         placement_group_name=group.placement_group_name,
     )
-    props = {"instance_type", "count", "efa", "capacity", "create_placement_group", "placement_group_name"}
+    props = {"instance_type", "count", "spares", "efa", "capacity", "create_placement_group", "placement_group_name"}
     yield from relocate(findings, {prop: f"{path}.{FLEET_FIELDS.get(prop, prop)}" for prop in props})
     info = catalog.get(group.instance_type)
     known_region = bool(catalog.availability_zones(config.region))  # else one warning says it all
@@ -489,8 +490,26 @@ def _eks(config: ClusterConfig) -> list[Finding]:
     return out
 
 
+def _spares(config: ClusterConfig) -> Iterator[Finding]:
+    """Spares are Slurm's: its controller holds them in a reservation and lets one go when a node
+    fails. Elsewhere nothing would keep them out of work, so they are refused, not ignored."""
+    for i, group in enumerate(config.instance_groups):
+        if not group.spares:
+            continue
+        if config.backend == "hyperpod":
+            message = "HyperPod replaces failed nodes itself and keeps no spares of ours; remove it"
+        elif config.orchestrator.type == "slurm":
+            continue
+        elif config.orchestrator.eks:
+            message = "hot spares are kept by Slurm's controller; EKS clusters cannot have them yet: remove it"
+        else:
+            message = "hot spares need orchestrator.type: slurm, which keeps them out of jobs; remove it"
+        yield Finding(path=f"instance_groups[{i}].spares", message=message)
+
+
 def _orchestrator(config: ClusterConfig) -> Iterator[Finding]:
     orchestrator = config.orchestrator
+    yield from _spares(config)
     if config.network.database_subnet_ids and not (orchestrator.enabled and orchestrator.accounting == "rds"):
         yield Finding(
             path="network.database_subnet_ids",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import slurm_spares
 import yaml
 from aws_cdk import App, Stack
 from aws_cdk import aws_kms as kms
@@ -37,6 +38,7 @@ def exported_metrics() -> set[str]:
     node = (ROOT / "tests" / "data" / "node_exporter_metrics.txt").read_text().splitlines()
     agent = [*health_agent.EFA_COUNTERS.values(), "training_cluster_node_healthy"]
     agent += re.findall(r"# TYPE (\w+) ", (ROOT / "node" / "slurm" / "slurm-prolog.sh").read_text())  # the job label
+    agent += re.findall(r"# TYPE (\w+) ", slurm_spares.metrics([slurm_spares.GroupPlan("gpu", 1, ())]))
     return {m.strip() for m in [*dcgm, *node, *agent] if m.strip() and not m.startswith("#")}
 
 
@@ -57,7 +59,7 @@ def test_alert_rules_pass_promtool(default_cluster: Synthesized, tmp_path: Path,
     rules.write_text(data)
     result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 12 rules found" in result.stdout
+    assert "SUCCESS: 13 rules found" in result.stdout
 
 
 def test_alert_rules_cover_what_the_issue_asks(tmp_path: Path) -> None:
@@ -68,6 +70,7 @@ def test_alert_rules_cover_what_the_issue_asks(tmp_path: Path) -> None:
         "GpuThermalThrottling",
         "GpuDoubleBitEccErrors",
         "NodeStoppedReporting",
+        "HotSparesEmpty",
         "EfaRetransmits",
         "LustreNearlyFull",
     } <= names

@@ -205,6 +205,12 @@ def test_options_reach_the_groups_and_layout(rds: Synthesized) -> None:
     layout = json.loads(settings(rds, "l40s")["SLURM_LAYOUT"])
     assert layout["partitions"] == {"train": ["gpu"], "all": ["gpu", "l40s"]}
     assert [g["name"] for g in layout["groups"]] == ["gpu", "l40s"]
+    # One hot spare beside the gpu group's two: three instances, and the controller holds one back.
+    assert (layout["groups"][0]["count"], layout["groups"][0]["spares"]) == (2, 1)
+    assert "spares" not in layout["groups"][1]
+    for name, size in (("gpu", "3"), ("l40s", "2")):
+        group = rds.only(rds.stack.fleets[name], "AWS::AutoScaling::AutoScalingGroup")["Properties"]
+        assert group["MinSize"] == group["MaxSize"] == size
     login = rds.only(rds.stack.fleets["login"], "AWS::AutoScaling::AutoScalingGroup")["Properties"]
     assert login["MinSize"] == "2"
     for name, instance_type in (("controller", "m7i.8xlarge"), ("login", "m7i.xlarge")):

@@ -79,12 +79,14 @@ class Slurm:
         log = (self.root / "log" / f"{name}.out").open("wb")
         self.daemons[name] = subprocess.Popen(list(command), env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
-    def start_node(self, name: str, *, namespace: bool) -> None:
+    def start_node(self, name: str, *, namespace: bool | str) -> None:
         """``slurmd -Z`` as compute nodes run it: named after the instance, configless, with the
-        group's ``--conf`` line from the layout."""
+        group's ``--conf`` line from the layout. ``namespace``: the test's second machine, or the
+        network namespace of that name."""
         conf, server = self.node_conf, self.server
         # nsenter joins only the network namespace (ip netns exec would also remount /sys).
-        prefix = ["nsenter", f"--net=/run/netns/{NAMESPACE}"] if namespace else []
+        where = NAMESPACE if namespace is True else namespace
+        prefix = ["nsenter", f"--net=/run/netns/{where}"] if where else []
         self.start(name, *prefix, "slurmd", "-D", "-Z", "-N", name, "--conf", conf, "--conf-server", server)
         wait_for(f"{name} to register", lambda: "State=IDLE" in self.node(name))
 
@@ -111,24 +113,28 @@ class Slurm:
         return sorted(self.run("sinfo", "-h", "-N", "-t", "idle", "-o", "%N").stdout.split())
 
 
-def network_namespace() -> Iterator[None]:
-    """A second machine's network: a namespace joined to this one by a veth pair."""
-    subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True)
-    subprocess.run(["ip", "link", "del", "tc-veth0"], capture_output=True)
-    sh("ip", "netns", "add", NAMESPACE)
+def network_namespace(
+    name: str = NAMESPACE, host_ip: str = HOST_IP, inside_ip: str = NAMESPACE_IP, veth: str = "tc-veth"
+) -> Iterator[None]:
+    """Another machine's network: a namespace joined to this one by a veth pair, routed through
+    this one (so that it reaches the controller at ``HOST_IP`` whichever pair it has)."""
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    subprocess.run(["ip", "link", "del", f"{veth}0"], capture_output=True)
+    sh("ip", "netns", "add", name)
     try:
-        sh("ip", "link", "add", "tc-veth0", "type", "veth", "peer", "name", "tc-veth1")
-        sh("ip", "link", "set", "tc-veth1", "netns", NAMESPACE)
-        sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", "tc-veth0")
-        sh("ip", "link", "set", "tc-veth0", "up")
-        inside = ["ip", "netns", "exec", NAMESPACE]
-        sh(*inside, "ip", "addr", "add", f"{NAMESPACE_IP}/24", "dev", "tc-veth1")
-        sh(*inside, "ip", "link", "set", "tc-veth1", "up")
+        sh("ip", "link", "add", f"{veth}0", "type", "veth", "peer", "name", f"{veth}1")
+        sh("ip", "link", "set", f"{veth}1", "netns", name)
+        sh("ip", "addr", "add", f"{host_ip}/24", "dev", f"{veth}0")
+        sh("ip", "link", "set", f"{veth}0", "up")
+        inside = ["ip", "netns", "exec", name]
+        sh(*inside, "ip", "addr", "add", f"{inside_ip}/24", "dev", f"{veth}1")
+        sh(*inside, "ip", "link", "set", f"{veth}1", "up")
         sh(*inside, "ip", "link", "set", "lo", "up")
+        sh(*inside, "ip", "route", "add", "default", "via", host_ip)
         yield
     finally:
-        subprocess.run(["ip", "link", "del", "tc-veth0"], capture_output=True)
-        subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"{veth}0"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def hook(tmp_path: Path, script: str) -> Path:
@@ -407,3 +413,80 @@ def test_a_replaced_controller_at_a_new_address_keeps_the_jobs_and_the_nodes(slu
     assert f" NodeList={NODE_A},{NODE_B}\n" in slurm.job(job)
     # Both nodes report to the new controller: they stay responsive (not DOWN*/NOT_RESPONDING).
     assert slurm.idle_nodes() == [NODE_A, NODE_B]
+
+
+THIRD_NAMESPACE, THIRD_HOST_IP, THIRD_IP = "tc-slurm-3", "10.231.1.1", "10.231.1.2"
+NODE_D = "i-0ddddddddddddddd4"
+
+
+def test_a_hot_spare_takes_a_failed_nodes_place_and_its_replacement_becomes_the_spare(
+    slurm: Slurm, tmp_path: Path
+) -> None:
+    """A group of 2 with 1 spare on three real slurmd: the spare is held in its reservation while a
+    job runs on the other two; a node fails and the repair's hook lets the spare go at once, so the
+    requeued job runs on it; the failed node's replacement registers and becomes the spare."""
+    third = network_namespace(THIRD_NAMESPACE, THIRD_HOST_IP, THIRD_IP, veth="tc-vetc")
+    next(third)
+    try:
+        slurm.start_node(NODE_C, namespace=THIRD_NAMESPACE)
+        layout = tmp_path / "layout.json"
+        group = {**LAYOUT["groups"][0], "count": 2, "spares": 1}  # type: ignore[index]
+        layout.write_text(json.dumps({**LAYOUT, "groups": [group]}))
+        textfile = tmp_path / "textfile"
+        spares = ["python3", str(SLURM / "slurm_spares.py"), "reconcile", "--layout", str(layout)]
+
+        def pool() -> list[str]:
+            shown = slurm.run("scontrol", "show", "reservation", "spares-gpu", "--oneliner").stdout
+            found = re.search(r" Nodes=(\S+)", shown)
+            return slurm.run("scontrol", "show", "hostnames", found.group(1)).stdout.split() if found else []
+
+        def gauge() -> str:
+            return (textfile / "slurm-spares.prom").read_text()
+
+        kept = slurm.run(*spares, "--textfile-dir", str(textfile))
+        assert kept.returncode == 0, kept.stderr
+        assert kept.stdout == f"gpu: {NODE_A} is a spare\n"  # the first idle node by name
+        assert pool() == [NODE_A] and 'training_cluster_slurm_spares{group="gpu"} 1' in gauge()
+        again = slurm.run(*spares)
+        assert again.returncode == 0 and again.stdout == ""  # a full pool: nothing to do
+
+        job = slurm.run("sbatch", "--parsable", "--requeue", "-N", "2", "-p", "train", "-o", "/dev/null",
+                        "--wrap", "sleep 300").stdout.strip()  # fmt: skip
+        wait_for("the job to run", lambda: "JobState=RUNNING" in slurm.job(job))
+        assert f" NodeList={NODE_B},{NODE_C}\n" in slurm.job(job)  # not on the spare
+        # A three-node job cannot have the spare either: it waits.
+        wide = slurm.run("sbatch", "--parsable", "-N", "3", "-p", "train", "-o", "/dev/null", "--wrap", "true")
+        assert wide.returncode == 0
+        slurm.run("scontrol", "hold", wide.stdout.strip())
+
+        # Node B fails; auto-repair's hook takes it down, the spare is let go, B is deleted.
+        down = slurm.run(str(SLURM / "slurm-drain.sh"), NODE_B, "replace", "xid 79: replace",
+                         extra_env={"SLURM_LAYOUT_FILE": str(layout)})  # fmt: skip
+        assert down.returncode == 0, down.stderr
+        assert (
+            f"gpu: spare {NODE_A} promoted (the group is short)" in down.stdout and f"{NODE_B} deleted" in down.stdout
+        )
+        assert pool() == []
+        slurm.stop(NODE_B)
+        # The timer's next pass writes an empty pool: the alert's condition.
+        assert slurm.run(*spares, "--textfile-dir", str(textfile)).returncode == 0
+        assert 'training_cluster_slurm_spares{group="gpu"} 0' in gauge()
+        assert 'training_cluster_slurm_spares_wanted{group="gpu"} 1' in gauge()
+        wait_for("the job to be requeued", lambda: "Restarts=1" in slurm.job(job))
+        slurm.run("scontrol", "update", f"jobid={job}", "starttime=now")  # the hold is measured in make bench
+        wait_for("the job to run on the spare", lambda: "JobState=RUNNING" in slurm.job(job))
+        assert f" NodeList={NODE_A},{NODE_C}\n" in slurm.job(job)
+
+        # B's replacement boots (in B's place on the network) and becomes the spare.
+        slurm.start_node(NODE_D, namespace=True)
+        refilled = slurm.run(*spares, "--textfile-dir", str(textfile))
+        assert refilled.stdout == f"gpu: {NODE_D} is a spare\n", refilled.stderr
+        assert pool() == [NODE_D] and 'training_cluster_slurm_spares{group="gpu"} 1' in gauge()
+        assert "JobState=RUNNING" in slurm.job(job) and f" NodeList={NODE_A},{NODE_C}\n" in slurm.job(job)
+        # The spare itself fails: it leaves the pool, and with no healthy node over the count none replaces it.
+        slurm.run("scontrol", "update", f"nodename={NODE_D}", "state=drain", "reason=health: 7 of 8 GPUs visible")
+        dropped = slurm.run(*spares)
+        assert dropped.stdout == f"gpu: {NODE_D} left the spares (unhealthy, busy or gone)\n"
+        assert pool() == []
+    finally:
+        third.close()

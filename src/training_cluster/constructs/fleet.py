@@ -112,6 +112,7 @@ class Fleet(Construct):
         subnet: ec2.ISubnet,
         instance_type: str,
         count: int,
+        spares: int = 0,
         security_group: ec2.ISecurityGroup | None = None,
         efa: bool | None = None,
         capacity: FleetCapacity = FleetCapacity(),
@@ -135,6 +136,9 @@ class Fleet(Construct):
         :param group_name: the instance group's name in the cluster (the same rules, up to 24
             characters): the nodes' ``training-cluster:instance-group`` tag and ``INSTANCE_GROUP`` setting.
         :param subnet: the compute subnet every node of the group launches into.
+        :param spares: hot spares beside ``count`` (0 to 64): the group runs ``count + spares``
+            instances; an orchestrator that holds them out of work (``SlurmCluster``) must take the
+            fleet, or they simply join it. Default none.
         :param security_group: put on every network interface; default: a new group that allows all
             traffic to and from itself (EFA requires it) and HTTPS and HTTP out. Other fleets and
             servers are allowed through :attr:`connections`.
@@ -175,6 +179,7 @@ class Fleet(Construct):
                     group_name=group_name,
                     instance_type=instance_type,
                     count=count,
+                    spares=spares,
                     efa=efa,
                     capacity_type=capacity.type,
                     reservation_id=capacity.reservation_id,
@@ -191,6 +196,7 @@ class Fleet(Construct):
                 "cluster_name": cluster_name,
                 "group_name": group_name,
                 "count": count,
+                "spares": spares,
                 "capacity.reservation_id": capacity.reservation_id,
                 "placement_group_name": placement_group_name,
                 "key_pair_name": key_pair_name,
@@ -202,6 +208,9 @@ class Fleet(Construct):
         self.group_name = group_name
         self.instance_type = info
         self.count = count
+        self.spares = spares
+        """Hot spares beside ``count``: the Auto Scaling group keeps ``count + spares`` instances and
+        the orchestrator holds ``spares`` of them out of work (Slurm: a reservation)."""
         self.os: OperatingSystem = os
         self.efa_enabled = info.efa_supported if efa is None else efa
         self.interfaces = info.efa_layout() if self.efa_enabled else info.efa_layout()[:1]
@@ -313,8 +322,8 @@ class Fleet(Construct):
             vpc=vpc,
             vpc_subnets=ec2.SubnetSelection(subnets=[subnet]),
             launch_template=self.launch_template,
-            min_capacity=count,
-            max_capacity=count,
+            min_capacity=count + spares,
+            max_capacity=count + spares,
             health_checks=autoscaling.HealthChecks.ec2(
                 grace_period=health_check_grace_period or DEFAULT_HEALTH_CHECK_GRACE_PERIOD
             ),

@@ -192,6 +192,8 @@ class Slurm(Construct):
                     "gpus": fleet.instance_type.gpus,
                     "memory_mib": fleet.instance_type.memory_mib,
                     "vcpus": fleet.instance_type.vcpus,
+                    # the controller keeps `spares` of the group's nodes out of the partitions
+                    **({"count": fleet.count, "spares": fleet.spares} if fleet.spares else {}),
                 }
                 for name, fleet in by_name.items()
             ],

@@ -37,6 +37,19 @@ def count_problem(count: int) -> str | None:
     return None
 
 
+MAX_SPARES = 64
+"""Hot spares a group may keep: enough for the largest group's failures while one is replaced."""
+
+
+def spares_problem(spares: int, count: int) -> str | None:
+    """Why ``spares`` hot spares beside ``count`` instances cannot be, or ``None``."""
+    if not 0 <= spares <= MAX_SPARES:
+        return f"must be between 0 and {MAX_SPARES}"
+    if count + spares > MAX_GROUP_COUNT:
+        return f"count + spares must be at most {MAX_GROUP_COUNT} instances; count is {count}"
+    return None
+
+
 def root_volume_problem(size_gib: int) -> str | None:
     """Why a root volume of ``size_gib`` GiB cannot be, or ``None``."""
     if not MIN_ROOT_VOLUME_GIB <= size_gib <= MAX_ROOT_VOLUME_GIB:
@@ -230,6 +243,7 @@ def fleet_findings(
     group_name: str | None = None,
     instance_type: str,
     count: int,
+    spares: int = 0,
     efa: bool | None = None,
     capacity_type: CapacityType = "on-demand",
     reservation_id: str | None = None,
@@ -249,6 +263,7 @@ def fleet_findings(
     if group_name is not None:
         out += got("group_name", name_problem(group_name, MAX_GROUP_NAME_LENGTH), group_name)
     out += got("count", count_problem(count), count)
+    out += got("spares", spares_problem(spares, count), spares)
     if key_pair_name is not None:
         out += got("key_pair_name", pattern_problem(EC2_NAME_PATTERN, key_pair_name), key_pair_name)
     unknown = instance_type_problem(instance_type)

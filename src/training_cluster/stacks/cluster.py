@@ -396,6 +396,7 @@ class TrainingClusterStack(Stack):
             security_group=self.network.security_group,
             instance_type=group.instance_type,
             count=group.count,
+            spares=group.spares,
             efa=group.efa_enabled,
             capacity=FleetCapacity(type=capacity.type, reservation_id=capacity.reservation_id),
             create_placement_group=group.creates_placement_group,
