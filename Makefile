@@ -59,10 +59,14 @@ lint: setup
 	$(BIN)/python scripts/make_dashboards.py --check
 	$(BIN)/python scripts/generate_pytorchjob_crd.py --check
 
-bench: setup
+# fault_to_running.py and slurm_scale.py run real Slurm (as root: network namespaces, daemons);
+# goodput.py takes the measured requeue from fault_to_running.py.
+bench: setup tools
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
 	$(BIN)/python benchmarks/synth_bench.py
 	$(BIN)/python benchmarks/repair_latency.py
+	$(BIN)/python benchmarks/fault_to_running.py
+	$(BIN)/python benchmarks/slurm_scale.py
 	$(BIN)/python benchmarks/goodput.py
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/control_plane_scale.py

@@ -62,6 +62,19 @@ def test_the_plan_of_the_default_example() -> None:
     assert "file system: FSx for Lustre PERSISTENT_2, 1,200 GiB, 292 MB/s (250 MB/s/TiB), at /fsx" in lines
 
 
+def test_the_plan_shows_a_groups_spares(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "examples" / "default.yaml").read_text())
+    data["instance_groups"][0]["spares"] = 2
+    code, out, _ = run("validate", str(write(tmp_path, data)))
+    assert code == 0
+    gpu = next(line for line in out.splitlines() if line.startswith("gpu "))
+    assert " 2 + 2 spares " in gpu
+    assert "compute subnet: 20 addresses needed of 32,768" in out  # 17 without: the spares counted
+    code, out, _ = run("validate", str(write(tmp_path, data)), "--json")
+    (group,) = [g for g in json.loads(out)["plan"]["groups"] if g["name"] == "gpu"]
+    assert (group["count"], group["spares"]) == (2, 2)
+
+
 def test_a_capacity_block_and_its_neuron_devices_are_in_the_plan() -> None:
     code, out, _ = run("validate", str(ROOT / "examples" / "trn2-capacity-block.yaml"), "--json")
     (group,) = json.loads(out)["plan"]["groups"]

@@ -416,6 +416,14 @@ RULES: dict[str, tuple[dict[str, Any], str, str]] = {
         "instance_groups[0].spares",
         "count + spares must be at most 2000 instances; count is 1990 (got 20)",
     ),
+    "slurm node records": (
+        {
+            **with_slurm({}),
+            "instance_groups": [group(name=f"g{i}", count=1000, spares=8) for i in range(3)],
+        },
+        "instance_groups",
+        "Slurm takes at most 2048 compute instances (counts and spares) in a cluster, got 3024",
+    ),
     "spares without slurm": (
         with_group(spares=1),
         "instance_groups[0].spares",

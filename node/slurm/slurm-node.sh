@@ -1,7 +1,8 @@
 #!/bin/bash
 # Slurm on a cluster node, by role (a bootstrap stage; safe to run again):
 #   controller  slurmctld (state on the file system), slurmdbd (and MariaDB) for accounting, its
-#               address in SSM, the ghost-node reaper, the hot spares' keeper; renders the configuration that compute
+#               address in SSM, the ghost-node reaper, the hot spares' keeper, the network
+#               topology's features; renders the configuration that compute
 #               nodes fetch (configless) with slurm_config.py
 #   compute     slurmd as a dynamic node named after the instance id, with its group's feature,
 #               GPUs and memory; Slurm's health check and the health agent's drain hook
@@ -47,7 +48,7 @@ install_packages() {
   retry apt-get update -q
   case $SLURM_ROLE in
     controller)
-      packages+=(slurmctld)
+      packages+=(slurmctld python3-boto3)  # boto3: the topology (slurm_topology.py)
       if [[ ${SLURM_ACCOUNTING:-false} == true && -n ${SLURM_DATABASE_SECRET_ARN:-} ]]; then
         packages+=(slurmdbd)  # the database is in RDS
       elif [[ ${SLURM_ACCOUNTING:-false} == true ]]; then
@@ -216,10 +217,30 @@ AccuracySec=5s
 [Install]
 WantedBy=timers.target
 UNIT
+  # The network topology (slurm_topology.py): topology.conf and each node's network-node features.
+  cat >"$SYSTEMD_DIR/training-cluster-slurm-topology.service" <<UNIT
+[Unit]
+Description=Slurm's view of the network topology, from EC2 DescribeInstanceTopology
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/python3 $SLURM_DIR/slurm_topology.py refresh --region $AWS_DEFAULT_REGION --out-dir $SHARED/etc
+UNIT
+  cat >"$SYSTEMD_DIR/training-cluster-slurm-topology.timer" <<UNIT
+[Unit]
+Description=Slurm's view of the network topology, every 2 minutes
+[Timer]
+OnBootSec=3min
+OnUnitActiveSec=2min
+[Install]
+WantedBy=timers.target
+UNIT
+  local timers="training-cluster-slurm-reap.timer training-cluster-slurm-spares.timer training-cluster-slurm-topology.timer"
   systemctl daemon-reload
-  systemctl enable slurmctld training-cluster-slurm-reap.timer training-cluster-slurm-spares.timer
+  # shellcheck disable=SC2086 # the unit names
+  systemctl enable slurmctld $timers
   systemctl restart slurmctld
-  systemctl start training-cluster-slurm-reap.timer training-cluster-slurm-spares.timer
+  # shellcheck disable=SC2086
+  systemctl start $timers
   # Registered nodes (a replacement controller's predecessor had them) get the new configuration.
   retry scontrol ping >/dev/null
   scontrol reconfigure

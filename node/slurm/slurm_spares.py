@@ -14,7 +14,7 @@ takes a node down. It writes the pool's size as metrics for node_exporter's text
 empty pool is an alert). Node names are instance ids; a group is the node's feature.
 
     slurm_spares.py reconcile --layout FILE [--textfile-dir DIR]
-    slurm_spares.py show --layout FILE
+    slurm_spares.py show --layout FILE        (spares <group> <held>/<wanted> <node> ...)
 """
 
 from __future__ import annotations
@@ -228,9 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     scontrol = Scontrol()
     if args.command == "show":
         reserved = scontrol.reserved(pools.spares)
-        for group in sorted(pools.spares):
-            held = reserved.get(group, [])
-            print(f"{group}: {len(held)} of {pools.spares[group]} spares: {' '.join(held) or '-'}")
+        for group in sorted(pools.spares):  # the control plane reads these lines (scheduler_state.py)
+            print(
+                " ".join(
+                    ["spares", group, f"{len(reserved.get(group, []))}/{pools.spares[group]}", *reserved.get(group, [])]
+                )
+            )
         return 0
     reconcile(pools, scontrol, args.textfile_dir, failed=args.failed)
     return 0

@@ -101,6 +101,12 @@ CheckName = Literal[HealthCheck, "xid", "agent"]
 """What a failure is of: a :data:`HealthCheck`; ``xid``, an NVIDIA XID error (its action by its
 code); ``agent``, a check that could not run (observed)."""
 
+# Slurm: where a node's Slurm files are (the bootstrap stage's folder); the control plane runs the
+# controller's scripts from there.
+SLURM_NODE_DIR = "/opt/training-cluster/slurm"  # (not SLURM_DIR: the node scripts' own setting)
+SPARES_SHOW = f"python3 {SLURM_NODE_DIR}/slurm_spares.py show --layout {SLURM_NODE_DIR}/layout.json"
+"""Prints one line per group with hot spares: ``spares <group> <held>/<wanted> <node> ...``."""
+
 # Drain reasons: how the scheduler says who took a node out of work, and so who may put it back.
 
 DRAIN_REASON_AGENT = "agent: "

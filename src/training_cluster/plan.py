@@ -29,6 +29,8 @@ class GroupPlan:
     capacity: str
     """``on-demand``, ``reservation cr-...`` or ``capacity-block cr-...``."""
     addresses_per_node: int
+    spares: int = 0
+    """Hot spares beside ``count`` (Slurm holds them out of jobs)."""
 
     @property
     def network_gbps(self) -> float:
@@ -106,6 +108,7 @@ def plan(config: ClusterConfig) -> Plan:
             if group.training_plan_arn
             else " ".join(filter(None, (group.capacity.type, group.capacity.reservation_id))),
             addresses_per_node=addresses.group_ip_addresses(group),
+            spares=group.spares,
         )
         for group in config.instance_groups
     ]

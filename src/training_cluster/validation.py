@@ -20,6 +20,7 @@ from .rules.auto_repair import RepairFleet, auto_repair_findings
 from .rules.eks import EksFleet, eks_findings, service_cidr_problem
 from .rules.fleet import fleet_findings, lifecycle_script_findings
 from .rules.hyperpod import MAX_GROUPS, hyperpod_group_findings, instance_type_problem, partitions_problem
+from .rules.hyperpod import kubernetes_version_warning as hyperpod_kubernetes_version_warning
 from .rules.hyperpod import region_problem as hyperpod_region_problem
 from .rules.lustre import kms_key_region_problem, lustre_findings
 from .rules.network import zone_region_problem
@@ -202,7 +203,10 @@ def _slurm(config: ClusterConfig) -> list[Finding]:
         controller=controller,
         # The login type is checked even without login nodes: a later login_nodes: 1 must not fail.
         login=login,
-        compute=[SlurmFleet(group_name=g.name, instance_type=g.instance_type, count=g.count, os=g.os) for g in groups],
+        compute=[
+            SlurmFleet(group_name=g.name, instance_type=g.instance_type, count=g.count, os=g.os, spares=g.spares)
+            for g in groups
+        ],
         partitions=orchestrator.partitions,
         users=orchestrator.users,
     )
@@ -291,6 +295,10 @@ def _backend(config: ClusterConfig) -> Iterator[Finding]:
                 message="HyperPod places a group's instances itself and makes no placement group of ours; "
                 "remove it, or stay on backend: self-managed",
             )
+    if orchestrator.eks:
+        warning = hyperpod_kubernetes_version_warning(orchestrator.kubernetes_version)
+        if warning is not None:
+            yield Finding(path="orchestrator.kubernetes_version", level="warning", message=warning)
     own = {"slurm": ("controller_instance_type", "login_instance_type"), "eks": ("system_instance_type",)}
     for field in own.get(orchestrator.type, ()):
         if field == "login_instance_type" and not orchestrator.login_nodes:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import slurm_spares
 import yaml
 from aws_cdk import App, Stack
 from aws_cdk import aws_kms as kms
@@ -20,6 +19,7 @@ from aws_cdk.assertions import Template
 from syrupy.assertion import SnapshotAssertion
 
 import health_agent
+import slurm_spares
 from conftest import CDK_CONTEXT, ROOT, Synthesized, mask_asset_hashes, minimal_config
 from training_cluster import ClusterConfig
 from training_cluster.constructs.observability import (

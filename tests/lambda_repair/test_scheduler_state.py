@@ -14,7 +14,15 @@ from kube_stub import ACCESS_KEY, CLUSTER, REGION, SECRET_KEY, KubeStub, Pki, Ru
 
 import handler
 from auto_repair.aws import Clients
-from auto_repair.scheduler_state import NO_TIME_LEFT, SINFO, KubernetesState, SlurmState, parse_sinfo
+from auto_repair.scheduler_state import (
+    NO_TIME_LEFT,
+    SINFO,
+    SPARES,
+    KubernetesState,
+    SlurmState,
+    parse_sinfo,
+    parse_spares,
+)
 from repair_world import Clock, World, aws, calls, make_world
 from training_cluster.contract import LABEL_HEALTH
 
@@ -44,7 +52,8 @@ def test_sinfo_lines_become_states_with_reasons() -> None:
 def test_slurm_states_come_from_sinfo_on_the_controller(slurm_world: World) -> None:
     (controller,) = slurm_world.instances("controller")
     gpu = slurm_world.instances("gpu")
-    done = {"Status": "Success", "StandardOutputContent": f"{gpu[0]}|idle|none\n{gpu[1]}|down|repair (replace): x\n"}
+    output = f"{gpu[0]}|idle|none\n{gpu[1]}|down|repair (replace): x\nspares gpu 1/1 {gpu[0]}\n"
+    done = {"Status": "Success", "StandardOutputContent": output}
     ssm = slurm_world.clients.ssm
     state = SlurmState(
         slurm_world.clients,
@@ -57,9 +66,9 @@ def test_slurm_states_come_from_sinfo_on_the_controller(slurm_world: World) -> N
         mock.patch.object(ssm, "get_command_invocation", return_value=done),
     ):
         states = state(gpu)
-    assert states == {gpu[0]: "idle", gpu[1]: "down (repair (replace): x)", gpu[2]: "not in Slurm"}
+    assert states == {gpu[0]: "idle, hot spare", gpu[1]: "down (repair (replace): x)", gpu[2]: "not in Slurm"}
     kwargs = send.call_args.kwargs
-    assert kwargs["InstanceIds"] == [controller] and kwargs["Parameters"] == {"commands": [SINFO]}
+    assert kwargs["InstanceIds"] == [controller] and kwargs["Parameters"] == {"commands": [SINFO, SPARES]}
 
 
 def test_a_slow_or_failed_sinfo_says_unknown_within_the_bound(slurm_world: World) -> None:
@@ -235,3 +244,9 @@ def test_a_reason_root_on_a_node_set_reaches_nobody_as_control_sequences() -> No
     hostile = "i-0123456789abcdef0|drained|agent: xid 79\x1b]0;owned\x07\x1b[2J\x1b[32mALL GOOD\x1b[0m" + "x" * 5000
     (state,) = parse_sinfo(hostile).values()
     assert "\x1b" not in state and "\x07" not in state and len(state) <= len("drained ()") + 100
+
+
+def test_hot_spares_are_read_from_the_keepers_lines_only() -> None:
+    output = "spares gpu 2/2 i-0aaaaaaaaaaaaaaa1 i-0bbbbbbbbbbbbbbb2\nspares trn 0/1\nspares x 1/1 $(reboot) i-zz\n"
+    assert parse_spares(output) == {"i-0aaaaaaaaaaaaaaa1", "i-0bbbbbbbbbbbbbbb2"}
+    assert "slurm_spares.py show" in SPARES and SPARES.endswith("|| true")

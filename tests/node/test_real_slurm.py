@@ -13,15 +13,16 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 import slurm_config
+from auto_repair.scheduler_state import SINFO, slurm_states
 from conftest import NODE
+from slurm_harness import munged, scratch_paths, wait_for
 from stand_ins import script as stand_in
 from stand_ins import stand_ins
 
@@ -36,15 +37,6 @@ LAYOUT = {
     "partitions": {"train": ["gpu"]},
 }
 pytestmark = pytest.mark.slow
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sh(*command: str) -> None:
@@ -146,45 +138,33 @@ def hook(tmp_path: Path, script: str) -> Path:
 def slurm(tmp_path: Path) -> Iterator[Slurm]:
     for tool in ("munged", "slurmctld", "slurmd", "scontrol", "sbatch", "ip"):
         assert shutil.which(tool), f"{tool} comes from Debian's munge and slurm packages, which make test installs"
-    for d in ("etc", "state", "log", "run", "textfile"):
-        (tmp_path / d).mkdir()
+    (tmp_path / "textfile").mkdir()
     # Two slurmd on one file system: one spool each, under a short path (step sockets live there
     # and a socket path has at most 108 characters).
     spool = Path(tempfile.mkdtemp(prefix="tcs-"))
-    paths = slurm_config.Paths(
-        state_dir=str(tmp_path / "state"),
-        spool_dir=f"{spool}/%n",
-        log_dir=str(tmp_path / "log"),
-        run_dir=str(tmp_path / "run"),
+    paths = scratch_paths(
+        tmp_path,
+        f"{spool}/%n",
         health_check=str(SLURM / "slurm-health-check.sh"),
         prolog=str(hook(tmp_path, "slurm-prolog.sh")),
         epilog=str(hook(tmp_path, "slurm-epilog.sh")),
     )
-    key = tmp_path / "munge.key"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o400)
-    Path("/run/munge").mkdir(exist_ok=True)
     namespace = network_namespace()
     next(namespace)
     cluster = Slurm(tmp_path, paths)
     cluster.write_config(HOST_IP)
-    subprocess.run(
-        ["munged", "--force", f"--key-file={key}", f"--log-file={tmp_path / 'munged.log'}",
-         f"--pid-file={tmp_path / 'munged.pid'}", f"--seed-file={tmp_path / 'munged.seed'}"],
-        check=True,
-    )  # fmt: skip
     try:
-        cluster.start("slurmctld", "slurmctld", "-D", "-f", str(tmp_path / "etc" / "slurm.conf"))
-        wait_for("slurmctld", lambda: cluster.run("scontrol", "ping").stdout.count("UP") == 1)
-        cluster.start_node(NODE_A, namespace=False)
-        cluster.start_node(NODE_B, namespace=True)
-        yield cluster
+        with munged(tmp_path):
+            try:
+                cluster.start("slurmctld", "slurmctld", "-D", "-f", str(tmp_path / "etc" / "slurm.conf"))
+                wait_for("slurmctld", lambda: cluster.run("scontrol", "ping").stdout.count("UP") == 1)
+                cluster.start_node(NODE_A, namespace=False)
+                cluster.start_node(NODE_B, namespace=True)
+                yield cluster
+            finally:
+                for name in reversed(list(cluster.daemons)):
+                    cluster.stop(name)
     finally:
-        for name in reversed(list(cluster.daemons)):
-            cluster.stop(name)
-        pid = (tmp_path / "munged.pid").read_text().strip() if (tmp_path / "munged.pid").exists() else ""
-        if pid:
-            os.kill(int(pid), signal.SIGTERM)
         namespace.close()
         shutil.rmtree(spool, ignore_errors=True)
 
@@ -299,17 +279,22 @@ def test_a_failed_node_drains_requeues_and_the_job_finishes_on_its_replacement(s
     # The replacement boots and registers under its own instance id: the partition is whole again.
     slurm.start_node(NODE_C, namespace=True)
     assert slurm.idle_nodes() == [NODE_A, NODE_C]
-    # Slurm holds a requeued batch job for about two minutes (Reason=BeginTime); the test moves its
-    # start to now rather than wait.
+    # Slurm holds a requeued batch job until its credential has expired (cred_expire, 60 s here);
+    # the test moves its start to now rather than wait (make bench measures the wait).
     eligible = re.search(r"EligibleTime=(\S+)", slurm.job(job))
     assert eligible is not None
-    assert datetime.fromisoformat(eligible.group(1)) > datetime.now() + timedelta(seconds=60)
+    hold = datetime.fromisoformat(eligible.group(1)) - datetime.now()
+    assert (
+        timedelta(seconds=slurm_config.CRED_EXPIRE_SECONDS - 15)
+        < hold
+        <= timedelta(seconds=slurm_config.CRED_EXPIRE_SECONDS + 1)
+    )
     slurm.run("scontrol", "update", f"jobid={job}", "starttime=now")
     wait_for("the job to complete", lambda: "JobState=COMPLETED" in slurm.job(job), timeout=60)
     runs = (tmp_path / "runs.log").read_text().splitlines()
     assert runs[0] == f"start at step 0 (restart 0) on {slurm_nodelist(NODE_A, NODE_B)}"
     assert re.fullmatch(rf"start at step [1-5] \(restart 1\) on {re.escape(slurm_nodelist(NODE_A, NODE_C))}", runs[-1])
-    assert checkpoint.read_text().strip() == "6"
+    assert checkpoint.read_text().strip() == "6", (runs, slurm.job(job))
     wait_for("the epilog to remove the job's label", lambda: not label.exists())
 
 
@@ -447,6 +432,11 @@ def test_a_hot_spare_takes_a_failed_nodes_place_and_its_replacement_becomes_the_
         assert kept.returncode == 0, kept.stderr
         assert kept.stdout == f"gpu: {NODE_A} is a spare\n"  # the first idle node by name
         assert pool() == [NODE_A] and 'training_cluster_slurm_spares{group="gpu"} 1' in gauge()
+        # What training-cluster nodes shows: sinfo says idle; the keeper's list says spare.
+        shown = slurm.run(*SINFO.replace("'", "").split()).stdout
+        shown += slurm.run("python3", str(SLURM / "slurm_spares.py"), "show", "--layout", str(layout)).stdout
+        assert f"spares gpu 1/1 {NODE_A}\n" in shown
+        assert slurm_states(shown) == {NODE_A: "idle, hot spare", NODE_B: "idle", NODE_C: "idle"}
         again = slurm.run(*spares)
         assert again.returncode == 0 and again.stdout == ""  # a full pool: nothing to do
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from slurm_spares import GroupPlan, Node, Pools, metrics, parse_nodes, plan
 
 POOLS = Pools(counts={"gpu": 4}, spares={"gpu": 2})
@@ -83,3 +84,13 @@ def test_the_metrics_pass_promtool() -> None:
     assert 'training_cluster_slurm_spares{group="trn"} 0' in text
     checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_slurm_rules_know_how_many_node_records_slurmctld_keeps() -> None:
+    import slurm_config
+    from training_cluster.rules.slurm import MAX_NODE_RECORDS
+
+    conf = slurm_config.render_slurm_conf(
+        cluster="c", controller="c", groups=[slurm_config.Group("gpu")], partitions={"gpu": ["gpu"]}
+    )
+    assert f"MaxNodeCount={MAX_NODE_RECORDS}\n" in conf

@@ -691,3 +691,14 @@ def test_plain_cfn_lint_passes_a_type_its_region_schema_lags_on_with_the_reason_
     assert "ml.trn2.48xlarge" in cluster["Metadata"]["training-cluster:cfn-lint-E3644"]
     with_e3644 = [r for r in s.template_json["Resources"].values() if "cfn-lint" in r.get("Metadata", {})]
     assert len(with_e3644) == 1
+
+
+def test_a_kubernetes_version_hyperpods_documentation_did_not_list_is_a_warning() -> None:
+    data = yaml.safe_load((ROOT / "examples" / "hyperpod-eks.yaml").read_text())
+    warnings = [str(w) for w in ClusterConfig.from_dict(data).warnings()]
+    version = data["orchestrator"].get("kubernetes_version", "1.35")
+    assert (
+        f"orchestrator.kubernetes_version: HyperPod's documentation listed Kubernetes 1.28 to 1.33 when this "
+        f"release was made, not {version}: check that HyperPod supports {version} before deploying" in warnings
+    )
+    assert rules.kubernetes_version_warning("1.33") is None

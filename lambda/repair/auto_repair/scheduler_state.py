@@ -2,7 +2,8 @@
 the control plane, which can reach the scheduler (a private EKS endpoint, Slurm's controller)
 when the operator's machine may not. Read only, and bounded in time.
 
-- Slurm: ``sinfo`` on the controller through Run Command (nodes are named after their instance ids).
+- Slurm: ``sinfo`` on the controller through Run Command (nodes are named after their instance ids),
+  and which nodes the controller holds as hot spares.
 - EKS: each node's ``Ready`` condition, whether it is cordoned, and its health label, through the
   Kubernetes API (the same client, and the same ``get nodes`` permission, as the labeler's): the
   Node names from one ``DescribeInstances`` for all (1,000 ids a call), then one read per node
@@ -11,17 +12,20 @@ when the operator's machine may not. Read only, and bounded in time.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from training_cluster.contract import LABEL_HEALTH, printable
+from training_cluster.contract import LABEL_HEALTH, SPARES_SHOW, printable
 
 from .aws import Clients, with_retries
 from .drain import DONE, RunCommandDrain
 from .kubernetes import HealthLabeler
 
 SINFO = "sinfo --noheader --Node --format='%N|%T|%E'"
+SPARES = f"{SPARES_SHOW} 2>/dev/null || true"  # a cluster without spares prints nothing
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
 WAIT_SECONDS = 20.0
 
 
@@ -40,6 +44,24 @@ def parse_sinfo(output: str) -> dict[str, str]:
             # root on any Slurm node sets its own reason: no control characters, a bounded length
             reason = printable(reason.strip())[:REASON_LIMIT]
             states[name] = printable(state.strip())[:40] + (f" ({reason})" if reason and reason != "none" else "")
+    return states
+
+
+def parse_spares(output: str) -> set[str]:
+    """The nodes held as hot spares, from ``slurm_spares.py show``'s lines."""
+    held: set[str] = set()
+    for line in output.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == "spares":
+            held.update(w for w in words[3:] if INSTANCE_ID.fullmatch(w))
+    return held
+
+
+def slurm_states(output: str) -> dict[str, str]:
+    """Each node's state from ``sinfo`` and, for a hot spare, that it is one."""
+    states = parse_sinfo(output)
+    for node in parse_spares(output) & states.keys():
+        states[node] += ", hot spare"
     return states
 
 
@@ -71,7 +93,7 @@ class SlurmState:
             InstanceIds=[controller],
             DocumentName="AWS-RunShellScript",
             Comment="training-cluster nodes: sinfo",
-            Parameters={"commands": [SINFO]},
+            Parameters={"commands": [SINFO, SPARES]},
             TimeoutSeconds=30,
         )["Command"]["CommandId"]
         deadline = self.clock() + self.wait_seconds
@@ -87,7 +109,7 @@ class SlurmState:
         if invocation.get("Status") != "Success":
             status = invocation.get("Status", "no answer")
             return {i: f"unknown (sinfo on {controller}: {status})" for i in instance_ids}
-        states = parse_sinfo(str(invocation.get("StandardOutputContent", "")))
+        states = slurm_states(str(invocation.get("StandardOutputContent", "")))
         return {i: states.get(i, "not in Slurm") for i in instance_ids}
 
 

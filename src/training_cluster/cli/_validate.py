@@ -57,7 +57,7 @@ def _show_plan(the_plan: Plan, *, styled: bool) -> str:
             g.name,
             g.role,
             g.instance_type,
-            str(g.count),
+            f"{g.count} + {g.spares} spare{'s' if g.spares > 1 else ''}" if g.spares else str(g.count),
             _accelerators(g.gpus_per_node, g.neuron_devices_per_node),
             str(g.efa_interfaces_per_node),
             _gbps(g.network_gbps_per_node),

@@ -17,6 +17,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from .. import contract
 from .._assets import asset_path, grant_read
 from .._nag import acknowledge
 from ..errors import Finding
@@ -25,7 +26,7 @@ from ..rules.slurm import SlurmFleet, default_partitions, slurm_findings
 from ._props import check_props
 from .fleet import Fleet
 
-SLURM_DIR = "/opt/training-cluster/slurm"
+SLURM_DIR = contract.SLURM_NODE_DIR
 DRAIN_COMMAND = f"{SLURM_DIR}/slurm-drain.sh"
 MUNGE_KEY_LENGTH = 1024
 STAGE = asset_stage(
@@ -252,12 +253,16 @@ class Slurm(Construct):
             accounting_database.secret.grant_read(controller.role)
             controller.bootstrap.set("SLURM_DATABASE_SECRET_ARN", accounting_database.secret.secret_arn)
         self.controller_address.grant_write(controller.role)
-        # The reaper asks EC2 which nodes' instances are gone; DescribeInstances takes no resource.
-        controller.role.add_to_principal_policy(iam.PolicyStatement(actions=["ec2:DescribeInstances"], resources=["*"]))
+        # The reaper asks EC2 which nodes' instances are gone, the topology task where they sit in
+        # the network; neither read-only action takes a resource.
+        controller.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["ec2:DescribeInstances", "ec2:DescribeInstanceTopology"], resources=["*"])
+        )
         acknowledge(
             controller.role,
             "IAM5[Resource::*]",
-            "ec2:DescribeInstances (read only) does not support resource-level permissions",
+            "ec2:DescribeInstances and ec2:DescribeInstanceTopology (read only) do not support resource-level "
+            "permissions",
         )
         # Every Slurm node talks to every other (slurmctld 6817, slurmd 6818, slurmdbd 6819, srun's
         # ports): they share the cluster's security group, which allows all traffic within itself.
@@ -270,7 +275,11 @@ class Slurm(Construct):
 
 def _rules_view(fleet: Fleet) -> SlurmFleet:
     return SlurmFleet(
-        group_name=fleet.group_name, instance_type=fleet.instance_type.name, count=fleet.count, os=fleet.os
+        group_name=fleet.group_name,
+        instance_type=fleet.instance_type.name,
+        count=fleet.count,
+        os=fleet.os,
+        spares=fleet.spares,
     )
 
 

@@ -20,6 +20,8 @@ from ..patterns import HYPERPOD_NAME_PATTERN
 ML_PREFIX = "ml."
 DEEP_HEALTH_CHECKS = ("InstanceStress", "InstanceConnectivity")
 """HyperPod's deep health checks on a new node (``OnStartDeepHealthChecks``)."""
+KUBERNETES_VERSIONS = ("1.28", "1.29", "1.30", "1.31", "1.32", "1.33")
+"""The Kubernetes versions HyperPod's EKS prerequisites page listed when this release was made."""
 MAX_GROUPS = 100
 """Instance groups per HyperPod cluster (``InstanceGroups``, 1 to 100)."""
 MAX_INSTANCES_PER_GROUP = 6758
@@ -152,3 +154,14 @@ def hyperpod_group_findings(
         if problem is not None:
             findings.append(Finding(path=f"{path}.training_plan_arn", message=problem))
     return findings
+
+
+def kubernetes_version_warning(version: str) -> str | None:
+    """Why an EKS cluster of ``version`` may not take HyperPod's nodes (a warning: HyperPod adds
+    versions after EKS, and this release cannot ask), or ``None``."""
+    if version in KUBERNETES_VERSIONS:
+        return None
+    return (
+        f"HyperPod's documentation listed Kubernetes {KUBERNETES_VERSIONS[0]} to {KUBERNETES_VERSIONS[-1]} when this "
+        f"release was made, not {version}: check that HyperPod supports {version} before deploying"
+    )

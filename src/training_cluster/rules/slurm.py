@@ -19,6 +19,11 @@ from . import got, pattern_problem
 from .lustre import mount_path_problem
 
 CONTROLLER_EXAMPLE = "m7i.4xlarge"
+MAX_NODE_RECORDS = 4096
+"""slurm.conf's MaxNodeCount (node/slurm/slurm_config.py): the dynamic nodes slurmctld holds."""
+MAX_COMPUTE_NODES = MAX_NODE_RECORDS // 2
+"""Compute instances (counts and spares) a Slurm cluster may have: half the records, so that every
+node's replacement can register before the failed node's record is deleted."""
 MIN_UID, MAX_UID = 2000, 59999
 """Cluster users' uids: above the node images' own users and groups (system ones below 1000,
 the images' first login user at 1000), below 60000, where Debian's dynamic ranges begin."""
@@ -52,6 +57,7 @@ class SlurmFleet:
     instance_type: str
     count: int
     os: str
+    spares: int = 0
 
 
 def default_partitions(compute_groups: Sequence[str]) -> dict[str, list[str]]:
@@ -123,6 +129,15 @@ def slurm_findings(
                 )
             )
         out += _os(f"compute[{i}]", fleet)
+    total = sum(fleet.count + fleet.spares for fleet in compute)
+    if total > MAX_COMPUTE_NODES:
+        out.append(
+            Finding(
+                path="compute",
+                message=f"Slurm takes at most {MAX_COMPUTE_NODES} compute instances (counts and spares) in a cluster, "
+                f"got {total}: it keeps {MAX_NODE_RECORDS} node records, half of them for replacements",
+            )
+        )
     names = [fleet.group_name for fleet in compute]
     for name, n in Counter(names).items():
         if n > 1:
