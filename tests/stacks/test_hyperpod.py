@@ -21,6 +21,7 @@ from training_cluster import ClusterConfig
 from training_cluster.config import ConfigError
 from training_cluster.constructs import ClusterNetwork, LustreFileSystem
 from training_cluster.constructs.hyperpod import HyperPodCluster, HyperPodGroup
+from training_cluster.contract import LABEL_GROUP
 from training_cluster.rules import hyperpod as rules
 
 COMPARED = (
@@ -75,7 +76,8 @@ def test_the_groups_are_hyperpods_with_ml_types_counts_and_deep_checks(hp_eks: S
     assert "OnStartDeepHealthChecks" not in groups["system"]  # a CPU group has none
     assert groups["trn"]["ThreadsPerCore"] == 1 and "ThreadsPerCore" not in groups["gpu"]
     taint = {"Key": "aws.amazon.com/neuron", "Value": "true", "Effect": "NoSchedule"}
-    assert groups["trn"]["KubernetesConfig"] == {"Taints": [taint]} and "KubernetesConfig" not in groups["gpu"]
+    assert groups["trn"]["KubernetesConfig"] == {"Labels": {LABEL_GROUP: "trn"}, "Taints": [taint]}
+    assert groups["gpu"]["KubernetesConfig"] == {"Labels": {LABEL_GROUP: "gpu"}}  # what jobs select a group by
     roles = {json.dumps(g["ExecutionRole"]) for g in groups.values()}
     assert len(roles) == 1
 
@@ -702,3 +704,26 @@ def test_a_kubernetes_version_hyperpods_documentation_did_not_list_is_a_warning(
         f"release was made, not {version}: check that HyperPod supports {version} before deploying" in warnings
     )
     assert rules.kubernetes_version_warning("1.33") is None
+
+
+def test_the_hyperpod_job_example_selects_by_hyperpods_labels_and_can_resume() -> None:
+    """examples/hyperpod/pytorchjob.yaml: a PyTorchJob the training SDK's model accepts, in a
+    namespace HyperPod's auto-resume works in, on Schedulable nodes (HyperPod's label) of the gpu
+    group (the label each HyperPod group gets), with the file system where HyperPod mounts it."""
+    from test_kube_manifests import model_problems
+
+    job = yaml.safe_load((ROOT / "examples" / "hyperpod" / "pytorchjob.yaml").read_text())
+    assert model_problems(job, "KubeflowOrgV1PyTorchJob") == []
+    namespace = job["metadata"]["namespace"]
+    assert namespace == "kubeflow" or namespace.startswith("hyperpod")
+    assert job["metadata"]["annotations"]["sagemaker.amazonaws.com/enable-job-auto-resume"] == "true"
+    worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]
+    assert worker["restartPolicy"] == "OnFailure"
+    assert worker["template"]["spec"]["nodeSelector"] == {
+        "sagemaker.amazonaws.com/node-health-status": "Schedulable",
+        LABEL_GROUP: "gpu",
+    }
+    config = ClusterConfig.from_yaml(ROOT / "examples" / "hyperpod-eks.yaml")
+    assert "gpu" in {g.name for g in config.instance_groups}
+    (fsx,) = [v for v in worker["template"]["spec"]["volumes"] if v["name"] == "fsx"]
+    assert config.storage.lustre is not None and fsx["hostPath"]["path"] == config.storage.lustre.mount_path

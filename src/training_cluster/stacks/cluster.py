@@ -246,6 +246,8 @@ class TrainingClusterStack(Stack):
                 slurm_node_type="Compute" if orchestrator.enabled else None,
                 partitions=partitions.get(g.name, ()),
                 taints=orchestrator.taints.get(g.name, ()) if orchestrator.eks else (),
+                # what a job selects a group by (HyperPod's own labels say the node's health)
+                labels={contract.LABEL_GROUP: g.name} if orchestrator.eks else {},
                 image_id=g.image_id if orchestrator.eks else None,
                 lifecycle_script=g.lifecycle_script.read_text(encoding="utf-8") if g.lifecycle_script else None,
             )
@@ -275,7 +277,11 @@ class TrainingClusterStack(Stack):
         if orchestrator.eks:
             groups.append(
                 HyperPodGroup(
-                    SYSTEM_GROUP, orchestrator.system_instance_type, orchestrator.system_nodes, ebs_volume_gib=small
+                    SYSTEM_GROUP,
+                    orchestrator.system_instance_type,
+                    orchestrator.system_nodes,
+                    ebs_volume_gib=small,
+                    labels={contract.LABEL_GROUP: SYSTEM_GROUP},
                 )
             )
         settings = {"USERS_CAN_USE_NODE_ROLE": str(orchestrator.users_can_use_node_role).lower()}
